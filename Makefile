@@ -1,0 +1,28 @@
+# The two commands of the README: `make demo` (main job) and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The PyTorch build this project is tested with; override with `make TORCH= demo` to let pip choose.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test bench clean
+
+$(BIN)/imgclf: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH) -e '.[dev]'
+	@touch $@
+
+setup: $(BIN)/imgclf
+
+demo: setup
+	$(BIN)/imgclf demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python bench/fashion_mnist.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

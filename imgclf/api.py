@@ -1,0 +1,172 @@
+"""``imgclf.train``: the whole training job, config -> data -> model -> trainer -> run directory -> evaluation."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .classifier import Classifier
+from .config import TrainConfig
+from .data.cache import channel_stats
+from .data.loader import train_loader
+from .data.prepare import input_shape, prepare
+from .data.sources import load_source
+from .data.split import with_validation
+from .data.transforms import augmentation
+from .device import resolve_device
+from .errors import UserError
+from .metrics import Evaluation
+from .models import count_parameters, create_model
+from .plots import plot_curves
+from .run import BEST, LAST, METRICS, RunDir
+from .train.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, ReduceLROnPlateau
+from .train.optim import create_optimizer, create_schedule
+from .train.trainer import Trainer
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def default_callbacks(cfg: TrainConfig, run: RunDir) -> list[Callback]:
+    """The classic workflow: progress, CSV log, best checkpoint, and plateau/early stopping when asked for."""
+    callbacks: list[Callback] = [] if cfg.quiet else [ProgressBar()]
+    callbacks += [CSVLogger(run / METRICS), ModelCheckpoint(run / BEST, cfg.monitor, cfg.min_delta)]
+    if cfg.scheduler == "plateau":
+        loss_monitor = cfg.monitor.replace("acc", "loss")
+        callbacks.append(ReduceLROnPlateau(loss_monitor, cfg.plateau_factor, cfg.plateau_patience, cfg.min_delta))
+    if cfg.patience > 0:
+        callbacks.append(EarlyStopping(cfg.monitor, cfg.patience, cfg.min_delta))
+    return callbacks
+
+
+def _logger(run: RunDir, quiet: bool) -> Callable[[str], None]:
+    log_file = run / "train.log"
+
+    def log(message: str) -> None:
+        with log_file.open("a", encoding="utf-8") as f:
+            f.write(message + "\n")
+        if not quiet:
+            print(message, flush=True)
+    return log
+
+
+def _augment_workers(requested: int | None) -> int:
+    # Per-image augmentation runs in worker processes beside the training threads; one is enough for 2 cores.
+    return requested if requested is not None else max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def _resume_config(project: str, name: str | None, epochs: int | None) -> tuple[RunDir, TrainConfig]:
+    run = RunDir.open(Path(project) / name) if name else RunDir.latest(project)
+    if not (run / LAST).exists():
+        raise UserError(f"--resume: {run.path} has no checkpoint ({LAST}) to resume from")
+    cfg = run.config()
+    if epochs is not None and epochs != cfg.epochs:
+        if cfg.scheduler in ("onecycle", "cosine"):
+            raise UserError(f"--resume: the {cfg.scheduler} schedule of {run.path} was planned for {cfg.epochs} "
+                            f"epochs; resume without --epochs, or start a new run")
+        cfg.epochs = epochs
+    return run, cfg
+
+
+def train(data: str | None = None, model: str = "cnn", epochs: int | None = None, *, resume: bool = False,
+          exist_ok: bool = False, callbacks: list[Callback] | None = None, **options: Any) -> Classifier:
+    """Train a classifier on ``data`` and return it, Keras-style.
+
+    ``data`` is an image folder, a CSV (paths or pixels) or a built-in dataset name. ``options`` are the fields
+    of :class:`~imgclf.config.TrainConfig` (batch_size, img_size, optimizer, lr, augment, val_split, seed,
+    name, ...). ``callbacks`` are added to the defaults. Everything is written to ``runs/<name>/``.
+    """
+    if resume:
+        run, cfg = _resume_config(options.get("project", "runs"), options.get("name"), epochs)
+        cfg.quiet = options.get("quiet", cfg.quiet)
+    else:
+        if not data:
+            raise UserError("no data given: pass an image folder, a CSV, or a built-in dataset name")
+        cfg = TrainConfig(data=str(data), model=model, **({"epochs": epochs} if epochs else {}), **options)
+    seed_everything(cfg.seed, cfg.deterministic)
+
+    source = load_source(cfg.data, cfg.data_root)
+    if len(source.classes) < 2:
+        raise UserError(f"{cfg.data}: found a single class ({source.classes[0]!r}); a classifier needs at least 2 "
+                        f"(one sub-folder of images per class)")
+    source = with_validation(source, cfg.val_split, cfg.seed)
+    if not resume:
+        cfg.channels, cfg.img_size = input_shape(source, cfg.model, cfg.img_size, cfg.channels, quiet=cfg.quiet)
+        cfg.flip = source.flip_ok if cfg.flip is None else cfg.flip
+        if "val" not in source.splits and cfg.monitor.startswith("val"):
+            cfg.monitor = cfg.monitor.replace("val", "train")
+        model_net = create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size)  # fail fast
+        run = RunDir.create(cfg.project, cfg.name, f"{source.name}-{cfg.model.split(':')[0]}", exist_ok)
+        cfg.name = run.name
+    else:
+        model_net = create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size)
+    log = _logger(run, cfg.quiet)
+
+    data = prepare(source, cfg.channels, cfg.img_size, cfg.resize, quiet=cfg.quiet)
+    if data.skipped:
+        log(f"skipped {len(data.skipped)} unreadable file(s), listed in {run / 'skipped.csv'}:")
+        for path, reason in data.skipped[:10]:
+            log(f"  {path}: {reason}")
+    run.save_skipped(data.skipped)
+    if cfg.mean is None:
+        cfg.mean, cfg.std = channel_stats(data.splits["train"].x)
+    cfg.save(run / "config.yaml")
+    run.save_labels(data.classes)
+
+    device = resolve_device(cfg.device)
+    net = model_net.to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    total, _ = count_parameters(net)
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
+    log(f"{'resuming' if resume else 'training'} {cfg.model} ({total:,} parameters) on {cfg.data}: "
+        f"{len(data.classes)} classes, {sizes} images at {cfg.channels}x{cfg.img_size}x{cfg.img_size}, "
+        f"device {device}, run {run.path}")
+
+    transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip)
+    loader = train_loader(data.splits["train"], cfg.batch_size, transform, _augment_workers(cfg.workers), cfg.seed,
+                          pin_memory=device.type == "cuda")
+    optimizer = create_optimizer(net, cfg)
+    trainer = Trainer(
+        net, optimizer, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), loader,
+        data.splits.get("val"), cfg.mean, cfg.std, device, cfg.epochs,
+        schedule=create_schedule(optimizer, cfg, len(loader)),
+        callbacks=default_callbacks(cfg, run) + list(callbacks or []), amp=cfg.amp, channels_last=cfg.channels_last,
+        checkpoint_path=run / LAST, weights_metadata={"model": cfg.model, "classes": ",".join(data.classes)}, log=log)
+    if resume:
+        trainer.load_checkpoint(run / LAST)
+        log(f"resuming after epoch {trainer.start_epoch} of {cfg.epochs}")
+    try:
+        trainer.fit()
+    except FloatingPointError as exc:
+        raise UserError(f"training stopped: {exc}; the last good checkpoint is {run / LAST}") from None
+    if not (run / BEST).exists():
+        trainer.save_weights(run / BEST)
+    plot_curves(run.metrics(), run / "curves.png", cfg.monitor)
+
+    clf = Classifier.load(run.path, device=cfg.device)
+    final = "test" if "test" in data.splits else "val" if "val" in data.splits else None
+    if final is not None and len(data.splits[final]):
+        images = data.splits[final]
+        clf.evaluation = Evaluation(data.classes, images.y.numpy(), clf.predict_proba(images.x).numpy())
+        clf.evaluation.save(run.path)
+        log(f"{final} accuracy {clf.evaluation.accuracy:.4f} (top-{clf.evaluation.k} "
+            f"{clf.evaluation.top_k_accuracy:.4f}) on {len(images)} images with the best weights")
+    log(f"run directory: {run.path}")
+    return clf
+
+
+def load(run: str | Path, weights: str = "best", device: str = "auto") -> Classifier:
+    """A trained classifier back from its run directory."""
+    return Classifier.load(run, weights, device)

@@ -1,0 +1,174 @@
+"""A trained classifier: the model, its class names and its preprocessing, loaded from a run directory."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from .config import TrainConfig
+from .data.cache import ImageTensors, decode_split
+from .data.decode import BadImage, load_pixels, to_model_pixels
+from .data.sources import Source, load_source
+from .data.split import with_validation
+from .data.transforms import normalize
+from .device import resolve_device
+from .errors import UserError
+from .metrics import Evaluation
+from .models import count_parameters, create_model
+from .predict import Prediction, collect_inputs
+from .run import BEST, LAST, RunDir
+
+
+class Classifier:
+    """Predict and evaluate with a trained model. Get one from :func:`imgclf.train` or :func:`imgclf.load`."""
+
+    def __init__(self, model: nn.Module, classes: list[str], config: TrainConfig, run: RunDir | None = None,
+                 device: str | torch.device = "auto") -> None:
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.classes, self.config, self.run = classes, config, run
+        self.evaluation: Evaluation | None = None  # set by imgclf.train: the score on the test/validation split
+        self.mean = torch.tensor(config.mean, device=self.device)
+        self.std = torch.tensor(config.std, device=self.device)
+
+    # ---- loading ------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, run: str | Path, weights: str = "best", device: str = "auto") -> "Classifier":
+        """Rebuild the model of a run directory and load its ``best`` (or ``last``) weights."""
+        run_dir = RunDir.open(run)
+        config, classes = run_dir.config(), run_dir.labels()
+        model = create_model(config.model, len(classes), config.channels, config.img_size)
+        path = run_dir / (BEST if weights == "best" else LAST)
+        if weights == "best" and not path.exists() and (run_dir / LAST).exists():
+            path = run_dir / LAST
+        try:
+            state = load_file(str(path)) if path.suffix == ".safetensors" else \
+                torch.load(path, map_location="cpu", weights_only=True)["model"]
+        except FileNotFoundError:
+            raise UserError(f"{path}: the run has no weights yet; train it first (imgclf train)") from None
+        except (SafetensorError, RuntimeError, KeyError, OSError, EOFError) as exc:
+            raise UserError(f"{path}: the weights file is damaged ({str(exc).splitlines()[0]}); "
+                            f"re-train or copy the run again") from None
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise UserError(f"{path}: the weights do not fit the model in {run_dir / 'config.yaml'} "
+                            f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})") \
+                from None
+        return cls(model, classes, config, run_dir, device)
+
+    # ---- inference ----------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict_proba(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Class probabilities for uint8 images already at the model's size, (N, C, H, W) -> (N, classes)."""
+        out = []
+        for start in range(0, len(x), batch_size):
+            batch = normalize(x[start:start + batch_size].to(self.device), self.mean, self.std,
+                              self.config.channels_last)
+            out.append(self.model(batch).float().softmax(1).cpu())
+        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+
+    def _pixels(self, item: str | Path | Image.Image | np.ndarray) -> np.ndarray:
+        c, size, mode = self.config.channels, self.config.img_size, self.config.resize
+        if isinstance(item, Image.Image):
+            return to_model_pixels(item, c, size, mode)
+        if isinstance(item, np.ndarray):
+            return to_model_pixels(Image.fromarray(item), c, size, mode)
+        return load_pixels(item, c, size, mode)
+
+    def predict(self, inputs: str | Path | Image.Image | np.ndarray | Iterable, top_k: int = 5,
+                batch_size: int = 64) -> list[Prediction]:
+        """Top-k classes for image files, folders, globs, PIL images or HxW[xC] uint8 arrays.
+
+        Unreadable files get a :class:`Prediction` with ``error`` set instead of stopping the rest.
+        """
+        items = [inputs] if isinstance(inputs, (str, Path, Image.Image, np.ndarray)) else list(inputs)
+        if all(isinstance(i, (str, Path)) for i in items):
+            items = collect_inputs([str(i) for i in items])
+        k = max(1, min(top_k, len(self.classes)))
+        results: list[Prediction] = []
+        for start in range(0, len(items), batch_size):
+            chunk, pixels, errors = items[start:start + batch_size], [], {}
+            for i, item in enumerate(chunk):
+                try:
+                    pixels.append(self._pixels(item))
+                except BadImage as exc:
+                    errors[i] = str(exc)
+            probs = self.predict_proba(torch.from_numpy(np.stack(pixels))) if pixels else None
+            row = 0
+            for i, item in enumerate(chunk):
+                name = str(item) if isinstance(item, (str, Path)) else f"<image {start + i}>"
+                if i in errors:
+                    results.append(Prediction(name, [], [], errors[i]))
+                    continue
+                top = probs[row].topk(k)
+                results.append(Prediction(name, [self.classes[j] for j in top.indices.tolist()],
+                                          [round(p, 6) for p in top.values.tolist()]))
+                row += 1
+        return results
+
+    # ---- evaluation ---------------------------------------------------------------------------------------
+    def _map_labels(self, source: Source) -> np.ndarray:
+        """Position of each of the source's classes among the model's classes; unknown names are an error."""
+        ids = {c: i for i, c in enumerate(self.classes)}
+        unknown = [c for c in source.classes if c not in ids]
+        if unknown:
+            raise UserError(f"{source.name}: label(s) {', '.join(map(repr, unknown[:5]))} are not classes of this "
+                            f"model ({', '.join(self.classes[:10])}{', ...' if len(self.classes) > 10 else ''})")
+        return np.array([ids[c] for c in source.classes], dtype=np.int64)
+
+    def eval_images(self, data: str | None = None, split: str | None = None) -> tuple[ImageTensors, str]:
+        """The labelled images to evaluate on, decoded, and a description of where they come from.
+
+        Without ``data``: the run's own test split, else its validation split (rebuilt from the seed).
+        With ``data``: its test split if it has one, else all of its images.
+        """
+        cfg = self.config
+        if data is None:
+            source = with_validation(load_source(cfg.data, cfg.data_root), cfg.val_split, cfg.seed)
+            split = split or ("test" if "test" in source.splits else "val")
+        else:
+            source = load_source(data, cfg.data_root)
+            split = split or ("test" if "test" in source.splits else "train")
+        if split not in source.splits:
+            raise UserError(f"{data or cfg.data} has no {split} split (it has: {', '.join(source.splits)})")
+        mapping = self._map_labels(source)
+        chosen = source.splits[split]
+        images = decode_split(chosen, cfg.channels, cfg.img_size, cfg.resize, desc=f"decoding {split}",
+                              quiet=cfg.quiet)
+        images.y = torch.from_numpy(mapping)[images.y]
+        return images, f"{data or cfg.data} ({split} split, {len(images)} images)"
+
+    def evaluate(self, data: str | None = None, split: str | None = None, top_k: int = 5,
+                 save_to: Path | None = None) -> Evaluation:
+        """Accuracy, top-k accuracy, per-class report and confusion matrix; files written to ``save_to``."""
+        images, _ = self.eval_images(data, split)
+        if len(images) == 0:
+            raise UserError("no readable labelled images to evaluate on")
+        result = Evaluation(self.classes, images.y.numpy(), self.predict_proba(images.x).numpy(), top_k)
+        if save_to is not None:
+            result.save(Path(save_to))
+        return result
+
+    def info(self) -> dict:
+        """What a user wants to know about this classifier at a glance."""
+        total, trainable = count_parameters(self.model)
+        out = {"model": self.config.model, "classes": self.classes, "parameters": total, "trainable": trainable,
+               "input": f"{self.config.channels}x{self.config.img_size}x{self.config.img_size}",
+               "mean": self.config.mean, "std": self.config.std, "data": self.config.data}
+        if self.run is not None:
+            out["run"] = str(self.run.path)
+            rows = self.run.metrics()
+            monitor = self.config.monitor
+            if rows and monitor in rows[0]:
+                best = (max if monitor.endswith("acc") else min)(rows, key=lambda r: r[monitor])
+                out["best"] = {"epoch": int(best["epoch"]), monitor: best[monitor]}
+                out["epochs_run"] = int(rows[-1]["epoch"])
+            out["files"] = sorted(p.name for p in self.run.path.iterdir())
+        return out

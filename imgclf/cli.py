@@ -1,0 +1,210 @@
+"""The ``imgclf`` command line: train, evaluate, predict, info and demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import AUGMENTS, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TrainConfig
+from .errors import UserError
+
+DEFAULTS = TrainConfig()
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Show every option's default, unless its help already explains it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line that points to --help rather than the whole usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", formatter_class=_Formatter, help="train a classifier",
+                       description="Train a classifier on DATA: an image folder (one sub-folder per class, or "
+                                   "train/ val/ test/ folders of them), a CSV of path,label[,split], a CSV of pixels "
+                                   "(label,pixel1,...), or a built-in dataset: fashion-mnist, mnist, cifar10, "
+                                   "food101, fashion-mnist-sample.")
+    p.add_argument("data", nargs="?", help="image folder, CSV or dataset name (optional with --resume)")
+    p.add_argument("--model", default=DEFAULTS.model, help="cnn, cnn:SPEC (e.g. cnn:32-32-m-64-64-m-fc128) or a timm "
+                                                            "architecture (resnet18, efficientnet_lite0, ...)")
+    p.add_argument("--epochs", type=int, default=None, help=f"epochs to train (default: {DEFAULTS.epochs})")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="images per training step")
+    p.add_argument("--img-size", type=int, default=None, help="input side in pixels (default: the images' own size "
+                                                                "when small and uniform, else 96 for cnn or the "
+                                                                "architecture's size)")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="input channels (default: 1 if every "
+                                                                                "image is grayscale, else 3)")
+    p.add_argument("--resize", choices=RESIZE_MODES, default=DEFAULTS.resize,
+                   help="crop: keep aspect ratio and crop the centre; squash: stretch")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS.optimizer, help="sgd = SGD with Nesterov momentum")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.05 sgd, 1e-3 adam, "
+                                                            "3e-3 adamw)")
+    p.add_argument("--weight-decay", type=float, default=None, help="(default: 5e-4 sgd, 0 adam, 0.05 adamw)")
+    p.add_argument("--momentum", type=float, default=DEFAULTS.momentum, help="SGD momentum")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default=DEFAULTS.scheduler,
+                   help="learning-rate schedule; plateau = reduce-LR-on-plateau")
+    p.add_argument("--warmup-epochs", type=float, default=None,
+                   help="epochs of learning-rate warm-up (default: a quarter of training for onecycle, 1 for cosine)")
+    p.add_argument("--label-smoothing", type=float, default=DEFAULTS.label_smoothing,
+                   help="label smoothing of the cross-entropy loss")
+    p.add_argument("--augment", choices=AUGMENTS, default=DEFAULTS.augment,
+                   help="light: shifts and flips; standard: crops, rotations, colour jitter and flips")
+    p.add_argument("--no-flip", dest="flip", action="store_false", default=None,
+                   help="never mirror images (digits, text); default: flip unless the dataset is digits")
+    p.add_argument("--val-split", type=float, default=DEFAULTS.val_split,
+                   help="share of train held out for validation when the data has no validation split")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for the split, the weights and the batches")
+    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
+    p.add_argument("--monitor", default=DEFAULTS.monitor, help="metric for the best checkpoint and early stopping")
+    p.add_argument("--patience", type=int, default=DEFAULTS.patience, help="early-stopping patience; 0 = off")
+    p.add_argument("--min-delta", type=float, default=DEFAULTS.min_delta, help="smallest change that counts")
+    p.add_argument("--plateau-patience", type=int, default=DEFAULTS.plateau_patience,
+                   help="reduce-LR-on-plateau: epochs without improvement before reducing")
+    p.add_argument("--plateau-factor", type=float, default=DEFAULTS.plateau_factor,
+                   help="reduce-LR-on-plateau: multiply the learning rate by this")
+    p.add_argument("--name", default=None, help="run name (default: a new one under --project)")
+    p.add_argument("--project", default=DEFAULTS.project, help="folder that holds the run directories")
+    p.add_argument("--exist-ok", action="store_true", help="train into an existing run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run --name (default: the latest) from its "
+                                                          "last checkpoint")
+    p.add_argument("--data-root", default=None, help="where built-in datasets live (default "
+                                                     "~/.cache/imgclf/datasets)")
+    p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="full precision on GPU")
+    p.add_argument("--workers", type=int, default=None, help="augmentation worker processes (default: cores - 1)")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+
+def _add_commands(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser("evaluate", formatter_class=_Formatter, help="score a run on labelled images",
+                       description="Accuracy, top-k accuracy, per-class precision/recall/F1 and the confusion "
+                                   "matrix. Without DATA: the run's test split, else its validation split.")
+    e.add_argument("run", help="run directory (runs/NAME) or run name")
+    e.add_argument("data", nargs="?", help="labelled images: folder, CSV or dataset name")
+    e.add_argument("--split", choices=("train", "val", "test"), default=None, help="which split of the data")
+    e.add_argument("--top-k", type=int, default=5, help="k of the top-k accuracy")
+    e.add_argument("--output-dir", default=None, help="where to write the report (default: the run directory)")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+    p = sub.add_parser("predict", formatter_class=_Formatter, help="top-k classes of images",
+                       description="Predict image files, folders (recursively) and glob patterns.")
+    p.add_argument("run", help="run directory (runs/NAME) or run name")
+    p.add_argument("inputs", nargs="+", help="images, folders or globs such as 'photos/*.jpg'")
+    p.add_argument("--top-k", type=int, default=5, help="how many classes to show per image")
+    p.add_argument("--output", default=None, help="write predictions to a .csv or .json file")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+    i = sub.add_parser("info", formatter_class=_Formatter, help="what a run holds",
+                       description="Classes, model, parameters, best metric and the files of a run.")
+    i.add_argument("run", help="run directory (runs/NAME) or run name")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+
+    d = sub.add_parser("demo", formatter_class=_Formatter, help="train, evaluate and predict on the bundled sample",
+                       description="The whole workflow on 8,000 bundled Fashion-MNIST images, offline, in a few "
+                                   "minutes on a laptop CPU.")
+    d.add_argument("--epochs", type=int, default=8, help="epochs to train")
+    d.add_argument("--project", default="runs", help="folder that holds the run directory")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="imgclf", formatter_class=_Formatter,
+                                     description="Image classification with convolutional networks.")
+    parser.add_argument("--version", action="version", version=f"imgclf {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_commands(sub)
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .api import train
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "data", "model", "epochs", "resume",
+                                                                 "exist_ok")}
+    if args.resume:
+        options = {k: options[k] for k in ("name", "project", "quiet")}
+    train(args.data, args.model, args.epochs, resume=args.resume, exist_ok=args.exist_ok, **options)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .classifier import Classifier
+
+    clf = Classifier.load(args.run, device=args.device)
+    out = Path(args.output_dir) if args.output_dir else clf.run.path
+    result = clf.evaluate(args.data, args.split, args.top_k, save_to=out)
+    print(result.report())
+    print(f"report, metrics and confusion matrix written to {out}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .classifier import Classifier
+    from .predict import format_table, write_predictions
+
+    clf = Classifier.load(args.run, device=args.device)
+    predictions = clf.predict(args.inputs, top_k=args.top_k, batch_size=args.batch_size)
+    if args.output:
+        write_predictions(predictions, Path(args.output))
+        print(f"{len(predictions)} prediction(s) written to {args.output}")
+    else:
+        print(format_table(predictions))
+    failed = sum(p.error is not None for p in predictions)
+    if failed:
+        print(f"{failed} of {len(predictions)} file(s) could not be read", file=sys.stderr)
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from .classifier import Classifier
+
+    info = Classifier.load(args.run, device="cpu").info()
+    if args.json:
+        print(json.dumps(info, indent=1, ensure_ascii=False))
+        return
+    for key, value in info.items():
+        if key == "classes":
+            value = f"{len(value)}: {', '.join(value[:20])}{', ...' if len(value) > 20 else ''}"
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        elif isinstance(value, int):
+            value = f"{value:,}"
+        print(f"{key:>11}: {value}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(args.epochs, args.project)
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info,
+            "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user mistakes print one line and exit 2; Ctrl-C exits 130."""
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"imgclf {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; a training run continues with: imgclf train --resume --name RUN", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

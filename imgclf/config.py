@@ -1,0 +1,115 @@
+"""Training configuration: every knob, its default, and its round trip through ``config.yaml``."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("onecycle", "cosine", "plateau", "none")
+AUGMENTS = ("none", "light", "standard")
+RESIZE_MODES = ("crop", "squash")
+# Learning rates that work for each optimizer with the default batch size; --lr overrides.
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 3e-3}
+DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adam": 0.0, "adamw": 0.05}
+
+
+@dataclass
+class TrainConfig:
+    """Everything needed to rebuild a run and to re-run it. ``None`` means "choose from the data/model"."""
+
+    data: str = ""
+    model: str = "cnn"
+    epochs: int = 15
+    batch_size: int = 128
+    img_size: int | None = None
+    channels: int | None = None
+    resize: str = "crop"
+    optimizer: str = "adamw"
+    lr: float | None = None
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    scheduler: str = "onecycle"
+    warmup_epochs: float | None = None
+    label_smoothing: float = 0.1
+    augment: str = "light"
+    flip: bool | None = None
+    val_split: float = 0.1
+    seed: int = 0
+    name: str | None = None
+    project: str = "runs"
+    data_root: str | None = None
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    workers: int | None = None
+    monitor: str = "val_acc"
+    patience: int = 0
+    min_delta: float = 0.0
+    plateau_patience: int = 2
+    plateau_factor: float = 0.2
+    deterministic: bool = False
+    quiet: bool = False
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject impossible values with a message naming the option and the allowed values."""
+        choices = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "augment": AUGMENTS, "resize": RESIZE_MODES}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise UserError(f"--{key} {getattr(self, key)!r} is not one of: {', '.join(allowed)}")
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size}
+        for key, value in positive.items():
+            if value < 1:
+                raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+        if self.img_size is not None and self.img_size < 8:
+            raise UserError(f"--img-size must be at least 8 pixels, got {self.img_size}")
+        if not 0.0 <= self.val_split < 1.0:
+            raise UserError(f"--val-split must be in [0, 1), got {self.val_split}")
+        if self.lr is not None and self.lr <= 0:
+            raise UserError(f"--lr must be positive, got {self.lr}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise UserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.channels not in (None, 1, 3):
+            raise UserError(f"--channels must be 1 or 3, got {self.channels}")
+        if self.monitor not in ("val_acc", "val_loss", "train_loss", "train_acc"):
+            raise UserError(f"--monitor {self.monitor!r} is not one of: val_acc, val_loss, train_acc, train_loss")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    @property
+    def wd(self) -> float:
+        return self.weight_decay if self.weight_decay is not None else DEFAULT_WEIGHT_DECAY[self.optimizer]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"unknown training option(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainConfig":
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserError(f"cannot read {path}: {exc}") from None
+        return cls.from_dict(values)

@@ -1,0 +1,144 @@
+"""Decode once: every image of a split becomes a row of one uint8 tensor (N, C, H, W).
+
+Training then builds batches by indexing that tensor, so no epoch decodes a file again. Files are decoded in
+parallel worker processes; a file that cannot be read is skipped and reported with its reason.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from .decode import BadImage, is_gray, load_pixels, to_model_pixels
+from .sources import Split
+
+
+@dataclass
+class ImageTensors:
+    """Decoded images ``x`` (uint8, N x C x H x W), class ids ``y``, and the files that were skipped."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    paths: list[str] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def default_workers() -> int:
+    return min(8, os.cpu_count() or 1)
+
+
+class _Apply(torch.utils.data.Dataset):
+    def __init__(self, fn: Callable, items: list) -> None:
+        self.fn, self.items = fn, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.fn(self.items[i])
+        except BadImage as exc:
+            return exc
+
+
+def _unbatched(batch: list) -> list:
+    return batch
+
+
+def parallel_map(fn: Callable, items: list, workers: int | None = None, desc: str = "", quiet: bool = False) -> list:
+    """``[fn(item) for item in items]`` over worker processes; a :class:`BadImage` is returned, not raised."""
+    workers = default_workers() if workers is None else workers
+    workers = 0 if len(items) < 64 else workers
+    loader = torch.utils.data.DataLoader(_Apply(fn, items), batch_size=32, num_workers=workers,
+                                         collate_fn=_unbatched)
+    out: list = []
+    with tqdm(total=len(items), desc=desc, unit="img", disable=True if quiet or not desc else None, leave=False) as bar:
+        for batch in loader:
+            out.extend(batch)
+            bar.update(len(batch))
+    return out
+
+
+def _header(path: Path) -> tuple[int, int, bool] | BadImage:
+    """(width, height, gray) from the file header alone, or the reason the file is unusable."""
+    try:
+        with Image.open(path) as im:
+            return im.size[0], im.size[1], is_gray(im)
+    except FileNotFoundError:
+        return BadImage("file not found")
+    except Exception:  # noqa: BLE001 - the full decode gives the precise reason later
+        return BadImage("not an image or unsupported format" if path.stat().st_size else "empty file")
+
+
+@dataclass
+class ImageStats:
+    """What the headers say about a list of files: the common size (if any) and whether all are gray."""
+
+    size: tuple[int, int] | None
+    all_gray: bool
+
+
+def scan(paths: list[Path], workers: int | None = None, quiet: bool = False) -> ImageStats:
+    """Read headers only (fast) to choose a default input size and number of channels."""
+    heads = [h for h in parallel_map(_header, paths, workers, "scanning", quiet) if not isinstance(h, BadImage)]
+    sizes = {(w, h) for w, h, _ in heads}
+    return ImageStats(next(iter(sizes)) if len(sizes) == 1 else None, all(g for *_, g in heads))
+
+
+class _Decoder:
+    def __init__(self, channels: int, size: int, resize_mode: str) -> None:
+        self.channels, self.size, self.resize_mode = channels, size, resize_mode
+
+    def __call__(self, path: Path) -> np.ndarray:
+        return load_pixels(path, self.channels, self.size, self.resize_mode)
+
+
+def _from_pixels(pixels: np.ndarray, channels: int, size: int, resize_mode: str) -> torch.Tensor:
+    gray = pixels.ndim == 3
+    same_mode = (channels == 1) == gray
+    if same_mode and pixels.shape[1:3] == (size, size):
+        x = torch.from_numpy(np.require(pixels, requirements=["C", "W"]))  # frombuffer arrays are read-only
+        return x.unsqueeze(1) if gray else x.permute(0, 3, 1, 2).contiguous()
+    # Anything else goes through the same per-image path as files, so prediction on files sees the same pixels.
+    out = np.empty((len(pixels), channels, size, size), dtype=np.uint8)
+    for i, arr in enumerate(pixels):
+        out[i] = to_model_pixels(Image.fromarray(arr), channels, size, resize_mode)
+    return torch.from_numpy(out)
+
+
+def decode_split(split: Split, channels: int, size: int, resize_mode: str = "crop",
+                 workers: int | None = None, desc: str = "", quiet: bool = False) -> ImageTensors:
+    """Decode every image of ``split`` to (channels, size, size) uint8; unreadable files are skipped."""
+    labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
+    if split.pixels is not None:
+        return ImageTensors(_from_pixels(split.pixels, channels, size, resize_mode), labels)
+    decoded = parallel_map(_Decoder(channels, size, resize_mode), split.paths, workers, desc, quiet)
+    keep = [i for i, d in enumerate(decoded) if not isinstance(d, BadImage)]
+    skipped = [(str(split.paths[i]), str(d)) for i, d in enumerate(decoded) if isinstance(d, BadImage)]
+    x = torch.from_numpy(np.stack([decoded[i] for i in keep])) if keep else \
+        torch.empty((0, channels, size, size), dtype=torch.uint8)
+    return ImageTensors(x, labels[keep], [str(split.paths[i]) for i in keep], skipped)
+
+
+def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units, computed in chunks to bound memory."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(x), chunk):
+        part = x[start:start + chunk].double().div_(255)
+        total += part.sum(dim=(0, 2, 3))
+        squares += part.square().sum(dim=(0, 2, 3))
+    count = max(1, len(x) * x.shape[2] * x.shape[3])
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
+    return [round(float(m), 4) for m in mean], [round(max(float(s), 1e-3), 4) for s in std]
+

@@ -1,0 +1,99 @@
+"""Decoding one image file into the model's pixels: the single function training and prediction share.
+
+Every image, whatever its mode (1, L, LA, P, RGB, RGBA, CMYK, I;16, I, F) and size, goes through
+:func:`to_model_pixels`, so a picture is seen the same way in ``train``, ``evaluate`` and ``predict``.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+class BadImage(Exception):
+    """A file that cannot be used as an image; the message is the reason shown to the user."""
+
+
+def is_image_file(path: Path) -> bool:
+    """An image by extension (any case), ignoring hidden files such as ``.DS_Store`` or ``._photo.jpg``."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Fully decode ``path`` with its EXIF orientation applied. Raises :class:`BadImage` with the reason."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a bomb is an error for us.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                return ImageOps.exif_transpose(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImage(f"too many pixels (decompression bomb?): {exc}") from None
+    except FileNotFoundError:
+        raise BadImage("file not found") from None
+    except Image.UnidentifiedImageError:
+        size = Path(path).stat().st_size if Path(path).exists() else 0
+        raise BadImage("empty file" if size == 0 else "not an image or unsupported format") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise BadImage(f"cannot decode: {exc}") from None
+
+
+def is_gray(im: Image.Image) -> bool:
+    """True for single-channel modes (with or without alpha)."""
+    return im.mode in GRAY_MODES
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """Scale 16/32-bit integer and float images to 8 bits (Pillow's own convert clips instead of scaling)."""
+    arr = np.asarray(im)
+    if arr.dtype == np.uint8:
+        return Image.fromarray(arr)
+    arr = arr.astype(np.float64)
+    if np.issubdtype(np.asarray(im).dtype, np.floating):
+        top = 1.0 if arr.max(initial=0.0) <= 1.0 else arr.max()
+    else:
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+    return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+
+
+def _flatten_alpha(im: Image.Image) -> Image.Image:
+    """Composite transparent images over white, the way they look in a viewer."""
+    rgba = im.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def to_mode(im: Image.Image, channels: int) -> Image.Image:
+    """Convert any mode to ``L`` (channels=1) or ``RGB`` (channels=3)."""
+    if im.mode.startswith("I") or im.mode == "F":
+        im = _to_8bit(im)
+    elif im.mode == "P" and "transparency" in im.info or im.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+        im = _flatten_alpha(im)
+    target = "L" if channels == 1 else "RGB"
+    return im if im.mode == target else im.convert(target)
+
+
+def resize(im: Image.Image, size: int, mode: str = "crop") -> Image.Image:
+    """Square ``size`` x ``size`` pixels: ``crop`` keeps the aspect ratio and crops the centre, ``squash`` stretches."""
+    if im.size == (size, size):
+        return im
+    if mode == "squash":
+        return im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return ImageOps.fit(im, (size, size), Image.Resampling.BILINEAR)
+
+
+def to_model_pixels(im: Image.Image, channels: int, size: int, resize_mode: str = "crop") -> np.ndarray:
+    """The model's view of an image: a ``(channels, size, size)`` uint8 array."""
+    arr = np.asarray(resize(to_mode(im, channels), size, resize_mode))
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def load_pixels(path: str | Path, channels: int, size: int, resize_mode: str = "crop") -> np.ndarray:
+    """Decode a file into the model's pixels; raises :class:`BadImage`."""
+    return to_model_pixels(open_image(path), channels, size, resize_mode)

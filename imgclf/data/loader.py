@@ -1,0 +1,52 @@
+"""Batches from decoded tensors: indexing for plain batches, per-image v2 transforms only when augmenting."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torchvision.transforms import v2
+
+from .cache import ImageTensors
+
+
+class TensorImages(torch.utils.data.Dataset):
+    """Decoded uint8 images as a dataset; ``__getitems__`` builds a whole batch with one index operation."""
+
+    def __init__(self, images: ImageTensors, transform: v2.Transform | None = None) -> None:
+        self.x, self.y, self.transform = images.x, images.y, transform
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.x[i]
+        return (self.transform(x) if self.transform else x), self.y[i]
+
+    def __getitems__(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(index)
+        x = self.x[idx]
+        if self.transform is not None:
+            # Random parameters must differ per image, so each image gets its own draw.
+            x = torch.stack([self.transform(img) for img in x])
+        return x, self.y[idx]
+
+
+def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return batch
+
+
+def train_loader(images: ImageTensors, batch_size: int, transform: v2.Transform | None, workers: int,
+                 seed: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """Shuffled batches; worker processes only when there is per-image augmentation work to overlap."""
+    generator = torch.Generator().manual_seed(seed)
+    workers = workers if transform is not None else 0
+    return torch.utils.data.DataLoader(
+        TensorImages(images, transform), batch_size=batch_size, shuffle=True, drop_last=len(images) > batch_size,
+        num_workers=workers, persistent_workers=workers > 0, collate_fn=_as_batch, generator=generator,
+        pin_memory=pin_memory)
+
+
+def eval_batches(images: ImageTensors, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches in order, no augmentation: slices of the decoded tensors."""
+    for start in range(0, len(images), batch_size):
+        yield images.x[start:start + batch_size], images.y[start:start + batch_size]

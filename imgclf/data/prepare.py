@@ -1,0 +1,63 @@
+"""From a data source to decoded tensors: choose the input size and channels, then decode every split once."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import UserError
+from ..models import default_img_size, is_cnn
+from .cache import ImageTensors, decode_split, scan
+from .sources import Source
+
+# For photos of mixed sizes, the from-scratch CNN works at this size unless --img-size says otherwise.
+CNN_PHOTO_SIZE = 96
+# Images no larger than this, all of one size, are used at their own size.
+KEEP_NATIVE_UP_TO = 128
+
+
+@dataclass
+class Prepared:
+    """The decoded splits of a source at the model's input size and channels."""
+
+    classes: list[str]
+    channels: int
+    img_size: int
+    splits: dict[str, ImageTensors]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def input_shape(source: Source, model: str, img_size: int | None, channels: int | None,
+                workers: int | None = None, quiet: bool = False) -> tuple[int, int]:
+    """(channels, size) of the model's input: what the user asked for, else what the data and model suggest."""
+    native = source.native_size
+    if native is not None:
+        gray = source.native_channels == 1
+        common = native if native[0] == native[1] else None
+    else:
+        stats = scan(source.splits["train"].paths, workers, quiet)
+        gray, common = stats.all_gray, stats.size
+        common = common if common is None or common[0] == common[1] else None
+    channels = channels or (1 if gray else 3)
+    if img_size is None:
+        if common is not None and (common[0] <= KEEP_NATIVE_UP_TO or native is not None):
+            img_size = common[0]
+        else:
+            img_size = CNN_PHOTO_SIZE if is_cnn(model) else default_img_size(model)
+    return channels, img_size
+
+
+def prepare(source: Source, channels: int, img_size: int, resize_mode: str = "crop",
+            workers: int | None = None, quiet: bool = False) -> Prepared:
+    """Decode every split of ``source``; files that cannot be read are skipped and listed."""
+    splits, skipped = {}, list(source.missing)
+    for name, split in source.splits.items():
+        tensors = decode_split(split, channels, img_size, resize_mode, workers, f"decoding {name}", quiet)
+        skipped += tensors.skipped
+        splits[name] = tensors
+    if len(splits["train"]) == 0:
+        raise UserError("none of the training images could be read (see the reasons above); check the files")
+    present = set(splits["train"].y.unique().tolist())
+    if len(present) < 2:
+        only = source.classes[next(iter(present))] if present else "none"
+        raise UserError(f"training needs at least 2 classes with images, found 1 ({only!r}); "
+                        f"add a folder of images for each class")
+    return Prepared(source.classes, channels, img_size, splits, skipped)

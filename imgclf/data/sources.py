@@ -1,0 +1,223 @@
+"""Where images come from: an image folder, a CSV of paths, a CSV of pixels, or a built-in dataset.
+
+Every source becomes a :class:`Source`: sorted class names and up to three labelled splits (train, val, test),
+each a list of files to decode or an array of pixels already in memory. Nothing is decoded here.
+"""
+from __future__ import annotations
+
+import math
+import os
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import UserError
+from .decode import is_image_file
+
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "test": "test", "testing": "test"}
+PATH_COLUMNS = ("path", "filepath", "file_path", "filename", "file", "image", "image_path", "img")
+LABEL_COLUMNS = ("label", "class", "category", "target", "y")
+
+
+@dataclass
+class Split:
+    """Labelled images of one split: ``paths`` to decode, or ``pixels`` (N, H, W[, C]) uint8 already decoded."""
+
+    labels: np.ndarray
+    paths: list[Path] | None = None
+    pixels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> "Split":
+        return Split(self.labels[index],
+                     None if self.paths is None else [self.paths[i] for i in index],
+                     None if self.pixels is None else self.pixels[index])
+
+
+@dataclass
+class Source:
+    """A labelled data set: ``classes[i]`` is the name of class id ``i``."""
+
+    name: str
+    classes: list[str]
+    splits: dict[str, Split]
+    flip_ok: bool = True
+    missing: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def native_size(self) -> tuple[int, int] | None:
+        pixels = self.splits["train"].pixels if "train" in self.splits else None
+        return None if pixels is None else pixels.shape[1:3]
+
+    @property
+    def native_channels(self) -> int | None:
+        pixels = self.splits["train"].pixels if "train" in self.splits else None
+        return None if pixels is None else (1 if pixels.ndim == 3 else pixels.shape[3])
+
+
+def _nfc(name: str) -> str:
+    # macOS stores file names decomposed (NFD); the same Korean class name must compare equal everywhere.
+    return unicodedata.normalize("NFC", name)
+
+
+def sort_classes(names: set[str]) -> list[str]:
+    """Class-name order that decides the ids: numeric when every name is an integer (2 before 10), else by name."""
+    if names and all(n.lstrip("-").isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _images_below(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / f for f in sorted(files) if is_image_file(Path(f)))
+    return found
+
+
+def _class_folder_split(folder: Path) -> dict[str, list[Path]]:
+    """``folder/<class>/**/<image>`` as {class name: files}; classes with no image are left out."""
+    return {_nfc(d.name): files for d in _visible_dirs(folder) if (files := _images_below(d))}
+
+
+def _labelled(per_class: dict[str, list[Path]], classes: list[str]) -> Split:
+    ids = {c: i for i, c in enumerate(classes)}
+    paths = [p for c in per_class for p in per_class[c]]
+    labels = np.array([ids[c] for c in per_class for _ in per_class[c]], dtype=np.int64)
+    return Split(labels, paths=paths)
+
+
+def from_folder(folder: Path) -> Source:
+    """An image folder: ``<class>/`` sub-folders, or ``train/``, ``val/`` and ``test/`` each holding them."""
+    subdirs = {d.name.lower(): d for d in _visible_dirs(folder)}
+    split_layout = "train" in subdirs and set(subdirs) <= set(SPLIT_NAMES)
+    layout = {SPLIT_NAMES[k]: _class_folder_split(d) for k, d in subdirs.items()} if split_layout \
+        else {"train": _class_folder_split(folder)}
+    train = layout["train"]
+    if not train:
+        where = folder / "train" if split_layout else folder
+        raise UserError(f"{where}: no images found; expected one sub-folder per class holding "
+                        f"{'/'.join(e.lstrip('.') for e in ('.jpg', '.png', '.bmp', '.gif', '.webp', '.tif'))} files")
+    classes = sort_classes(set(train))
+    for split, per_class in layout.items():
+        unknown = sorted(set(per_class) - set(classes))
+        if unknown:
+            raise UserError(f"{folder}/{split}: class folder(s) {', '.join(map(repr, unknown))} have no training "
+                            f"images; add them to train/ or remove them")
+    splits = {name: _labelled(per_class, classes) for name, per_class in layout.items() if per_class}
+    return Source(_nfc(folder.resolve().name), classes, splits)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"{path}: cannot read as CSV ({str(exc).splitlines()[0]})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def _pick(frame: pd.DataFrame, wanted: tuple[str, ...]) -> str | None:
+    lower = {c.lower(): c for c in frame.columns}
+    return next((lower[w] for w in wanted if w in lower), None)
+
+
+def _is_pixel_table(frame: pd.DataFrame, label_col: str | None) -> bool:
+    rest = [c for c in frame.columns if c != label_col]
+    return len(rest) >= 16 and all(pd.api.types.is_numeric_dtype(frame[c]) for c in rest)
+
+
+def from_pixel_csv(path: Path, frame: pd.DataFrame, label_col: str) -> Source:
+    """Kaggle's MNIST layout: ``label,pixel1,...,pixelN`` with N a square number (gray) or 3 x a square (RGB)."""
+    values = frame.drop(columns=[label_col]).to_numpy()
+    n_pixels = values.shape[1]
+    side = math.isqrt(n_pixels)
+    side3 = math.isqrt(n_pixels // 3)
+    if side * side == n_pixels:
+        shape = (side, side)
+    elif 3 * side3 * side3 == n_pixels:
+        shape = (side3, side3, 3)
+    else:
+        raise UserError(f"{path}: {n_pixels} pixel columns do not make a square image "
+                        f"(expected e.g. 784 for 28x28 gray or 3072 for 32x32 RGB)")
+    if np.isnan(values).any() or values.min() < 0 or values.max() > 255:
+        raise UserError(f"{path}: pixel values must be whole numbers from 0 to 255 with no empty cells")
+    pixels = values.astype(np.uint8).reshape(len(values), *shape)
+    names = frame[label_col].astype(str).str.strip()
+    classes = sort_classes(set(names))
+    ids = {c: i for i, c in enumerate(classes)}
+    labels = names.map(ids).to_numpy(dtype=np.int64)
+    return Source(path.stem, classes, {"train": Split(labels, pixels=pixels)})
+
+
+def from_path_csv(path: Path, frame: pd.DataFrame, path_col: str, label_col: str) -> Source:
+    """A CSV of ``path,label[,split]`` rows; paths are relative to the CSV's folder."""
+    frame = frame.dropna(subset=[path_col, label_col])
+    names = frame[label_col].astype(str).str.strip().map(_nfc)
+    classes = sort_classes(set(names))
+    ids = {c: i for i, c in enumerate(classes)}
+    files = [(path.parent / str(p).strip()) for p in frame[path_col]]
+    split_col = _pick(frame, ("split", "subset", "set"))
+    if split_col is None:
+        split_of = np.array(["train"] * len(frame))
+    else:
+        raw = frame[split_col].astype(str).str.strip().str.lower()
+        bad = sorted(set(raw) - set(SPLIT_NAMES))
+        if bad:
+            raise UserError(f"{path}: unknown value(s) {', '.join(map(repr, bad))} in column '{split_col}'; "
+                            f"use train, val or test")
+        split_of = raw.map(SPLIT_NAMES).to_numpy()
+    labels = names.map(ids).to_numpy(dtype=np.int64)
+    splits = {}
+    for split in ("train", "val", "test"):
+        index = np.flatnonzero(split_of == split)
+        if len(index):
+            splits[split] = Split(labels[index], paths=[files[i] for i in index])
+    if "train" not in splits:
+        raise UserError(f"{path}: no rows with split 'train'; training needs some")
+    return Source(path.stem, classes, splits)
+
+
+def from_csv(path: Path) -> Source:
+    """A CSV of pixels (Kaggle MNIST layout) or of image paths and labels."""
+    frame = _read_csv(path)
+    if frame.empty:
+        raise UserError(f"{path}: the CSV has no rows")
+    label_col = _pick(frame, LABEL_COLUMNS)
+    if _is_pixel_table(frame, label_col):
+        if label_col is None:
+            raise UserError(f"{path}: a pixel CSV needs a 'label' column first (label,pixel1,...,pixelN)")
+        return from_pixel_csv(path, frame, label_col)
+    path_col = _pick(frame, PATH_COLUMNS)
+    if path_col is None or label_col is None:
+        missing = "a path column (path or filename)" if path_col is None else "a label column (label or class)"
+        raise UserError(f"{path}: missing {missing}; expected columns path,label[,split] or label,pixel1,...,pixelN "
+                        f"(found: {', '.join(frame.columns[:6])})")
+    return from_path_csv(path, frame, path_col, label_col)
+
+
+def load_source(data: str, data_root: str | None = None) -> Source:
+    """Resolve DATA (folder, CSV or built-in dataset name) into a :class:`Source`."""
+    from .builtin import BUILTIN, load_builtin
+
+    if data.lower() in BUILTIN:
+        return load_builtin(data.lower(), data_root)
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise UserError(f"{data}: no such file or folder; give an image folder, a CSV file, or one of the "
+                        f"built-in datasets: {', '.join(BUILTIN)}")
+    if path.is_dir():
+        return from_folder(path)
+    if path.suffix.lower() == ".csv":
+        return from_csv(path)
+    raise UserError(f"{data}: not a folder or a .csv file; give an image folder (one sub-folder per class) or a CSV")

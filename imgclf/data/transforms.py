@@ -1,0 +1,32 @@
+"""Augmentation presets (torchvision transforms v2) and the normalisation every batch goes through."""
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+
+def augmentation(preset: str, size: int, channels: int, flip: bool = True) -> v2.Transform | None:
+    """The per-image training augmentation for ``preset`` (none, light, standard) on uint8 tensors.
+
+    light: shifts of up to 1/8 of the side and horizontal flips; standard: random resized crops, flips,
+    small rotations and colour jitter. ``flip=False`` for digits and text, which change meaning when mirrored.
+    """
+    if preset == "none":
+        return None
+    steps: list[v2.Transform]
+    if preset == "light":
+        steps = [v2.RandomCrop(size, padding=max(1, size // 8), padding_mode="reflect")]
+    else:
+        jitter = dict(brightness=0.3, contrast=0.3) | ({"saturation": 0.3} if channels == 3 else {})
+        steps = [v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
+                 v2.RandomRotation(10),
+                 v2.ColorJitter(**jitter)]
+    if flip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps)
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """uint8 images (N, C, H, W) to the model's float input: scaled to [0, 1], minus mean, over std."""
+    x = x.float().div_(255).sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x

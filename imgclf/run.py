@@ -1,0 +1,104 @@
+"""The run directory: one folder per experiment holding its config, labels, weights, metrics and plots.
+
+``runs/<name>/`` is enough on its own to predict: ``config.yaml`` rebuilds the model and its preprocessing,
+``labels.json`` names the classes and ``best.safetensors`` holds the weights.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TrainConfig
+from .errors import UserError
+
+CONFIG, LABELS, METRICS, BEST, LAST, SKIPPED = (
+    "config.yaml", "labels.json", "metrics.csv", "best.safetensors", "last.pt", "skipped.csv")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^\w.-]+", "-", text, flags=re.UNICODE).strip("-.").lower() or "run"
+
+
+@dataclass
+class RunDir:
+    """Paths inside one run directory."""
+
+    path: Path
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def create(cls, project: str, name: str | None, default_name: str, exist_ok: bool = False) -> "RunDir":
+        """A new run folder: ``name`` if given (refused if it holds a run, unless ``exist_ok``), else a fresh one."""
+        root = Path(project)
+        if name:
+            path = root / name
+            if (path / CONFIG).exists() and not exist_ok:
+                raise UserError(f"run {path} already exists: pass --resume to continue it, --exist-ok to train "
+                                f"over it, or choose another --name")
+        else:
+            base = _slug(default_name)
+            path, n = root / base, 2
+            while path.exists():
+                path, n = root / f"{base}-{n}", n + 1
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    @classmethod
+    def open(cls, run: str | Path) -> "RunDir":
+        """An existing run, by path or by name under ``runs/``."""
+        path = Path(run)
+        candidates = [path, Path("runs") / path] if not path.is_absolute() else [path]
+        for candidate in candidates:
+            if (candidate / CONFIG).is_file():
+                return cls(candidate)
+        if path.is_dir():
+            raise UserError(f"{path} is not a run directory (no {CONFIG}); give a folder made by 'imgclf train'")
+        raise UserError(f"{run}: no such run; give a run directory such as runs/<name> (see 'ls runs')")
+
+    @classmethod
+    def latest(cls, project: str) -> "RunDir":
+        runs = sorted((p for p in Path(project).glob(f"*/{LAST}")), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise UserError(f"--resume: no run with a checkpoint under {project}/; pass --name RUN")
+        return cls(runs[-1].parent)
+
+    def config(self) -> TrainConfig:
+        return TrainConfig.load(self / CONFIG)
+
+    def save_labels(self, classes: list[str]) -> None:
+        (self / LABELS).write_text(json.dumps(classes, ensure_ascii=False, indent=1), encoding="utf-8")
+
+    def labels(self) -> list[str]:
+        try:
+            classes = json.loads((self / LABELS).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"{self / LABELS}: cannot read the class names ({exc})") from None
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise UserError(f"{self / LABELS}: expected a JSON list of class names")
+        return classes
+
+    def save_skipped(self, skipped: list[tuple[str, str]]) -> None:
+        """List the files training could not use, with the reason for each."""
+        path = self / SKIPPED
+        if not skipped:
+            path.unlink(missing_ok=True)
+            return
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "reason"])
+            writer.writerows(skipped)
+
+    def metrics(self) -> list[dict[str, float]]:
+        if not (self / METRICS).exists():
+            return []
+        with (self / METRICS).open(newline="", encoding="utf-8") as f:
+            return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]

@@ -1,0 +1,57 @@
+"""Optimizers from timm's factory and per-step learning-rate schedules from torch and timm."""
+from __future__ import annotations
+
+import torch
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+
+from ..config import TrainConfig
+
+
+def create_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (Nesterov momentum), Adam or AdamW; no weight decay on biases and batch-norm (timm's default)."""
+    opt = {"sgd": "nesterov", "adam": "adam", "adamw": "adamw"}[cfg.optimizer]
+    extra = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
+    return create_optimizer_v2(model, opt=opt, lr=cfg.learning_rate, weight_decay=cfg.wd, **extra)
+
+
+class StepSchedule:
+    """A learning-rate schedule advanced once per optimizer step (one-cycle from torch, cosine from timm)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, kind: str, total_steps: int, warmup_steps: int,
+                 max_lr: float) -> None:
+        self.kind = kind
+        if kind == "onecycle":
+            self.impl = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=max_lr, total_steps=total_steps,
+                pct_start=min(0.5, max(warmup_steps, 1) / total_steps), anneal_strategy="cos")
+        else:
+            self.impl = CosineLRScheduler(optimizer, t_initial=total_steps, lr_min=max_lr * 1e-3,
+                                          warmup_t=warmup_steps, warmup_lr_init=max_lr * 1e-2, t_in_epochs=False)
+
+    def step(self, global_step: int) -> None:
+        """Set the learning rate for the step after ``global_step`` optimizer steps."""
+        if self.kind == "onecycle":
+            if global_step < self.impl.total_steps:
+                self.impl.step()
+        else:
+            self.impl.step_update(global_step)
+
+    def state_dict(self) -> dict:
+        return self.impl.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.impl.load_state_dict(state)
+
+
+def create_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> StepSchedule | None:
+    """The per-step schedule for ``cfg.scheduler``; None for ``plateau`` (a callback) and ``none`` (constant)."""
+    if cfg.scheduler not in ("onecycle", "cosine"):
+        return None
+    total = cfg.epochs * steps_per_epoch
+    # One-cycle warms up for its first quarter (fastai's default); cosine for one epoch.
+    epochs = cfg.warmup_epochs if cfg.warmup_epochs is not None else (
+        cfg.epochs / 4 if cfg.scheduler == "onecycle" else min(1.0, cfg.epochs / 4))
+    warmup = min(total // 2, round(epochs * steps_per_epoch))
+    return StepSchedule(optimizer, cfg.scheduler, total, warmup, cfg.learning_rate)

@@ -1,0 +1,198 @@
+"""The training loop: one epoch of optimisation, one pass of validation, callbacks around them.
+
+Readable top to bottom: ``fit`` -> ``train_one_epoch`` -> ``validate``. Batches arrive as uint8 tensors and are
+normalised on the device, so only a quarter of the bytes cross to a GPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from ..data.cache import ImageTensors
+from ..data.loader import eval_batches
+from ..data.transforms import normalize
+from .callbacks import Callback
+from .optim import StepSchedule
+
+
+def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA (bf16 where supported, else fp16); full precision elsewhere."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator's state as tensors and plain values (loadable with ``weights_only=True``)."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Fits ``model`` on batches from ``train_loader``, validating on ``val`` after every epoch."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                 train_loader: torch.utils.data.DataLoader, val: ImageTensors | None,
+                 mean: list[float], std: list[float], device: torch.device, epochs: int,
+                 schedule: StepSchedule | None = None, callbacks: list[Callback] | None = None,
+                 amp: bool = True, channels_last: bool = True, checkpoint_path: Path | None = None,
+                 weights_metadata: dict[str, str] | None = None, log: Callable[[str], None] = print) -> None:
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.train_loader, self.val, self.device, self.epochs = train_loader, val, device, epochs
+        self.schedule, self.callbacks = schedule, list(callbacks or [])
+        self.mean = torch.tensor(mean, device=device)
+        self.std = torch.tensor(std, device=device)
+        self.amp, self.channels_last = amp and device.type == "cuda", channels_last
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and not torch.cuda.is_bf16_supported()) \
+            if device.type == "cuda" else None
+        self.checkpoint_path, self.weights_metadata, self.log = checkpoint_path, weights_metadata or {}, log
+        self.steps_per_epoch = len(train_loader)
+        self.start_epoch, self.global_step, self.stop_training = 0, 0, False
+        self.history: list[dict[str, float]] = []
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def fit(self) -> list[dict[str, float]]:
+        """Train from ``start_epoch`` to ``epochs``; returns one dict of metrics per epoch run."""
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        try:
+            for epoch in range(self.start_epoch, self.epochs):
+                for cb in self.callbacks:
+                    cb.on_epoch_begin(self, epoch)
+                logs = self.train_one_epoch()
+                if self.val is not None and len(self.val):
+                    logs["val_loss"], logs["val_acc"] = self.validate(self.val)
+                self.history.append(logs)
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, epoch, logs)
+                self.save_checkpoint(epoch + 1)
+                if self.stop_training:
+                    break
+        finally:
+            for cb in self.callbacks:
+                cb.on_train_end(self)
+        return self.history
+
+    def train_one_epoch(self) -> dict[str, float]:
+        self.model.train()
+        started = time.perf_counter()
+        waited, seen = 0.0, 0
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        lr = self.optimizer.param_groups[0]["lr"]
+        ready = time.perf_counter()
+        for step, (x, y) in enumerate(self.train_loader, start=1):
+            waited += time.perf_counter() - ready
+            x = normalize(x.to(self.device, non_blocking=True), self.mean, self.std, self.channels_last)
+            y = y.to(self.device, non_blocking=True)
+            with autocast_for(self.device, self.amp):
+                logits = self.model(x)
+                loss = self.loss_fn(logits, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss.item()} at step {step}: the learning rate "
+                                         f"({lr:.3g}) is probably too high; try a lower --lr")
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None and self.scaler.is_enabled():
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            self.global_step += 1
+            lr = self.optimizer.param_groups[0]["lr"]
+            if self.schedule is not None:
+                self.schedule.step(self.global_step)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            # Running metrics need a device sync, so callbacks hear about them every 10 steps, not every step.
+            if self.callbacks and (step % 10 == 0 or step == self.steps_per_epoch):
+                live = {"loss": (loss_sum / seen).item(), "acc": correct.item() / seen}
+                for cb in self.callbacks:
+                    cb.on_batch_end(self, step, live)
+            ready = time.perf_counter()
+        elapsed = time.perf_counter() - started
+        return {"train_loss": (loss_sum / max(seen, 1)).item(), "train_acc": correct.item() / max(seen, 1),
+                "lr": lr, "time": elapsed, "data_wait": waited / max(elapsed, 1e-9),
+                "images_per_s": seen / max(elapsed, 1e-9)}
+
+    @torch.inference_mode()
+    def predict_logits(self, images: ImageTensors, batch_size: int = 512) -> torch.Tensor:
+        """Logits (float32, on the CPU) for every image, in order."""
+        self.model.eval()
+        out = []
+        for x, _ in eval_batches(images, batch_size):
+            x = normalize(x.to(self.device), self.mean, self.std, self.channels_last)
+            with autocast_for(self.device, self.amp):
+                out.append(self.model(x).float().cpu())
+        return torch.cat(out) if out else torch.empty(0)
+
+    def validate(self, images: ImageTensors) -> tuple[float, float]:
+        """(cross-entropy, accuracy) on ``images``; plain cross-entropy, without label smoothing."""
+        logits = self.predict_logits(images)
+        loss = nn.functional.cross_entropy(logits, images.y).item()
+        return loss, (logits.argmax(1) == images.y).float().mean().item()
+
+    # ---- persistence ----------------------------------------------------------------------------------------
+    def save_weights(self, path: Path, metadata: dict[str, str] | None = None) -> None:
+        """The model's weights as safetensors, written atomically (temporary file, then rename)."""
+        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(state, str(tmp), metadata=self.weights_metadata | (metadata or {}))
+        tmp.replace(path)
+
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch, "global_step": self.global_step,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict() if self.schedule else None,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "rng": rng_state(), "loader_rng": self.train_loader.generator.get_state(),
+        }
+
+    def save_checkpoint(self, epoch: int) -> None:
+        """Everything needed to resume after ``epoch`` completed epochs, written atomically."""
+        if self.checkpoint_path is None:
+            return
+        tmp = self.checkpoint_path.with_name(self.checkpoint_path.name + ".tmp")
+        torch.save(self.state_dict(epoch), tmp)
+        tmp.replace(self.checkpoint_path)
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Continue from a checkpoint written by :meth:`save_checkpoint` (loaded with ``weights_only=True``)."""
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None and state["schedule"] is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        if self.scaler is not None and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        for cb, cb_state in zip(self.callbacks, state["callbacks"]):
+            cb.load_state_dict(cb_state)
+        set_rng_state(state["rng"])
+        self.train_loader.generator.set_state(state["loader_rng"])
+        self.start_epoch, self.global_step = state["epoch"], state["global_step"]

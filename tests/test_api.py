@@ -1,0 +1,100 @@
+"""The Python API, Keras-style: train, predict, evaluate, load, callbacks and resume."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import imgclf
+from imgclf.train.callbacks import Callback
+
+TINY = dict(model="cnn:8-m-16-m-fc16", batch_size=8, quiet=True, workers=0, lr=0.01)
+
+
+class Interrupt(Callback):
+    """Simulates Ctrl-C at the start of an epoch."""
+
+    def __init__(self, at_epoch):
+        self.at_epoch = at_epoch
+
+    def on_epoch_begin(self, trainer, epoch):
+        if epoch == self.at_epoch:
+            raise KeyboardInterrupt
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.epochs, self.batches = [], 0
+
+    def on_batch_end(self, trainer, step, logs):
+        self.batches += 1
+        assert 0 <= logs["acc"] <= 1 and logs["loss"] > 0
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.epochs.append(epoch)
+
+
+def test_train_predict_evaluate_load(image_folder, run_cwd):
+    recorder = Recorder()
+    clf = imgclf.train(str(image_folder), epochs=3, name="api", callbacks=[recorder], **TINY)
+    assert recorder.epochs == [0, 1, 2] and recorder.batches > 0
+    assert isinstance(clf, imgclf.Classifier) and clf.classes == ["bar", "bright", "dark"]
+    assert clf.evaluation is not None and 0 <= clf.evaluation.accuracy <= 1
+
+    path = image_folder / "bright" / "000.png"
+    from_file = clf.predict([str(path)], top_k=2)[0]
+    from_pil = clf.predict(Image.open(path), top_k=2)[0]
+    from_array = clf.predict(np.asarray(Image.open(path)), top_k=2)[0]
+    assert from_file.labels == from_pil.labels == from_array.labels and len(from_file.labels) == 2
+    assert from_file.probs == pytest.approx(from_pil.probs)
+    assert sum(clf.predict([str(image_folder)], top_k=1)[i].label == p for i, p in
+               enumerate(["bar"] * 12 + ["bright"] * 12 + ["dark"] * 12)) >= 30
+
+    result = clf.evaluate(str(image_folder))
+    assert result.accuracy >= 0.8 and result.confusion.sum() == 36
+
+    again = imgclf.load(run_cwd / "runs" / "api")
+    x = torch.randint(0, 255, (4, 3, 16, 16), dtype=torch.uint8)
+    assert torch.allclose(again.predict_proba(x), clf.predict_proba(x))
+
+
+def test_resume_continues_exactly(image_folder, run_cwd):
+    options = dict(TINY, augment="none", scheduler="cosine", deterministic=True)
+    imgclf.train(str(image_folder), epochs=4, name="whole", **options)
+    with pytest.raises(KeyboardInterrupt):
+        imgclf.train(str(image_folder), epochs=4, name="cut", callbacks=[Interrupt(at_epoch=2)], **options)
+    assert torch.load(run_cwd / "runs" / "cut" / "last.pt", weights_only=True)["epoch"] == 2
+    imgclf.train(resume=True, name="cut", quiet=True)
+
+    whole = torch.load(run_cwd / "runs" / "whole" / "last.pt", weights_only=True)
+    cut = torch.load(run_cwd / "runs" / "cut" / "last.pt", weights_only=True)
+    assert cut["epoch"] == 4
+    for key, value in whole["model"].items():
+        assert torch.equal(value, cut["model"][key]), key
+    rows = (run_cwd / "runs" / "cut" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+    assert rows[1:] != [] and rows[-1].split(",")[1] == (run_cwd / "runs" / "whole" / "metrics.csv") \
+        .read_text().splitlines()[-1].split(",")[1]
+
+
+def test_resume_without_checkpoint_is_a_user_error(run_cwd):
+    with pytest.raises(imgclf.UserError, match="no run with a checkpoint"):
+        imgclf.train(resume=True)
+
+
+def test_early_stopping_and_plateau_from_options(image_folder, run_cwd):
+    clf = imgclf.train(str(image_folder), epochs=30, name="es", patience=2, min_delta=0.5,
+                       scheduler="plateau", **TINY)
+    rows = clf.run.metrics()
+    assert len(rows) == 3  # epoch 1 sets the best; two epochs without a 0.5 gain stop training
+    assert "early stopping" in (clf.run / "train.log").read_text()
+
+
+def test_best_weights_carry_metadata(image_folder, run_cwd):
+    clf = imgclf.train(str(image_folder), epochs=1, name="meta", **TINY)
+    from safetensors import safe_open
+
+    with safe_open(str(clf.run / "best.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert meta["model"] == "cnn:8-m-16-m-fc16" and meta["classes"] == "bar,bright,dark" and meta["epoch"] == "1"
+    assert set(load_file(str(clf.run / "best.safetensors"))) == set(clf.model.state_dict())

@@ -1,0 +1,92 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgclf.data.decode import BadImage, is_image_file, load_pixels, open_image, to_model_pixels
+
+
+def save(path, im, **kw):
+    im.save(path, **kw)
+    return path
+
+
+def test_modes_are_converted_to_the_model_channels(tmp_path):
+    rgb = Image.new("RGB", (20, 10), (255, 0, 0))
+    assert load_pixels(save(tmp_path / "a.png", rgb), 3, 8).shape == (3, 8, 8)
+    gray = load_pixels(save(tmp_path / "a.jpg", rgb), 1, 8)
+    assert gray.shape == (1, 8, 8) and 60 < gray.mean() < 90  # red's luma, not 0 or 255
+    cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))
+    red = load_pixels(save(tmp_path / "c.jpg", cmyk), 3, 8)
+    assert red[0].mean() > 200 and red[1].mean() < 60
+
+
+def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
+    arr = np.full((8, 8), 32768, dtype=np.uint16)
+    path = save(tmp_path / "deep.png", Image.fromarray(arr))
+    value = load_pixels(path, 1, 8).mean()
+    assert 120 < value < 135
+
+
+def test_transparency_is_composited_on_white(tmp_path):
+    rgba = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    assert load_pixels(save(tmp_path / "t.png", rgba), 3, 8).min() == 255
+    pal = Image.new("P", (8, 8), 0)
+    pal.putpalette([0, 0, 0] * 256)
+    pal.info["transparency"] = 0
+    assert load_pixels(save(tmp_path / "p.png", pal, transparency=0), 1, 8).min() == 255
+    la = Image.new("LA", (8, 8), (0, 255))
+    assert load_pixels(save(tmp_path / "la.png", la), 1, 8).max() == 0
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    im = Image.new("RGB", (40, 20), (0, 0, 0))
+    im.paste((255, 255, 255), (0, 0, 20, 20))  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 clockwise to display
+    path = save(tmp_path / "rot.jpg", im, exif=exif.tobytes())
+    opened = open_image(path)
+    assert opened.size == (20, 40)
+    arr = np.asarray(opened.convert("L"))
+    assert arr[:15].mean() > 200 and arr[25:].mean() < 50  # the white half is now on top
+
+
+def test_crop_keeps_the_centre_and_squash_keeps_everything():
+    im = Image.new("L", (30, 10), 0)
+    im.paste(255, (0, 0, 10, 10))  # white left third
+    assert to_model_pixels(im, 1, 10, "crop").max() < 50
+    assert to_model_pixels(im, 1, 10, "squash")[:, :, :3].mean() > 200
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"", "empty file"),
+    (b"hello, I am text", "not an image"),
+])
+def test_unreadable_files_raise_with_a_reason(tmp_path, content, reason):
+    path = tmp_path / "bad.png"
+    path.write_bytes(content)
+    with pytest.raises(BadImage, match=reason):
+        open_image(path)
+
+
+def test_truncated_jpeg_is_reported(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buf.getvalue()[:600])
+    with pytest.raises(BadImage, match="cannot decode"):
+        open_image(path)
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    path = save(tmp_path / "big.png", Image.new("L", (40, 40)))  # 1600 pixels: Pillow would only warn
+    with pytest.raises(BadImage, match="decompression bomb"):
+        open_image(path)
+
+
+def test_image_extensions_any_case_and_hidden_files(tmp_path):
+    assert is_image_file(tmp_path / "A.JPG") and is_image_file(tmp_path / "b.TiFf")
+    assert not is_image_file(tmp_path / ".DS_Store") and not is_image_file(tmp_path / "._a.jpg")
+    assert not is_image_file(tmp_path / "notes.txt")
