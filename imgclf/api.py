@@ -1,6 +1,7 @@
 """``imgclf.train``: the whole training job, config -> data -> model -> trainer -> run directory -> evaluation."""
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -93,7 +94,11 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
     else:
         if not data:
             raise UserError("no data given: pass an image folder, a CSV, or a built-in dataset name")
-        cfg = TrainConfig(data=str(data), model=model, **({"epochs": epochs} if epochs else {}), **options)
+        # Paths are stored absolute so `imgclf evaluate RUN` works from any folder.
+        data = str(Path(data).resolve()) if Path(data).exists() else str(data)
+        if options.get("data_root"):
+            options["data_root"] = str(Path(options["data_root"]).expanduser().resolve())
+        cfg = TrainConfig(data=data, model=model, **({"epochs": epochs} if epochs else {}), **options)
     seed_everything(cfg.seed, cfg.deterministic)
 
     source = load_source(cfg.data, cfg.data_root)
@@ -113,37 +118,37 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
         model_net = create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size)
     log = _logger(run, cfg.quiet)
 
-    data = prepare(source, cfg.channels, cfg.img_size, cfg.resize, quiet=cfg.quiet)
-    if data.skipped:
-        log(f"skipped {len(data.skipped)} unreadable file(s), listed in {run / 'skipped.csv'}:")
-        for path, reason in data.skipped[:10]:
+    prepared = prepare(source, cfg.channels, cfg.img_size, cfg.resize, quiet=cfg.quiet)
+    if prepared.skipped:
+        log(f"skipped {len(prepared.skipped)} unreadable file(s), listed in {run / 'skipped.csv'}:")
+        for path, reason in prepared.skipped[:10]:
             log(f"  {path}: {reason}")
-    run.save_skipped(data.skipped)
+    run.save_skipped(prepared.skipped)
     if cfg.mean is None:
-        cfg.mean, cfg.std = channel_stats(data.splits["train"].x)
+        cfg.mean, cfg.std = channel_stats(prepared.splits["train"].x)
     cfg.save(run / "config.yaml")
-    run.save_labels(data.classes)
+    run.save_labels(prepared.classes)
 
     device = resolve_device(cfg.device)
     net = model_net.to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     total, _ = count_parameters(net)
-    sizes = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in prepared.splits.items())
     log(f"{'resuming' if resume else 'training'} {cfg.model} ({total:,} parameters) on {cfg.data}: "
-        f"{len(data.classes)} classes, {sizes} images at {cfg.channels}x{cfg.img_size}x{cfg.img_size}, "
+        f"{len(prepared.classes)} classes, {sizes} images at {cfg.channels}x{cfg.img_size}x{cfg.img_size}, "
         f"device {device}, run {run.path}")
 
     transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip)
-    loader = train_loader(data.splits["train"], cfg.batch_size, transform, _augment_workers(cfg.workers), cfg.seed,
+    loader = train_loader(prepared.splits["train"], cfg.batch_size, transform, _augment_workers(cfg.workers), cfg.seed,
                           pin_memory=device.type == "cuda")
     optimizer = create_optimizer(net, cfg)
     trainer = Trainer(
         net, optimizer, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), loader,
-        data.splits.get("val"), cfg.mean, cfg.std, device, cfg.epochs,
+        prepared.splits.get("val"), cfg.mean, cfg.std, device, cfg.epochs,
         schedule=create_schedule(optimizer, cfg, len(loader)),
         callbacks=default_callbacks(cfg, run) + list(callbacks or []), amp=cfg.amp, channels_last=cfg.channels_last,
-        checkpoint_path=run / LAST, weights_metadata={"model": cfg.model, "classes": ",".join(data.classes)}, log=log)
+        checkpoint_path=run / LAST, weights_metadata={"model": cfg.model, "classes": json.dumps(prepared.classes, ensure_ascii=False)}, log=log)
     if resume:
         trainer.load_checkpoint(run / LAST)
         log(f"resuming after epoch {trainer.start_epoch} of {cfg.epochs}")
@@ -156,10 +161,10 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
     plot_curves(run.metrics(), run / "curves.png", cfg.monitor)
 
     clf = Classifier.load(run.path, device=cfg.device)
-    final = "test" if "test" in data.splits else "val" if "val" in data.splits else None
-    if final is not None and len(data.splits[final]):
-        images = data.splits[final]
-        clf.evaluation = Evaluation(data.classes, images.y.numpy(), clf.predict_proba(images.x).numpy())
+    final = "test" if "test" in prepared.splits else "val" if "val" in prepared.splits else None
+    if final is not None and len(prepared.splits[final]):
+        images = prepared.splits[final]
+        clf.evaluation = Evaluation(prepared.classes, images.y.numpy(), clf.predict_proba(images.x).numpy())
         clf.evaluation.save(run.path)
         log(f"{final} accuracy {clf.evaluation.accuracy:.4f} (top-{clf.evaluation.k} "
             f"{clf.evaluation.top_k_accuracy:.4f}) on {len(images)} images with the best weights")

@@ -1,6 +1,7 @@
 """A trained classifier: the model, its class names and its preprocessing, loaded from a run directory."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -168,7 +169,9 @@ class Classifier:
             monitor = self.config.monitor
             if rows and monitor in rows[0]:
                 best = (max if monitor.endswith("acc") else min)(rows, key=lambda r: r[monitor])
-                out["best"] = {"epoch": int(best["epoch"]), monitor: best[monitor]}
-                out["epochs_run"] = int(rows[-1]["epoch"])
+                out["best"] = f"{monitor} {best[monitor]:.4f} at epoch {int(best['epoch'])} of {int(rows[-1]['epoch'])}"
+            if (self.run / "eval.json").exists():
+                report = json.loads((self.run / "eval.json").read_text(encoding="utf-8"))
+                out["evaluated"] = f"accuracy {report['accuracy']:.4f} on {report['images']} images (report.txt)"
             out["files"] = sorted(p.name for p in self.run.path.iterdir())
         return out

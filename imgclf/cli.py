@@ -115,7 +115,7 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("demo", formatter_class=_Formatter, help="train, evaluate and predict on the bundled sample",
                        description="The whole workflow on 8,000 bundled Fashion-MNIST images, offline, in a few "
                                    "minutes on a laptop CPU.")
-    d.add_argument("--epochs", type=int, default=8, help="epochs to train")
+    d.add_argument("--epochs", type=int, default=15, help="epochs to train")
     d.add_argument("--project", default="runs", help="folder that holds the run directory")
 
 

@@ -25,7 +25,7 @@ class TrainConfig:
 
     data: str = ""
     model: str = "cnn"
-    epochs: int = 15
+    epochs: int = 20
     batch_size: int = 128
     img_size: int | None = None
     channels: int | None = None

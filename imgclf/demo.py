@@ -10,7 +10,7 @@ from .data.builtin import load_builtin
 from .predict import format_table
 
 
-def run_demo(epochs: int = 8, project: str = "runs") -> float:
+def run_demo(epochs: int = 15, project: str = "runs") -> float:
     """Train the default CNN on 8,000 bundled images, evaluate on 1,000 more, predict a few PNG files."""
     started = time.perf_counter()
     clf = train("fashion-mnist-sample", epochs=epochs, project=project)

@@ -1,4 +1,6 @@
 """The Python API, Keras-style: train, predict, evaluate, load, callbacks and resume."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -64,7 +66,9 @@ def test_resume_continues_exactly(image_folder, run_cwd):
     with pytest.raises(KeyboardInterrupt):
         imgclf.train(str(image_folder), epochs=4, name="cut", callbacks=[Interrupt(at_epoch=2)], **options)
     assert torch.load(run_cwd / "runs" / "cut" / "last.pt", weights_only=True)["epoch"] == 2
-    imgclf.train(resume=True, name="cut", quiet=True)
+    from imgclf.cli import main
+
+    assert main(["train", "--resume", "--name", "cut", "--quiet"]) == 0
 
     whole = torch.load(run_cwd / "runs" / "whole" / "last.pt", weights_only=True)
     cut = torch.load(run_cwd / "runs" / "cut" / "last.pt", weights_only=True)
@@ -96,5 +100,5 @@ def test_best_weights_carry_metadata(image_folder, run_cwd):
 
     with safe_open(str(clf.run / "best.safetensors"), "pt") as f:
         meta = f.metadata()
-    assert meta["model"] == "cnn:8-m-16-m-fc16" and meta["classes"] == "bar,bright,dark" and meta["epoch"] == "1"
+    assert meta["model"] == "cnn:8-m-16-m-fc16" and json.loads(meta["classes"]) == ["bar", "bright", "dark"] and meta["epoch"] == "1"
     assert set(load_file(str(clf.run / "best.safetensors"))) == set(clf.model.state_dict())

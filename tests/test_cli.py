@@ -61,7 +61,8 @@ def test_train_evaluate_predict_info(split_folder, run_cwd, capsys):
     assert main(["info", str(run), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["classes"] == ["bar", "bright", "dark"] and info["input"] == "3x16x16"
-    assert info["epochs_run"] == 3 and 0 <= info["best"]["val_acc"] <= 1 and "best.safetensors" in info["files"]
+    assert info["best"].startswith("val_acc ") and info["best"].endswith("of 3") and "best.safetensors" in info["files"]
+    assert info["evaluated"].endswith("on 15 images (report.txt)")
 
 
 def test_corrupt_files_are_skipped_and_user_files_untouched(image_folder, run_cwd):
@@ -94,6 +95,15 @@ def test_csv_sources_train(image_folder, run_cwd):
     assert info == ["0", "1"]
     config = (run_cwd / "runs" / "px" / "config.yaml").read_text()
     assert "img_size: 12" in config and "channels: 1" in config
+
+
+def test_timm_architecture_trains_and_predicts(image_folder, run_cwd, capsys):
+    args = ["--model", "resnet18", "--img-size", "32", "--batch-size", "12", "--quiet", "--workers", "0"]
+    assert main(["train", str(image_folder), "--epochs", "1", "--name", "rn", *args]) == 0
+    assert "model: resnet18" in (run_cwd / "runs" / "rn" / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["predict", "runs/rn", str(image_folder / "bar" / "000.png"), "--top-k", "1"]) == 0
+    assert capsys.readouterr().out.split()[-2] in ("bar", "bright", "dark")
 
 
 def test_existing_run_name_is_not_overwritten(image_folder, run_cwd, capsys):

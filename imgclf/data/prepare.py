@@ -48,7 +48,7 @@ def input_shape(source: Source, model: str, img_size: int | None, channels: int 
 def prepare(source: Source, channels: int, img_size: int, resize_mode: str = "crop",
             workers: int | None = None, quiet: bool = False) -> Prepared:
     """Decode every split of ``source``; files that cannot be read are skipped and listed."""
-    splits, skipped = {}, list(source.missing)
+    splits, skipped = {}, []
     for name, split in source.splits.items():
         tensors = decode_split(split, channels, img_size, resize_mode, workers, f"decoding {name}", quiet)
         skipped += tensors.skipped

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +48,6 @@ class Source:
     classes: list[str]
     splits: dict[str, Split]
     flip_ok: bool = True
-    missing: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def native_size(self) -> tuple[int, int] | None:

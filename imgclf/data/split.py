@@ -34,4 +34,4 @@ def with_validation(source: Source, fraction: float, seed: int) -> Source:
     train_idx, val_idx = split_indices(source.splits["train"].labels, fraction, seed)
     train = source.splits["train"]
     splits = dict(source.splits, train=train.subset(train_idx), val=train.subset(val_idx))
-    return type(source)(source.name, source.classes, splits, source.flip_ok, source.missing)
+    return type(source)(source.name, source.classes, splits, source.flip_ok)

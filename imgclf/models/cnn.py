@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import UserError
 
 # Sized for small images (28-64 px) and 2 CPU cores: three conv-pool stages with batch-norm, then a dense layer.
-# On Fashion-MNIST it reaches 93% test accuracy in 15 epochs, about 50 s each on 2 cores (BENCHMARKS.md).
+# On Fashion-MNIST it reaches 93% test accuracy in 20 epochs of about 45 s each on 2 cores (BENCHMARKS.md).
 DEFAULT_SPEC = "32-m-64-m-128-m-d0.3-fc256-d0.3"
 
 _CONV = re.compile(r"c?(\d+)(?:k(\d+))?(?:s(\d+))?(?:p(\d+|same|valid))?")

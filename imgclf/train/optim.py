@@ -23,9 +23,11 @@ class StepSchedule:
                  max_lr: float) -> None:
         self.kind = kind
         if kind == "onecycle":
+            # torch needs at least two steps in each of the warm-up and the annealing phases.
+            warmup_steps = min(max(warmup_steps, 2), total_steps - 2)
             self.impl = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=max_lr, total_steps=total_steps,
-                pct_start=min(0.5, max(warmup_steps, 1) / total_steps), anneal_strategy="cos")
+                optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=warmup_steps / total_steps,
+                anneal_strategy="cos")
         else:
             self.impl = CosineLRScheduler(optimizer, t_initial=total_steps, lr_min=max_lr * 1e-3,
                                           warmup_t=warmup_steps, warmup_lr_init=max_lr * 1e-2, t_in_epochs=False)
@@ -47,9 +49,9 @@ class StepSchedule:
 
 def create_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> StepSchedule | None:
     """The per-step schedule for ``cfg.scheduler``; None for ``plateau`` (a callback) and ``none`` (constant)."""
-    if cfg.scheduler not in ("onecycle", "cosine"):
-        return None
     total = cfg.epochs * steps_per_epoch
+    if cfg.scheduler not in ("onecycle", "cosine") or total < 5:  # too few steps to schedule: constant rate
+        return None
     # One-cycle warms up for its first quarter (fastai's default); cosine for one epoch.
     epochs = cfg.warmup_epochs if cfg.warmup_epochs is not None else (
         cfg.epochs / 4 if cfg.scheduler == "onecycle" else min(1.0, cfg.epochs / 4))
