@@ -39,6 +39,12 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def with_user_callbacks(defaults: list[Callback], extra: list[Callback]) -> list[Callback]:
+    """The user's callbacks added to the defaults; one of the same class as a default replaces that default."""
+    replaced = {type(cb) for cb in extra}
+    return [cb for cb in defaults if type(cb) not in replaced] + extra
+
+
 def default_callbacks(cfg: TrainConfig, run: RunDir) -> list[Callback]:
     """The classic workflow: progress, CSV log, best checkpoint, and plateau/early stopping when asked for."""
     callbacks: list[Callback] = [] if cfg.quiet else [ProgressBar()]
@@ -86,7 +92,9 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
 
     ``data`` is an image folder, a CSV (paths or pixels) or a built-in dataset name. ``options`` are the fields
     of :class:`~imgclf.config.TrainConfig` (batch_size, img_size, optimizer, lr, augment, val_split, seed,
-    name, ...). ``callbacks`` are added to the defaults. Everything is written to ``runs/<name>/``.
+    name, ...). ``callbacks`` are added to the defaults (progress bar, CSV log, best checkpoint, and early
+    stopping / reduce-LR-on-plateau when asked for); one of the same class as a default replaces it.
+    Everything is written to ``runs/<name>/``.
     """
     if resume:
         run, cfg = _resume_config(options.get("project", "runs"), options.get("name"), epochs)
@@ -147,7 +155,8 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
         net, optimizer, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), loader,
         prepared.splits.get("val"), cfg.mean, cfg.std, device, cfg.epochs,
         schedule=create_schedule(optimizer, cfg, len(loader)),
-        callbacks=default_callbacks(cfg, run) + list(callbacks or []), amp=cfg.amp, channels_last=cfg.channels_last,
+        callbacks=with_user_callbacks(default_callbacks(cfg, run), list(callbacks or [])), amp=cfg.amp,
+        channels_last=cfg.channels_last,
         checkpoint_path=run / LAST, weights_metadata={"model": cfg.model, "classes": json.dumps(prepared.classes, ensure_ascii=False)}, log=log)
     if resume:
         trainer.load_checkpoint(run / LAST)

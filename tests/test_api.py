@@ -102,3 +102,11 @@ def test_best_weights_carry_metadata(image_folder, run_cwd):
         meta = f.metadata()
     assert meta["model"] == "cnn:8-m-16-m-fc16" and json.loads(meta["classes"]) == ["bar", "bright", "dark"] and meta["epoch"] == "1"
     assert set(load_file(str(clf.run / "best.safetensors"))) == set(clf.model.state_dict())
+
+
+def test_a_user_callback_replaces_the_default_of_its_class(image_folder, run_cwd):
+    from imgclf.train.callbacks import EarlyStopping
+
+    clf = imgclf.train(str(image_folder), epochs=30, name="mine", patience=20,
+                       callbacks=[EarlyStopping("val_acc", patience=1, min_delta=0.9)], **TINY)
+    assert len(clf.run.metrics()) == 2  # the user's patience of 1, not the default one of 20

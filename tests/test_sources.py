@@ -95,14 +95,21 @@ def test_bad_data_paths(tmp_path, make, match):
         load_source(str(make(tmp_path)))
 
 
-def test_builtin_offline_says_where_to_put_the_files(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name,cls,where", [
+    ("fashion-mnist", "FashionMNIST", "FashionMNIST/raw"),
+    ("mnist", "MNIST", "MNIST/raw"),
+    ("cifar10", "CIFAR10", "cifar-10-batches-py"),
+    ("food101", "Food101", "food-101"),
+])
+def test_builtin_offline_says_where_to_put_the_files(tmp_path, monkeypatch, name, cls, where):
     import torchvision
 
     def offline(*args, **kwargs):
         raise OSError("network unreachable")
-    monkeypatch.setattr(torchvision.datasets.FashionMNIST, "__init__", offline)
-    with pytest.raises(UserError, match=r"FashionMNIST/raw"):
-        load_source("fashion-mnist", str(tmp_path))
+    monkeypatch.setattr(getattr(torchvision.datasets, cls), "__init__", offline)
+    with pytest.raises(UserError, match=where) as error:
+        load_source(name, str(tmp_path))
+    assert "--data-root" in str(error.value) and "network unreachable" in str(error.value)
 
 
 def test_builtin_reads_idx_files_gzipped_or_not(tmp_path):
