@@ -126,7 +126,7 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
         model_net = create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size)
     log = _logger(run, cfg.quiet)
 
-    prepared = prepare(source, cfg.channels, cfg.img_size, cfg.resize, quiet=cfg.quiet)
+    prepared = prepare(source, cfg.preprocess, quiet=cfg.quiet)
     if prepared.skipped:
         log(f"skipped {len(prepared.skipped)} unreadable file(s), listed in {run / 'skipped.csv'}:")
         for path, reason in prepared.skipped[:10]:

@@ -14,7 +14,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .data.cache import ImageTensors, decode_split
-from .data.decode import BadImage, load_pixels, to_model_pixels
+from .data.decode import BadImage
 from .data.sources import Source, load_source
 from .data.split import with_validation
 from .data.transforms import normalize
@@ -76,12 +76,12 @@ class Classifier:
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
 
     def _pixels(self, item: str | Path | Image.Image | np.ndarray) -> np.ndarray:
-        c, size, mode = self.config.channels, self.config.img_size, self.config.resize
+        pre = self.config.preprocess
         if isinstance(item, Image.Image):
-            return to_model_pixels(item, c, size, mode)
+            return pre(item)
         if isinstance(item, np.ndarray):
-            return to_model_pixels(Image.fromarray(item), c, size, mode)
-        return load_pixels(item, c, size, mode)
+            return pre(Image.fromarray(item))
+        return pre.load(item)
 
     def predict(self, inputs: str | Path | Image.Image | np.ndarray | Iterable, top_k: int = 5,
                 batch_size: int = 64) -> list[Prediction]:
@@ -141,8 +141,7 @@ class Classifier:
             raise UserError(f"{data or cfg.data} has no {split} split (it has: {', '.join(source.splits)})")
         mapping = self._map_labels(source)
         chosen = source.splits[split]
-        images = decode_split(chosen, cfg.channels, cfg.img_size, cfg.resize, desc=f"decoding {split}",
-                              quiet=cfg.quiet)
+        images = decode_split(chosen, cfg.preprocess, desc=f"decoding {split}", quiet=cfg.quiet)
         images.y = torch.from_numpy(mapping)[images.y]
         return images, f"{data or cfg.data} ({split} split, {len(images)} images)"
 

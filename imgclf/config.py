@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from .data.decode import INTERPOLATION, Preprocess
 from .errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -30,6 +31,8 @@ class TrainConfig:
     img_size: int | None = None
     channels: int | None = None
     resize: str = "crop"
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
     optimizer: str = "adamw"
     lr: float | None = None
     weight_decay: float | None = None
@@ -79,10 +82,19 @@ class TrainConfig:
             raise UserError(f"--lr must be positive, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.interpolation not in INTERPOLATION:
+            raise UserError(f"interpolation {self.interpolation!r} is not one of: {', '.join(INTERPOLATION)}")
+        if not 0.1 <= self.crop_pct <= 1.0:
+            raise UserError(f"crop_pct must be in [0.1, 1], got {self.crop_pct}")
         if self.channels not in (None, 1, 3):
             raise UserError(f"--channels must be 1 or 3, got {self.channels}")
         if self.monitor not in ("val_acc", "val_loss", "train_loss", "train_acc"):
             raise UserError(f"--monitor {self.monitor!r} is not one of: val_acc, val_loss, train_acc, train_loss")
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """How images become this model's input (needs ``channels`` and ``img_size`` resolved)."""
+        return Preprocess(self.channels, self.img_size, self.resize, self.crop_pct, self.interpolation)
 
     @property
     def learning_rate(self) -> float:

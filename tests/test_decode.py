@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.data.decode import BadImage, is_image_file, load_pixels, open_image, to_model_pixels
+from imgclf.data.decode import BadImage, Preprocess, is_image_file, open_image
+
+
+def load_pixels(path, channels, size):
+    return Preprocess(channels, size).load(path)
 
 
 def save(path, im, **kw):
@@ -55,8 +59,17 @@ def test_exif_orientation_is_applied(tmp_path):
 def test_crop_keeps_the_centre_and_squash_keeps_everything():
     im = Image.new("L", (30, 10), 0)
     im.paste(255, (0, 0, 10, 10))  # white left third
-    assert to_model_pixels(im, 1, 10, "crop").max() < 50
-    assert to_model_pixels(im, 1, 10, "squash")[:, :, :3].mean() > 200
+    assert Preprocess(1, 10, "crop")(im).max() < 50
+    assert Preprocess(1, 10, "squash")(im)[:, :, :3].mean() > 200
+
+
+def test_crop_pct_resizes_beyond_the_crop_like_timm():
+    im = Image.new("L", (100, 50), 0)
+    im.paste(255, (40, 15, 60, 35))  # a 20x20 white square in the middle
+    whole = Preprocess(1, 20, crop_pct=1.0, interpolation="bicubic")(im)
+    tight = Preprocess(1, 20, crop_pct=0.5, interpolation="bicubic")(im)
+    assert whole.shape == tight.shape == (1, 20, 20)
+    assert (tight > 128).mean() > 2 * (whole > 128).mean()  # the square fills more of a tighter crop
 
 
 @pytest.mark.parametrize("content,reason", [

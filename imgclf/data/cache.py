@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .decode import BadImage, is_gray, load_pixels, to_model_pixels
+from .decode import BadImage, Preprocess, is_gray
 from .sources import Split
 
 
@@ -94,38 +94,30 @@ def scan(paths: list[Path], workers: int | None = None, quiet: bool = False) -> 
     return ImageStats(next(iter(sizes)) if len(sizes) == 1 else None, all(g for *_, g in heads))
 
 
-class _Decoder:
-    def __init__(self, channels: int, size: int, resize_mode: str) -> None:
-        self.channels, self.size, self.resize_mode = channels, size, resize_mode
-
-    def __call__(self, path: Path) -> np.ndarray:
-        return load_pixels(path, self.channels, self.size, self.resize_mode)
-
-
-def _from_pixels(pixels: np.ndarray, channels: int, size: int, resize_mode: str) -> torch.Tensor:
+def _from_pixels(pixels: np.ndarray, pre: Preprocess) -> torch.Tensor:
     gray = pixels.ndim == 3
-    same_mode = (channels == 1) == gray
-    if same_mode and pixels.shape[1:3] == (size, size):
+    same_mode = (pre.channels == 1) == gray
+    if same_mode and pixels.shape[1:3] == (pre.size, pre.size) and pre.crop_pct == 1.0:
         x = torch.from_numpy(np.require(pixels, requirements=["C", "W"]))  # frombuffer arrays are read-only
         return x.unsqueeze(1) if gray else x.permute(0, 3, 1, 2).contiguous()
     # Anything else goes through the same per-image path as files, so prediction on files sees the same pixels.
-    out = np.empty((len(pixels), channels, size, size), dtype=np.uint8)
+    out = np.empty((len(pixels), pre.channels, pre.size, pre.size), dtype=np.uint8)
     for i, arr in enumerate(pixels):
-        out[i] = to_model_pixels(Image.fromarray(arr), channels, size, resize_mode)
+        out[i] = pre(Image.fromarray(arr))
     return torch.from_numpy(out)
 
 
-def decode_split(split: Split, channels: int, size: int, resize_mode: str = "crop",
-                 workers: int | None = None, desc: str = "", quiet: bool = False) -> ImageTensors:
-    """Decode every image of ``split`` to (channels, size, size) uint8; unreadable files are skipped."""
+def decode_split(split: Split, pre: Preprocess, workers: int | None = None, desc: str = "",
+                 quiet: bool = False) -> ImageTensors:
+    """Decode every image of ``split`` the way ``pre`` says, to uint8; unreadable files are skipped."""
     labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
     if split.pixels is not None:
-        return ImageTensors(_from_pixels(split.pixels, channels, size, resize_mode), labels)
-    decoded = parallel_map(_Decoder(channels, size, resize_mode), split.paths, workers, desc, quiet)
+        return ImageTensors(_from_pixels(split.pixels, pre), labels)
+    decoded = parallel_map(pre.load, split.paths, workers, desc, quiet)
     keep = [i for i, d in enumerate(decoded) if not isinstance(d, BadImage)]
     skipped = [(str(split.paths[i]), str(d)) for i, d in enumerate(decoded) if isinstance(d, BadImage)]
     x = torch.from_numpy(np.stack([decoded[i] for i in keep])) if keep else \
-        torch.empty((0, channels, size, size), dtype=torch.uint8)
+        torch.empty((0, pre.channels, pre.size, pre.size), dtype=torch.uint8)
     return ImageTensors(x, labels[keep], [str(split.paths[i]) for i in keep], skipped)
 
 

@@ -1,11 +1,12 @@
 """Decoding one image file into the model's pixels: the single function training and prediction share.
 
 Every image, whatever its mode (1, L, LA, P, RGB, RGBA, CMYK, I;16, I, F) and size, goes through
-:func:`to_model_pixels`, so a picture is seen the same way in ``train``, ``evaluate`` and ``predict``.
+:class:`Preprocess`, so a picture is seen the same way in ``train``, ``evaluate`` and ``predict``.
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,21 +80,42 @@ def to_mode(im: Image.Image, channels: int) -> Image.Image:
     return im if im.mode == target else im.convert(target)
 
 
-def resize(im: Image.Image, size: int, mode: str = "crop") -> Image.Image:
-    """Square ``size`` x ``size`` pixels: ``crop`` keeps the aspect ratio and crops the centre, ``squash`` stretches."""
-    if im.size == (size, size):
-        return im
-    if mode == "squash":
-        return im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    return ImageOps.fit(im, (size, size), Image.Resampling.BILINEAR)
+INTERPOLATION = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+                 "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
 
 
-def to_model_pixels(im: Image.Image, channels: int, size: int, resize_mode: str = "crop") -> np.ndarray:
-    """The model's view of an image: a ``(channels, size, size)`` uint8 array."""
-    arr = np.asarray(resize(to_mode(im, channels), size, resize_mode))
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+@dataclass(frozen=True)
+class Preprocess:
+    """How any image becomes the model's input: mode, size, crop and interpolation, saved with the run.
 
+    ``resize="crop"`` scales the shorter side to ``size / crop_pct`` and crops the centre ``size`` x ``size``
+    (timm's evaluation transform; ``crop_pct=1`` keeps the whole shorter side); ``"squash"`` stretches.
+    """
 
-def load_pixels(path: str | Path, channels: int, size: int, resize_mode: str = "crop") -> np.ndarray:
-    """Decode a file into the model's pixels; raises :class:`BadImage`."""
-    return to_model_pixels(open_image(path), channels, size, resize_mode)
+    channels: int = 3
+    size: int = 224
+    resize: str = "crop"
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
+
+    def resized(self, im: Image.Image) -> Image.Image:
+        method = INTERPOLATION[self.interpolation]
+        if im.size == (self.size, self.size) and self.crop_pct == 1.0:
+            return im
+        if self.resize == "squash":
+            return im.resize((self.size, self.size), method, reducing_gap=3.0)
+        scale = self.size / self.crop_pct / min(im.size)
+        w, h = max(self.size, round(im.size[0] * scale)), max(self.size, round(im.size[1] * scale))
+        if (w, h) != im.size:
+            im = im.resize((w, h), method, reducing_gap=3.0)
+        left, top = (w - self.size) // 2, (h - self.size) // 2
+        return im.crop((left, top, left + self.size, top + self.size))
+
+    def __call__(self, im: Image.Image) -> np.ndarray:
+        """The model's view of an image: a ``(channels, size, size)`` uint8 array."""
+        arr = np.asarray(self.resized(to_mode(im, self.channels)))
+        return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+    def load(self, path: str | Path) -> np.ndarray:
+        """Decode a file into the model's pixels; raises :class:`BadImage`."""
+        return self(open_image(path))

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from ..errors import UserError
 from ..models import default_img_size, is_cnn
 from .cache import ImageTensors, decode_split, scan
+from .decode import Preprocess
 from .sources import Source
 
 # For photos of mixed sizes, the from-scratch CNN works at this size unless --img-size says otherwise.
@@ -16,11 +17,9 @@ KEEP_NATIVE_UP_TO = 128
 
 @dataclass
 class Prepared:
-    """The decoded splits of a source at the model's input size and channels."""
+    """The decoded splits of a source, at the model's input size and channels."""
 
     classes: list[str]
-    channels: int
-    img_size: int
     splits: dict[str, ImageTensors]
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
@@ -45,12 +44,11 @@ def input_shape(source: Source, model: str, img_size: int | None, channels: int 
     return channels, img_size
 
 
-def prepare(source: Source, channels: int, img_size: int, resize_mode: str = "crop",
-            workers: int | None = None, quiet: bool = False) -> Prepared:
+def prepare(source: Source, pre: Preprocess, workers: int | None = None, quiet: bool = False) -> Prepared:
     """Decode every split of ``source``; files that cannot be read are skipped and listed."""
     splits, skipped = {}, []
     for name, split in source.splits.items():
-        tensors = decode_split(split, channels, img_size, resize_mode, workers, f"decoding {name}", quiet)
+        tensors = decode_split(split, pre, workers, f"decoding {name}", quiet)
         skipped += tensors.skipped
         splits[name] = tensors
     if len(splits["train"]) == 0:
@@ -60,4 +58,4 @@ def prepare(source: Source, channels: int, img_size: int, resize_mode: str = "cr
         only = source.classes[next(iter(present))] if present else "none"
         raise UserError(f"training needs at least 2 classes with images, found 1 ({only!r}); "
                         f"add a folder of images for each class")
-    return Prepared(source.classes, channels, img_size, splits, skipped)
+    return Prepared(source.classes, splits, skipped)
