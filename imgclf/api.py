@@ -22,7 +22,7 @@ from .data.transforms import augmentation
 from .device import resolve_device
 from .errors import UserError
 from .metrics import Evaluation
-from .models import count_parameters, create_model
+from .models import count_parameters, create_model, default_img_size, is_cnn, pretrained_preprocess
 from .plots import plot_curves
 from .run import BEST, LAST, METRICS, RunDir
 from .train.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, ReduceLROnPlateau
@@ -104,6 +104,8 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
             raise UserError("no data given: pass an image folder, a CSV, or a built-in dataset name")
         # Paths are stored absolute so `imgclf evaluate RUN` works from any folder.
         data = str(Path(data).resolve()) if Path(data).exists() else str(data)
+        if options.get("weights"):
+            options["weights"] = str(Path(options["weights"]).expanduser().resolve())
         if options.get("data_root"):
             options["data_root"] = str(Path(options["data_root"]).expanduser().resolve())
         cfg = TrainConfig(data=data, model=model, **({"epochs": epochs} if epochs else {}), **options)
@@ -115,11 +117,20 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
                         f"(one sub-folder of images per class)")
     source = with_validation(source, cfg.val_split, cfg.seed)
     if not resume:
+        transfer = (cfg.pretrained or cfg.weights) and not is_cnn(cfg.model)
+        if transfer:  # ImageNet weights expect RGB at their own size and normalisation
+            cfg.channels = cfg.channels or 3
+            cfg.img_size = cfg.img_size or default_img_size(cfg.model)
         cfg.channels, cfg.img_size = input_shape(source, cfg.model, cfg.img_size, cfg.channels, quiet=cfg.quiet)
+        if transfer:
+            pre = pretrained_preprocess(cfg.model, cfg.channels)
+            cfg.crop_pct, cfg.interpolation = pre["crop_pct"], pre["interpolation"]
+            cfg.mean, cfg.std = cfg.mean or pre["mean"], cfg.std or pre["std"]
         cfg.flip = source.flip_ok if cfg.flip is None else cfg.flip
         if "val" not in source.splits and cfg.monitor.startswith("val"):
             cfg.monitor = cfg.monitor.replace("val", "train")
-        model_net = create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size)  # fail fast
+        model_net = create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size, cfg.pretrained,
+                                 cfg.weights)  # before the run directory exists, so a bad model leaves nothing
         run = RunDir.create(cfg.project, cfg.name, f"{source.name}-{cfg.model.split(':')[0]}", exist_ok)
         cfg.name = run.name
     else:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+import timm
 import torch
 from PIL import Image
 from safetensors import SafetensorError
@@ -21,7 +22,7 @@ from .data.transforms import normalize
 from .device import resolve_device
 from .errors import UserError
 from .metrics import Evaluation
-from .models import count_parameters, create_model
+from .models import count_parameters, create_model, pretrained_preprocess
 from .predict import Prediction, collect_inputs
 from .run import BEST, LAST, RunDir
 
@@ -40,8 +41,27 @@ class Classifier:
 
     # ---- loading ------------------------------------------------------------------------------------------
     @classmethod
+    def from_pretrained(cls, name: str, device: str = "auto") -> "Classifier":
+        """An ImageNet-1k classifier straight from pretrained weights, with human-readable class names."""
+        from timm.data import ImageNetInfo
+
+        pre = pretrained_preprocess(name, 3)
+        config = TrainConfig(model=name, pretrained=True, channels=3, img_size=pre["img_size"],
+                             crop_pct=pre["crop_pct"], interpolation=pre["interpolation"], mean=pre["mean"],
+                             std=pre["std"], channels_last=False)
+        model = create_model(name, 1000, 3, pre["img_size"], pretrained=True)
+        info = ImageNetInfo()
+        classes = [info.index_to_description(i) for i in range(info.num_classes())]
+        return cls(model, classes, config, None, device)
+
+    @classmethod
     def load(cls, run: str | Path, weights: str = "best", device: str = "auto") -> "Classifier":
-        """Rebuild the model of a run directory and load its ``best`` (or ``last``) weights."""
+        """Rebuild the model of a run directory and load its ``best`` (or ``last``) weights.
+
+        A timm model name that is not a run (``efficientnet_lite0``) gives its pretrained ImageNet classifier.
+        """
+        if not Path(run).exists() and not (Path("runs") / run).exists() and timm.is_model(str(run)):
+            return cls.from_pretrained(str(run), device)
         run_dir = RunDir.open(run)
         config, classes = run_dir.config(), run_dir.labels()
         model = create_model(config.model, len(classes), config.channels, config.img_size)

@@ -39,6 +39,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", nargs="?", help="image folder, CSV or dataset name (optional with --resume)")
     p.add_argument("--model", default=DEFAULTS.model, help="cnn, cnn:SPEC (e.g. cnn:32-32-m-64-64-m-fc128) or a timm "
                                                             "architecture (resnet18, efficientnet_lite0, ...)")
+    p.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (built in for "
+                                                              "efficientnet_lite0, else downloaded by timm)")
+    p.add_argument("--weights", default=None, help="start from a local state dict (.safetensors, .pth, .pt)")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs to train (default: {DEFAULTS.epochs})")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="images per training step")
     p.add_argument("--img-size", type=int, default=None, help="input side in pixels (default: the images' own size "
@@ -100,7 +103,8 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("predict", formatter_class=_Formatter, help="top-k classes of images",
                        description="Predict image files, folders (recursively) and glob patterns.")
-    p.add_argument("run", help="run directory (runs/NAME) or run name")
+    p.add_argument("run", help="run directory (runs/NAME), run name, or a pretrained model name such as "
+                               "efficientnet_lite0 for its ImageNet classes")
     p.add_argument("inputs", nargs="+", help="images, folders or globs such as 'photos/*.jpg'")
     p.add_argument("--top-k", type=int, default=5, help="how many classes to show per image")
     p.add_argument("--output", default=None, help="write predictions to a .csv or .json file")

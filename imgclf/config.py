@@ -26,6 +26,8 @@ class TrainConfig:
 
     data: str = ""
     model: str = "cnn"
+    pretrained: bool = False
+    weights: str | None = None
     epochs: int = 20
     batch_size: int = 128
     img_size: int | None = None

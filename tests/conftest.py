@@ -55,4 +55,5 @@ def run_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-TINY = ["--model", "cnn:8-m-16-m-fc16", "--batch-size", "8", "--quiet", "--workers", "0"]
+TINY_ARGS = ["--model", "cnn:8-m-16-m-fc16", "--batch-size", "8", "--quiet", "--workers", "0"]
+TINY = dict(model="cnn:8-m-16-m-fc16", batch_size=8, quiet=True, workers=0, lr=0.01)

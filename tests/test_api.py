@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 import imgclf
 from imgclf.train.callbacks import Callback
 
-TINY = dict(model="cnn:8-m-16-m-fc16", batch_size=8, quiet=True, workers=0, lr=0.01)
+from .conftest import TINY
 
 
 class Interrupt(Callback):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from imgclf.cli import main
 
-from .conftest import TINY, write_class_folders
+from .conftest import TINY_ARGS, write_class_folders
 
 
 def sha256_all(folder):
@@ -20,7 +20,7 @@ def sha256_all(folder):
 
 
 def test_train_evaluate_predict_info(split_folder, run_cwd, capsys):
-    assert main(["train", str(split_folder), "--epochs", "3", "--name", "shapes", "--lr", "0.01", *TINY]) == 0
+    assert main(["train", str(split_folder), "--epochs", "3", "--name", "shapes", "--lr", "0.01", *TINY_ARGS]) == 0
     run = run_cwd / "runs" / "shapes"
     for name in ("config.yaml", "labels.json", "metrics.csv", "best.safetensors", "last.pt", "curves.png",
                  "confusion_matrix.png", "confusion_matrix.csv", "report.txt"):
@@ -70,7 +70,7 @@ def test_corrupt_files_are_skipped_and_user_files_untouched(image_folder, run_cw
     (image_folder / "dark" / "text.jpg").write_text("I am not a JPEG")
     (image_folder / "bright" / "notes.txt").write_text("ignored")
     before = sha256_all(image_folder)
-    assert main(["train", str(image_folder), "--epochs", "1", "--name", "s", *TINY]) == 0
+    assert main(["train", str(image_folder), "--epochs", "1", "--name", "s", *TINY_ARGS]) == 0
     assert sha256_all(image_folder) == before
     skipped = list(csv.DictReader((run_cwd / "runs" / "s" / "skipped.csv").open()))
     assert {(r["path"].split("/")[-1], r["reason"]) for r in skipped} == {
@@ -82,7 +82,7 @@ def test_csv_sources_train(image_folder, run_cwd):
     rows = [{"filename": str(p.relative_to(image_folder)), "class": p.parent.name}
             for p in sorted(image_folder.rglob("*.png"))]
     pd.DataFrame(rows).to_csv(image_folder / "index.csv", index=False)
-    assert main(["train", str(image_folder / "index.csv"), "--epochs", "1", "--name", "paths", *TINY]) == 0
+    assert main(["train", str(image_folder / "index.csv"), "--epochs", "1", "--name", "paths", *TINY_ARGS]) == 0
 
     rng = np.random.default_rng(0)
     labels = np.arange(60) % 2
@@ -90,7 +90,7 @@ def test_csv_sources_train(image_folder, run_cwd):
     frame = pd.DataFrame(pixels, columns=[f"pixel{i}" for i in range(144)])
     frame.insert(0, "label", labels)
     frame.to_csv(run_cwd / "pixels.csv", index=False)
-    assert main(["train", str(run_cwd / "pixels.csv"), "--epochs", "2", "--name", "px", *TINY]) == 0
+    assert main(["train", str(run_cwd / "pixels.csv"), "--epochs", "2", "--name", "px", *TINY_ARGS]) == 0
     info = json.loads((run_cwd / "runs" / "px" / "labels.json").read_text())
     assert info == ["0", "1"]
     config = (run_cwd / "runs" / "px" / "config.yaml").read_text()
@@ -107,9 +107,9 @@ def test_timm_architecture_trains_and_predicts(image_folder, run_cwd, capsys):
 
 
 def test_existing_run_name_is_not_overwritten(image_folder, run_cwd, capsys):
-    assert main(["train", str(image_folder), "--epochs", "1", "--name", "same", *TINY]) == 0
+    assert main(["train", str(image_folder), "--epochs", "1", "--name", "same", *TINY_ARGS]) == 0
     best = (run_cwd / "runs" / "same" / "best.safetensors").read_bytes()
-    assert main(["train", str(image_folder), "--epochs", "1", "--name", "same", *TINY]) == 2
+    assert main(["train", str(image_folder), "--epochs", "1", "--name", "same", *TINY_ARGS]) == 2
     assert "--resume" in capsys.readouterr().err
     assert (run_cwd / "runs" / "same" / "best.safetensors").read_bytes() == best
 
@@ -140,7 +140,7 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, image_folder):
 
 
 def test_evaluate_with_unknown_label_is_a_user_error(image_folder, run_cwd, capsys):
-    assert main(["train", str(image_folder), "--epochs", "1", "--name", "r", *TINY]) == 0
+    assert main(["train", str(image_folder), "--epochs", "1", "--name", "r", *TINY_ARGS]) == 0
     other = write_class_folders(run_cwd / "other", 2, classes=("bar", "zebra"))
     capsys.readouterr()
     assert main(["evaluate", "runs/r", str(other)]) == 2
@@ -148,7 +148,7 @@ def test_evaluate_with_unknown_label_is_a_user_error(image_folder, run_cwd, caps
 
 
 def test_damaged_weights_name_the_file(image_folder, run_cwd, capsys):
-    assert main(["train", str(image_folder), "--epochs", "1", "--name", "d", *TINY]) == 0
+    assert main(["train", str(image_folder), "--epochs", "1", "--name", "d", *TINY_ARGS]) == 0
     (run_cwd / "runs" / "d" / "best.safetensors").write_bytes(b"garbage")
     capsys.readouterr()
     assert main(["predict", "runs/d", str(image_folder)]) == 2

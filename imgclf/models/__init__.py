@@ -9,8 +9,10 @@ from torch import nn
 
 from ..errors import UserError
 from .cnn import CNN, DEFAULT_SPEC
+from .pretrained import download_pretrained, fit_weights, load_pretrained, read_weights
 
-__all__ = ["CNN", "DEFAULT_SPEC", "count_parameters", "create_model", "default_img_size", "is_cnn"]
+__all__ = ["CNN", "DEFAULT_SPEC", "count_parameters", "create_model", "default_img_size", "is_cnn",
+           "pretrained_preprocess"]
 
 
 def is_cnn(name: str) -> bool:
@@ -33,16 +35,38 @@ def default_img_size(name: str) -> int | None:
     return int(cfg.input_size[-1]) if cfg is not None else 224
 
 
-def create_model(name: str, num_classes: int, in_chans: int = 3, img_size: int = 224) -> nn.Module:
-    """Build ``name`` (randomly initialised) for ``num_classes`` outputs and ``in_chans``-channel inputs.
+def pretrained_preprocess(name: str, channels: int) -> dict:
+    """The preprocessing ``name``'s ImageNet weights were trained with (timm's pretrained config)."""
+    _check_timm_name(name)
+    cfg = timm.models.get_pretrained_cfg(name)
+    mean, std = list(cfg.mean), list(cfg.std)
+    if channels == 1:  # grayscale input into a summed first convolution: one mean/std for the one channel
+        mean, std = [sum(mean) / 3], [sum(std) / 3]
+    return {"img_size": int(cfg.input_size[-1]), "crop_pct": float(cfg.crop_pct),
+            "interpolation": cfg.interpolation if cfg.interpolation in ("bilinear", "bicubic") else "bilinear",
+            "mean": mean, "std": std}
 
-    The model is checked with one forward pass at ``img_size`` so an input too small for the architecture
-    gives a clear error now rather than in the middle of training.
+
+def create_model(name: str, num_classes: int, in_chans: int = 3, img_size: int = 224, pretrained: bool = False,
+                 weights: str | None = None) -> nn.Module:
+    """Build ``name`` for ``num_classes`` outputs and ``in_chans``-channel inputs.
+
+    ``weights`` loads a local state dict; ``pretrained`` loads ImageNet weights (built in for EfficientNet-Lite,
+    else downloaded by timm). The model is checked with one forward pass at ``img_size`` so an input too small
+    for the architecture gives a clear error now rather than in the middle of training.
     """
     if is_cnn(name):
-        return CNN(name[4:] or DEFAULT_SPEC, num_classes, in_chans, img_size)
+        model = CNN(name[4:] or DEFAULT_SPEC, num_classes, in_chans, img_size)
+        if weights:
+            model.load_state_dict(fit_weights(read_weights(weights), model, weights))
+        elif pretrained:
+            raise UserError("the from-scratch cnn has no pretrained weights; use a timm model such as "
+                            "efficientnet_lite0, or pass --weights FILE")
+        return model
     _check_timm_name(name)
     model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+    if (weights or pretrained) and not load_pretrained(model, name, weights):
+        model = download_pretrained(name, num_classes, in_chans)
     model.eval()
     try:
         with torch.no_grad():
