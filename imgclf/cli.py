@@ -1,4 +1,4 @@
-"""The ``imgclf`` command line: train, evaluate, predict, info and demo."""
+"""The ``imgclf`` command line: train, evaluate, predict, info, summary and demo."""
 from __future__ import annotations
 
 import argparse
@@ -116,6 +116,16 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     i.add_argument("run", help="run directory (runs/NAME) or run name")
     i.add_argument("--json", action="store_true", help="machine-readable output")
 
+    s = sub.add_parser("summary", formatter_class=_Formatter, help="layers, shapes, parameters and MACs",
+                       description="Each layer's output shape, parameters (trainable and frozen) and "
+                                   "multiply-accumulates for one image, with the totals.")
+    s.add_argument("model", help="cnn, cnn:SPEC, a timm model name, or a run directory")
+    s.add_argument("--img-size", type=int, default=None, help="input side (default: the run's, else 28 for cnn "
+                                                                "and the architecture's own for timm models)")
+    s.add_argument("--channels", type=int, choices=(1, 3), default=None, help="input channels (default: the "
+                                                                                "run's, else 1 for cnn, 3 for timm)")
+    s.add_argument("--num-classes", type=int, default=10, help="outputs, for a model name")
+
     d = sub.add_parser("demo", formatter_class=_Formatter, help="train, evaluate and predict on the bundled sample",
                        description="The whole workflow on 8,000 bundled Fashion-MNIST images, offline, in a few "
                                    "minutes on a laptop CPU.")
@@ -186,6 +196,24 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"{key:>11}: {value}")
 
 
+def cmd_summary(args: argparse.Namespace) -> None:
+    import timm
+
+    from .classifier import Classifier
+    from .models import create_model, default_img_size, is_cnn
+    from .summary import format_summary, summarize
+
+    if is_cnn(args.model) or (timm.is_model(args.model) and not Path(args.model).exists()):
+        channels = args.channels or (1 if is_cnn(args.model) else 3)
+        size = args.img_size or default_img_size(args.model) or 28
+        model = create_model(args.model, args.num_classes, channels, size)
+    else:
+        clf = Classifier.load(args.model, device="cpu")
+        model, channels, size = clf.model, clf.config.channels, args.img_size or clf.config.img_size
+    shape = (channels, size, size)
+    print(format_summary(summarize(model, shape), model, shape))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -193,7 +221,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info,
-            "demo": cmd_demo}
+            "summary": cmd_summary, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
