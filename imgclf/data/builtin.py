@@ -21,8 +21,15 @@ DEFAULT_ROOT = Path("~/.cache/imgclf/datasets")
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file (gzipped or not), the format of MNIST and Fashion-MNIST."""
-    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    """An IDX file (gzipped or not), the format of MNIST and Fashion-MNIST.
+
+    torchvision's own reader takes only uncompressed files, and the data sets are usually kept gzipped.
+    """
+    if path.suffix == ".gz":
+        with gzip.open(path) as f:
+            raw = f.read()
+    else:
+        raw = path.read_bytes()
     ndim = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)

@@ -58,7 +58,9 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     arr = arr.astype(np.float64)
     if np.issubdtype(np.asarray(im).dtype, np.floating):
         top = 1.0 if arr.max(initial=0.0) <= 1.0 else arr.max()
-    else:
+    elif im.mode.startswith("I;16"):
+        top = 65535.0
+    else:  # mode "I" holds 16-bit PNGs as well as true 32-bit data: scale by the range actually used
         top = 65535.0 if arr.max(initial=0) > 255 else 255.0
     return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
 
