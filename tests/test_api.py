@@ -110,3 +110,10 @@ def test_a_user_callback_replaces_the_default_of_its_class(image_folder, run_cwd
     clf = imgclf.train(str(image_folder), epochs=30, name="mine", patience=20,
                        callbacks=[EarlyStopping("val_acc", patience=1, min_delta=0.9)], **TINY)
     assert len(clf.run.metrics()) == 2  # the user's patience of 1, not the default one of 20
+
+
+def test_diverging_loss_stops_with_a_hint(image_folder, run_cwd):
+    options = dict(TINY, optimizer="sgd", scheduler="none", label_smoothing=0.0)
+    options["lr"] = 1e12
+    with pytest.raises(imgclf.UserError, match="try a lower --lr"):
+        imgclf.train(str(image_folder), epochs=3, name="nan", **options)

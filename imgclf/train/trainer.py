@@ -6,6 +6,7 @@ normalised on the device, so only a quarter of the bytes cross to a GPU.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import time
 from pathlib import Path
@@ -110,9 +111,6 @@ class Trainer:
             with autocast_for(self.device, self.amp):
                 logits = self.model(x)
                 loss = self.loss_fn(logits, y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss.item()} at step {step}: the learning rate "
-                                         f"({lr:.3g}) is probably too high; try a lower --lr")
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None and self.scaler.is_enabled():
                 self.scaler.scale(loss).backward()
@@ -128,9 +126,13 @@ class Trainer:
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
-            # Running metrics need a device sync, so callbacks hear about them every 10 steps, not every step.
-            if self.callbacks and (step % 10 == 0 or step == self.steps_per_epoch):
+            # Reading the running metrics syncs with the device, so it happens every 10 steps, not every step:
+            # that is when a diverged loss is caught and callbacks hear the running loss and accuracy.
+            if step % 10 == 0 or step == self.steps_per_epoch:
                 live = {"loss": (loss_sum / seen).item(), "acc": correct.item() / seen}
+                if not math.isfinite(live["loss"]):
+                    raise FloatingPointError(f"the loss became {live['loss']} by step {step}: the learning rate "
+                                             f"({lr:.3g}) is probably too high; try a lower --lr")
                 for cb in self.callbacks:
                     cb.on_batch_end(self, step, live)
             ready = time.perf_counter()
