@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,7 +14,7 @@ from torch import nn
 
 from .classifier import Classifier
 from .config import TrainConfig
-from .data.cache import channel_stats
+from .data.cache import ImageTensors, channel_stats
 from .data.loader import train_loader
 from .data.prepare import input_shape, prepare
 from .data.sources import load_source
@@ -27,7 +28,9 @@ from .plots import plot_curves
 from .run import BEST, LAST, METRICS, RunDir
 from .train.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, ReduceLROnPlateau
 from .train.optim import create_optimizer, create_schedule
+from .train.features import FeatureCache, default_cache_dir
 from .train.trainer import Trainer
+from .train.transfer import FineTune, freeze, param_groups
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -86,6 +89,40 @@ def _resume_config(project: str, name: str | None, epochs: int | None) -> tuple[
     return run, cfg
 
 
+def _transfer_setup(cfg: TrainConfig, net: nn.Module, splits: dict[str, ImageTensors], device: torch.device,
+                    log: Callable[[str], None]) -> tuple[nn.Module, Any, Any, Any, dict[str, ImageTensors],
+                                                         list[Callback]]:
+    """What the trainer trains for ``cfg.mode``: (model, optimizer params, mean, std, splits, extra callbacks).
+
+    scratch: the whole network. fine-tune: the whole network with a lower learning rate for the backbone, which
+    :class:`FineTune` keeps frozen for the first ``head_epochs``. feature-extract: only the head, on backbone
+    features computed once and cached, unless augmentation changes the images every epoch.
+    """
+    if cfg.mode == "scratch":
+        return net, net, cfg.mean, cfg.std, splits, []
+    if cfg.mode == "fine-tune":
+        groups = param_groups(net, cfg.learning_rate, cfg.wd, cfg.backbone_lr_scale)
+        tune = FineTune(cfg.head_epochs, cfg.unfreeze_blocks, cfg.freeze_bn, cfg.backbone_lr_scale)
+        return net, groups, cfg.mean, cfg.std, splits, [tune]
+    freeze(net, 0)
+    head = net.get_classifier()
+    if cfg.augment != "none" or cfg.feature_cache == "off":
+        why = f"--augment {cfg.augment} changes the images every epoch" if cfg.augment != "none" else \
+            "--feature-cache off"
+        log(f"feature extraction: {why}, so the frozen backbone runs on every batch (no feature cache); "
+            f"--augment none caches the features and makes every epoch after the first cost only the head")
+        return net, head, cfg.mean, cfg.std, splits, []
+    cache = FeatureCache(net, cfg.mean, cfg.std, device, default_cache_dir() if cfg.feature_cache == "disk" else
+                         None, cfg.channels_last)
+    started = time.perf_counter()
+    features = {name: cache(images) for name, images in splits.items() if name in ("train", "val")}
+    where = f"cache {cache.path}" if cache.path else "memory"
+    log(f"feature extraction: {cache.computed} image(s) through the frozen backbone, {cache.reused} found in the "
+        f"cache, in {time.perf_counter() - started:.1f} s ({where}); training the head on "
+        f"{next(iter(features.values())).x.shape[1]} features per image")
+    return head, head, None, None, features, []
+
+
 def train(data: str | None = None, model: str = "cnn", epochs: int | None = None, *, resume: bool = False,
           exist_ok: bool = False, callbacks: list[Callback] | None = None, **options: Any) -> Classifier:
     """Train a classifier on ``data`` and return it, Keras-style.
@@ -109,6 +146,7 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
         if options.get("data_root"):
             options["data_root"] = str(Path(options["data_root"]).expanduser().resolve())
         cfg = TrainConfig(data=data, model=model, **({"epochs": epochs} if epochs else {}), **options)
+    cfg.resolve_mode()
     seed_everything(cfg.seed, cfg.deterministic)
 
     source = load_source(cfg.data, cfg.data_root)
@@ -158,17 +196,17 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
         f"{len(prepared.classes)} classes, {sizes} images at {cfg.channels}x{cfg.img_size}x{cfg.img_size}, "
         f"device {device}, run {run.path}")
 
-    transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip)
-    loader = train_loader(prepared.splits["train"], cfg.batch_size, transform, _augment_workers(cfg.workers), cfg.seed,
+    model, params, mean, std, splits, extra = _transfer_setup(cfg, net, prepared.splits, device, log)
+    transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip) if mean is not None else None
+    loader = train_loader(splits["train"], cfg.batch_size, transform, _augment_workers(cfg.workers), cfg.seed,
                           pin_memory=device.type == "cuda")
-    optimizer = create_optimizer(net, cfg)
+    optimizer = create_optimizer(params, cfg)
     trainer = Trainer(
-        net, optimizer, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), loader,
-        prepared.splits.get("val"), cfg.mean, cfg.std, device, cfg.epochs,
-        schedule=create_schedule(optimizer, cfg, len(loader)),
-        callbacks=with_user_callbacks(default_callbacks(cfg, run), list(callbacks or [])), amp=cfg.amp,
-        channels_last=cfg.channels_last,
-        checkpoint_path=run / LAST, weights_metadata={"model": cfg.model, "classes": json.dumps(prepared.classes, ensure_ascii=False)}, log=log)
+        model, optimizer, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), loader, splits.get("val"),
+        mean, std, device, cfg.epochs, schedule=create_schedule(optimizer, cfg, len(loader)),
+        callbacks=extra + with_user_callbacks(default_callbacks(cfg, run), list(callbacks or [])), amp=cfg.amp,
+        channels_last=cfg.channels_last, checkpoint_path=run / LAST, log=log, full_model=net,
+        weights_metadata={"model": cfg.model, "classes": json.dumps(prepared.classes, ensure_ascii=False)})
     if resume:
         trainer.load_checkpoint(run / LAST)
         log(f"resuming after epoch {trainer.start_epoch} of {cfg.epochs}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import timm
@@ -13,6 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from .binary import Decision, decide, positive_ids
 from .config import TrainConfig
 from .data.cache import ImageTensors, decode_split
 from .data.decode import BadImage
@@ -103,17 +104,13 @@ class Classifier:
             return pre(Image.fromarray(item))
         return pre.load(item)
 
-    def predict(self, inputs: str | Path | Image.Image | np.ndarray | Iterable, top_k: int = 5,
-                batch_size: int = 64) -> list[Prediction]:
-        """Top-k classes for image files, folders, globs, PIL images or HxW[xC] uint8 arrays.
-
-        Unreadable files get a :class:`Prediction` with ``error`` set instead of stopping the rest.
-        """
+    def probabilities(self, inputs: str | Path | Image.Image | np.ndarray | Iterable, batch_size: int = 64
+                      ) -> Iterator[tuple[str, torch.Tensor | None, str | None]]:
+        """(name, probabilities over every class, error) per input, in order; an unreadable file has no
+        probabilities and the reason as its error. Inputs as for :meth:`predict`."""
         items = [inputs] if isinstance(inputs, (str, Path, Image.Image, np.ndarray)) else list(inputs)
         if all(isinstance(i, (str, Path)) for i in items):
             items = collect_inputs([str(i) for i in items])
-        k = max(1, min(top_k, len(self.classes)))
-        results: list[Prediction] = []
         for start in range(0, len(items), batch_size):
             chunk, pixels, errors = items[start:start + batch_size], [], {}
             for i, item in enumerate(chunk):
@@ -121,18 +118,39 @@ class Classifier:
                     pixels.append(self._pixels(item))
                 except BadImage as exc:
                     errors[i] = str(exc)
-            probs = self.predict_proba(torch.from_numpy(np.stack(pixels))) if pixels else None
-            row = 0
+            probs = iter(self.predict_proba(torch.from_numpy(np.stack(pixels)))) if pixels else iter(())
             for i, item in enumerate(chunk):
                 name = str(item) if isinstance(item, (str, Path)) else f"<image {start + i}>"
-                if i in errors:
-                    results.append(Prediction(name, [], [], errors[i]))
-                    continue
-                top = probs[row].topk(k)
-                results.append(Prediction(name, [self.classes[j] for j in top.indices.tolist()],
-                                          [round(p, 6) for p in top.values.tolist()]))
-                row += 1
+                yield (name, None, errors[i]) if i in errors else (name, next(probs), None)
+
+    def predict(self, inputs: str | Path | Image.Image | np.ndarray | Iterable, top_k: int = 5,
+                batch_size: int = 64) -> list[Prediction]:
+        """Top-k classes for image files, folders, globs, PIL images or HxW[xC] uint8 arrays.
+
+        Unreadable files get a :class:`Prediction` with ``error`` set instead of stopping the rest.
+        """
+        k = max(1, min(top_k, len(self.classes)))
+        results: list[Prediction] = []
+        for name, probs, error in self.probabilities(inputs, batch_size):
+            if probs is None:
+                results.append(Prediction(name, [], [], error))
+                continue
+            top = probs.topk(k)
+            results.append(Prediction(name, [self.classes[j] for j in top.indices.tolist()],
+                                      [round(p, 6) for p in top.values.tolist()]))
         return results
+
+    def decide(self, inputs: str | Path | Image.Image | np.ndarray | Iterable, positive: str | list[str],
+               threshold: float | None = None, batch_size: int = 64) -> list[Decision]:
+        """Yes/no per image: is it one of the ``positive`` classes (names or ids)? Yes when the most likely class
+        is positive, or, given ``threshold``, when the positive classes' summed probability reaches it. Images
+        in folders named positive/negative (or ``X``/``not_X``) carry their ground truth."""
+        spec = positive if isinstance(positive, str) else ",".join(map(str, positive))
+        ids = positive_ids(spec, self.classes)
+        if threshold is not None and not 0.0 < threshold < 1.0:
+            raise UserError(f"--threshold must be between 0 and 1, got {threshold}")
+        return [decide(name, probs, ids, self.classes, threshold, error)
+                for name, probs, error in self.probabilities(inputs, batch_size)]
 
     # ---- evaluation ---------------------------------------------------------------------------------------
     def _map_labels(self, source: Source) -> np.ndarray:
@@ -179,7 +197,8 @@ class Classifier:
     def info(self) -> dict:
         """What a user wants to know about this classifier at a glance."""
         total, trainable = count_parameters(self.model)
-        out = {"model": self.config.model, "classes": self.classes, "parameters": total, "trainable": trainable,
+        out = {"model": self.config.model, **({"mode": self.config.mode} if self.config.mode else {}),
+               "classes": self.classes, "parameters": total, "trainable": trainable,
                "input": f"{self.config.channels}x{self.config.img_size}x{self.config.img_size}",
                "mean": self.config.mean, "std": self.config.std, "data": self.config.data}
         if self.run is not None:

@@ -4,11 +4,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .config import AUGMENTS, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TrainConfig
+from .config import AUGMENTS, FEATURE_CACHES, MODES, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TrainConfig
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .classifier import Classifier
 
 DEFAULTS = TrainConfig()
 
@@ -42,6 +47,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (built in for "
                                                               "efficientnet_lite0, else downloaded by timm)")
     p.add_argument("--weights", default=None, help="start from a local state dict (.safetensors, .pth, .pt)")
+    t = p.add_argument_group("transfer learning (with --pretrained or --weights)")
+    t.add_argument("--mode", choices=MODES, default=None,
+                   help="scratch: train every layer from random weights (default without --pretrained/--weights); "
+                        "feature-extract: freeze the backbone, train a new head on its cached features; "
+                        "fine-tune: train the new head, then unfreeze the backbone's top blocks (default with "
+                        "--pretrained/--weights)")
+    t.add_argument("--unfreeze", default=DEFAULTS.unfreeze, help="fine-tune: how many of the backbone's top blocks "
+                                                                 "to unfreeze after the head epochs, or 'all'")
+    t.add_argument("--head-epochs", type=int, default=None,
+                   help="fine-tune: epochs (counted in --epochs) that train only the new head (default: 1, or 0 "
+                        "when --epochs is 1)")
+    t.add_argument("--backbone-lr-scale", type=float, default=DEFAULTS.backbone_lr_scale,
+                   help="fine-tune: the backbone's learning rate as a fraction of --lr")
+    t.add_argument("--freeze-bn", action="store_true", help="fine-tune: keep every batch-norm layer's ImageNet "
+                                                            "statistics (for small data sets); frozen blocks always "
+                                                            "keep theirs")
+    t.add_argument("--feature-cache", choices=FEATURE_CACHES, default=DEFAULTS.feature_cache,
+                   help="feature-extract: keep backbone features on disk ($IMGCLF_CACHE_DIR, else "
+                        "~/.cache/imgclf/features), in memory, or recompute them every batch")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs to train (default: {DEFAULTS.epochs})")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="images per training step")
     p.add_argument("--img-size", type=int, default=None, help="input side in pixels (default: the images' own size "
@@ -62,8 +86,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="epochs of learning-rate warm-up (default: a quarter of training for onecycle, 1 for cosine)")
     p.add_argument("--label-smoothing", type=float, default=DEFAULTS.label_smoothing,
                    help="label smoothing of the cross-entropy loss")
-    p.add_argument("--augment", choices=AUGMENTS, default=DEFAULTS.augment,
-                   help="light: shifts and flips; standard: crops, rotations, colour jitter and flips")
+    p.add_argument("--augment", choices=AUGMENTS, default=None,
+                   help="light: shifts and flips; standard: crops, rotations, colour jitter and flips (default: "
+                        "light, none for feature-extract)")
     p.add_argument("--no-flip", dest="flip", action="store_false", default=None,
                    help="never mirror images (digits, text); default: flip unless the dataset is digits")
     p.add_argument("--val-split", type=float, default=DEFAULTS.val_split,
@@ -108,6 +133,13 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="images, folders or globs such as 'photos/*.jpg'")
     p.add_argument("--top-k", type=int, default=5, help="how many classes to show per image")
     p.add_argument("--output", default=None, help="write predictions to a .csv or .json file")
+    p.add_argument("--positive", default=None, help="answer yes/no per image: is it one of these classes "
+                                                    "(comma-separated names or ids, e.g. hotdog or 281,282,283)? "
+                                                    "Images in positive/ and negative/ (or X/ and not_X/) folders "
+                                                    "are scored")
+    p.add_argument("--threshold", type=float, default=None, help="with --positive: yes when the positive classes' "
+                                                                  "summed probability reaches this (default: yes "
+                                                                  "when the top class is positive)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
@@ -168,6 +200,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from .predict import format_table, write_predictions
 
     clf = Classifier.load(args.run, device=args.device)
+    if args.positive is not None:
+        _predict_binary(clf, args)
+        return
+    if args.threshold is not None:
+        raise UserError("--threshold goes with --positive CLASS")
     predictions = clf.predict(args.inputs, top_k=args.top_k, batch_size=args.batch_size)
     if args.output:
         write_predictions(predictions, Path(args.output))
@@ -177,6 +214,17 @@ def cmd_predict(args: argparse.Namespace) -> None:
     failed = sum(p.error is not None for p in predictions)
     if failed:
         print(f"{failed} of {len(predictions)} file(s) could not be read", file=sys.stderr)
+
+
+def _predict_binary(clf: "Classifier", args: argparse.Namespace) -> None:
+    from .binary import format_decisions
+    from .predict import write_rows
+
+    decisions = clf.decide(args.inputs, args.positive, args.threshold, args.batch_size)
+    if args.output:
+        write_rows([asdict(d) for d in decisions], Path(args.output))
+        print(f"{len(decisions)} decision(s) written to {args.output}")
+    print(format_decisions(decisions, args.positive))
 
 
 def cmd_info(args: argparse.Namespace) -> None:

@@ -14,6 +14,8 @@ from .errors import UserError
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("onecycle", "cosine", "plateau", "none")
 AUGMENTS = ("none", "light", "standard")
+MODES = ("scratch", "feature-extract", "fine-tune")
+FEATURE_CACHES = ("disk", "memory", "off")
 RESIZE_MODES = ("crop", "squash")
 # Learning rates that work for each optimizer with the default batch size; --lr overrides.
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 3e-3}
@@ -28,6 +30,12 @@ class TrainConfig:
     model: str = "cnn"
     pretrained: bool = False
     weights: str | None = None
+    mode: str | None = None
+    unfreeze: str = "all"
+    head_epochs: int | None = None
+    backbone_lr_scale: float = 0.5
+    freeze_bn: bool = False
+    feature_cache: str = "disk"
     epochs: int = 20
     batch_size: int = 128
     img_size: int | None = None
@@ -42,7 +50,7 @@ class TrainConfig:
     scheduler: str = "onecycle"
     warmup_epochs: float | None = None
     label_smoothing: float = 0.1
-    augment: str = "light"
+    augment: str | None = None
     flip: bool | None = None
     val_split: float = 0.1
     seed: int = 0
@@ -68,10 +76,12 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Reject impossible values with a message naming the option and the allowed values."""
-        choices = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "augment": AUGMENTS, "resize": RESIZE_MODES}
+        choices = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "augment": AUGMENTS, "resize": RESIZE_MODES,
+                   "mode": MODES, "feature_cache": FEATURE_CACHES}
         for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise UserError(f"--{key} {getattr(self, key)!r} is not one of: {', '.join(allowed)}")
+            if getattr(self, key) not in (*allowed, None):
+                raise UserError(f"--{key.replace('_', '-')} {getattr(self, key)!r} is not one of: "
+                                f"{', '.join(allowed)}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size}
         for key, value in positive.items():
             if value < 1:
@@ -90,8 +100,34 @@ class TrainConfig:
             raise UserError(f"crop_pct must be in [0.1, 1], got {self.crop_pct}")
         if self.channels not in (None, 1, 3):
             raise UserError(f"--channels must be 1 or 3, got {self.channels}")
+        self.unfreeze = str(self.unfreeze).strip().lower()
+        if self.unfreeze != "all" and not (self.unfreeze.isdigit() and int(self.unfreeze) > 0):
+            raise UserError(f"--unfreeze must be a number of blocks (1 or more) or 'all', got {self.unfreeze!r}")
+        if self.head_epochs is not None and self.head_epochs < 0:
+            raise UserError(f"--head-epochs must be 0 or more, got {self.head_epochs}")
+        if self.mode == "fine-tune" and self.head_epochs is not None and self.head_epochs >= self.epochs:
+            raise UserError(f"--head-epochs ({self.head_epochs}) leaves no epoch of --epochs ({self.epochs}) to "
+                            f"fine-tune in; lower it, raise --epochs, or use --mode feature-extract")
+        if self.backbone_lr_scale <= 0:
+            raise UserError(f"--backbone-lr-scale must be positive, got {self.backbone_lr_scale}")
         if self.monitor not in ("val_acc", "val_loss", "train_loss", "train_acc"):
             raise UserError(f"--monitor {self.monitor!r} is not one of: val_acc, val_loss, train_acc, train_loss")
+
+    def resolve_mode(self) -> None:
+        """Fill in ``mode`` and ``augment``: fine-tune when starting from trained weights, else scratch; no
+        augmentation for feature extraction, so that its features can be cached."""
+        transfer = self.pretrained or bool(self.weights)
+        self.mode = self.mode or ("fine-tune" if transfer else "scratch")
+        if self.mode != "scratch" and not transfer:
+            raise UserError(f"--mode {self.mode} starts from trained weights: add --pretrained (ImageNet weights) "
+                            f"or --weights FILE")
+        if self.mode == "scratch" and transfer:
+            raise UserError("--mode scratch trains from random weights: drop --pretrained/--weights, or use "
+                            "--mode fine-tune or --mode feature-extract")
+        self.augment = self.augment or ("none" if self.mode == "feature-extract" else "light")
+        if self.mode == "fine-tune" and self.head_epochs is None:
+            self.head_epochs = 1 if self.epochs > 1 else 0  # fastai's fine_tune: one epoch for the new head
+        self.validate()
 
     @property
     def preprocess(self) -> Preprocess:
@@ -99,8 +135,16 @@ class TrainConfig:
         return Preprocess(self.channels, self.img_size, self.resize, self.crop_pct, self.interpolation)
 
     @property
+    def unfreeze_blocks(self) -> int | str:
+        """``--unfreeze`` as a block count, or ``"all"``."""
+        return self.unfreeze if self.unfreeze == "all" else int(self.unfreeze)
+
+    @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+        if self.lr is not None:
+            return self.lr
+        # A lone linear head on fixed features needs (and tolerates) a higher rate than a whole network.
+        return DEFAULT_LR[self.optimizer] * (3 if self.mode == "feature-extract" else 1)
 
     @property
     def wd(self) -> float:

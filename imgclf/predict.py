@@ -60,20 +60,32 @@ def format_table(predictions: list[Prediction]) -> str:
     return "\n".join(lines)
 
 
+def write_rows(rows: list[dict], path: Path) -> None:
+    """Rows as JSON (a list of objects) or CSV (a header line, then a line per row), chosen by the extension."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise UserError(f"--output {path}: use a .csv or .json file name")
+    if suffix == ".json":
+        path.write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
+        return
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def write_predictions(predictions: list[Prediction], path: Path) -> None:
     """CSV (one row per image: path, label, probability, top-k columns, error) or JSON, chosen by extension."""
     if path.suffix.lower() == ".json":
-        path.write_text(json.dumps([asdict(p) for p in predictions], indent=1, ensure_ascii=False), encoding="utf-8")
+        write_rows([asdict(p) for p in predictions], path)
         return
-    if path.suffix.lower() != ".csv":
-        raise UserError(f"--output {path}: use a .csv or .json file name")
     k = max((len(p.labels) for p in predictions), default=1)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "prob"] + [f"{c}{i}" for i in range(2, k + 1) for c in ("label", "prob")]
-                        + ["error"])
-        for p in predictions:
-            cells = [p.path]
-            for i in range(k):
-                cells += [p.labels[i], f"{p.probs[i]:.6f}"] if i < len(p.labels) else ["", ""]
-            writer.writerow(cells + [p.error or ""])
+    rows = []
+    for p in predictions:
+        row = {"path": p.path}
+        for i in range(k):
+            suffix = str(i + 1) if i else ""
+            row[f"label{suffix}"] = p.labels[i] if i < len(p.labels) else ""
+            row[f"prob{suffix}"] = f"{p.probs[i]:.6f}" if i < len(p.labels) else ""
+        rows.append(row | {"error": p.error or ""})
+    write_rows(rows, path)

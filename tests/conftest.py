@@ -34,6 +34,13 @@ def write_class_folders(root: Path, per_class: int = 12, seed: int = 0, classes=
     return root
 
 
+@pytest.fixture(autouse=True)
+def feature_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Feature caches go to the test's own folder, never to the user's ~/.cache."""
+    monkeypatch.setenv("IMGCLF_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "features"
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return write_class_folders(tmp_path / "shapes")

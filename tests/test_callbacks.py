@@ -14,7 +14,7 @@ class FakeTrainer(SimpleNamespace):
 
     def __init__(self):
         model = torch.nn.Linear(2, 2)
-        super().__init__(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0), stop_training=False,
+        super().__init__(model=model, full_model=model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0), stop_training=False,
                          start_epoch=0, messages=[], saved=[])
 
     def log(self, message):

@@ -14,6 +14,7 @@ The classifier layer (one output per class) is appended automatically. Example, 
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 import torch
 from torch import nn
@@ -117,8 +118,25 @@ class CNN(nn.Module):
                                 f"larger --img-size")
         return tuple(x.shape[1:])
 
+    # The same interface as timm's models, so transfer learning treats both alike.
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head[:-1](x)
+        return x if pre_logits else self.head[-1](x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head[-1]
+
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], int]:
+        """timm's parameter grouping: a block per convolution (with its batch-norm), then per dense layer."""
+        block, ids = 0, {}
+        for prefix, layers in (("features", self.features), ("head", self.head)):
+            for i, layer in enumerate(layers):
+                block += isinstance(layer, (nn.Conv2d, nn.Linear))
+                ids[f"{prefix}.{i}"] = block
+        return lambda name: ids[name.rsplit(".", 1)[0]]

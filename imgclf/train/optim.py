@@ -9,24 +9,28 @@ from torch import nn
 from ..config import TrainConfig
 
 
-def create_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (Nesterov momentum), Adam or AdamW; no weight decay on biases and batch-norm (timm's default)."""
+def create_optimizer(params: nn.Module | list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (Nesterov momentum), Adam or AdamW over a model's trainable parameters, with no weight decay on
+    biases and batch-norm (timm's default), or over ready-made parameter groups (their own lr and decay)."""
     opt = {"sgd": "nesterov", "adam": "adam", "adamw": "adamw"}[cfg.optimizer]
     extra = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
-    return create_optimizer_v2(model, opt=opt, lr=cfg.learning_rate, weight_decay=cfg.wd, **extra)
+    return create_optimizer_v2(params, opt=opt, lr=cfg.learning_rate, weight_decay=cfg.wd, **extra)
 
 
 class StepSchedule:
-    """A learning-rate schedule advanced once per optimizer step (one-cycle from torch, cosine from timm)."""
+    """A learning-rate schedule advanced once per optimizer step (one-cycle from torch, cosine from timm).
 
-    def __init__(self, optimizer: torch.optim.Optimizer, kind: str, total_steps: int, warmup_steps: int,
-                 max_lr: float) -> None:
+    Each parameter group peaks at its own starting learning rate (a backbone lower than its head).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, kind: str, total_steps: int, warmup_steps: int) -> None:
         self.kind = kind
+        max_lr = max(group["lr"] for group in optimizer.param_groups)
         if kind == "onecycle":
             # torch needs at least two steps in each of the warm-up and the annealing phases.
             warmup_steps = min(max(warmup_steps, 2), total_steps - 2)
             self.impl = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=warmup_steps / total_steps,
+                optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps, pct_start=warmup_steps / total_steps,
                 anneal_strategy="cos")
         else:
             self.impl = CosineLRScheduler(optimizer, t_initial=total_steps, lr_min=max_lr * 1e-3,
@@ -56,4 +60,4 @@ def create_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_pe
     epochs = cfg.warmup_epochs if cfg.warmup_epochs is not None else (
         cfg.epochs / 4 if cfg.scheduler == "onecycle" else min(1.0, cfg.epochs / 4))
     warmup = min(total // 2, round(epochs * steps_per_epoch))
-    return StepSchedule(optimizer, cfg.scheduler, total, warmup, cfg.learning_rate)
+    return StepSchedule(optimizer, cfg.scheduler, total, warmup)

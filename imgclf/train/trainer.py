@@ -1,7 +1,8 @@
 """The training loop: one epoch of optimisation, one pass of validation, callbacks around them.
 
 Readable top to bottom: ``fit`` -> ``train_one_epoch`` -> ``validate``. Batches arrive as uint8 tensors and are
-normalised on the device, so only a quarter of the bytes cross to a GPU.
+normalised on the device, so only a quarter of the bytes cross to a GPU. Without ``mean``/``std`` the batches are
+used as they are: cached backbone features feeding a head.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ..data.loader import eval_batches
 from ..data.transforms import normalize
 from .callbacks import Callback
 from .optim import StepSchedule
+from .transfer import train_mode
 
 
 def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -52,19 +54,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 class Trainer:
-    """Fits ``model`` on batches from ``train_loader``, validating on ``val`` after every epoch."""
+    """Fits ``model`` on batches from ``train_loader``, validating on ``val`` after every epoch.
+
+    ``full_model`` is the network whose weights are saved, when ``model`` is only part of it (a head trained on
+    cached features); it defaults to ``model``.
+    """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                  train_loader: torch.utils.data.DataLoader, val: ImageTensors | None,
-                 mean: list[float], std: list[float], device: torch.device, epochs: int,
+                 mean: list[float] | None, std: list[float] | None, device: torch.device, epochs: int,
                  schedule: StepSchedule | None = None, callbacks: list[Callback] | None = None,
                  amp: bool = True, channels_last: bool = True, checkpoint_path: Path | None = None,
-                 weights_metadata: dict[str, str] | None = None, log: Callable[[str], None] = print) -> None:
+                 weights_metadata: dict[str, str] | None = None, log: Callable[[str], None] = print,
+                 full_model: nn.Module | None = None) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.full_model = full_model if full_model is not None else model
         self.train_loader, self.val, self.device, self.epochs = train_loader, val, device, epochs
         self.schedule, self.callbacks = schedule, list(callbacks or [])
-        self.mean = torch.tensor(mean, device=device)
-        self.std = torch.tensor(std, device=device)
+        self.mean = torch.tensor(mean, device=device) if mean is not None else None
+        self.std = torch.tensor(std, device=device) if std is not None else None
         self.amp, self.channels_last = amp and device.type == "cuda", channels_last
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and not torch.cuda.is_bf16_supported()) \
             if device.type == "cuda" else None
@@ -84,7 +92,9 @@ class Trainer:
                     cb.on_epoch_begin(self, epoch)
                 logs = self.train_one_epoch()
                 if self.val is not None and len(self.val):
+                    started = time.perf_counter()
                     logs["val_loss"], logs["val_acc"] = self.validate(self.val)
+                    logs["val_time"] = time.perf_counter() - started
                 self.history.append(logs)
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, epoch, logs)
@@ -96,8 +106,13 @@ class Trainer:
                 cb.on_train_end(self)
         return self.history
 
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch on the device, ready for the model: uint8 images normalised, features as they are."""
+        x = x.to(self.device, non_blocking=True)
+        return normalize(x, self.mean, self.std, self.channels_last) if self.mean is not None else x
+
     def train_one_epoch(self) -> dict[str, float]:
-        self.model.train()
+        train_mode(self.model)  # frozen batch-norm layers stay in inference mode
         started = time.perf_counter()
         waited, seen = 0.0, 0
         loss_sum = torch.zeros((), device=self.device)
@@ -106,7 +121,7 @@ class Trainer:
         ready = time.perf_counter()
         for step, (x, y) in enumerate(self.train_loader, start=1):
             waited += time.perf_counter() - ready
-            x = normalize(x.to(self.device, non_blocking=True), self.mean, self.std, self.channels_last)
+            x = self.inputs(x)
             y = y.to(self.device, non_blocking=True)
             with autocast_for(self.device, self.amp):
                 logits = self.model(x)
@@ -147,7 +162,7 @@ class Trainer:
         self.model.eval()
         out = []
         for x, _ in eval_batches(images, batch_size):
-            x = normalize(x.to(self.device), self.mean, self.std, self.channels_last)
+            x = self.inputs(x)
             with autocast_for(self.device, self.amp):
                 out.append(self.model(x).float().cpu())
         return torch.cat(out) if out else torch.empty(0)
@@ -161,7 +176,7 @@ class Trainer:
     # ---- persistence ----------------------------------------------------------------------------------------
     def save_weights(self, path: Path, metadata: dict[str, str] | None = None) -> None:
         """The model's weights as safetensors, written atomically (temporary file, then rename)."""
-        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        state = {k: v.detach().contiguous().cpu() for k, v in self.full_model.state_dict().items()}
         tmp = path.with_name(path.name + ".tmp")
         save_file(state, str(tmp), metadata=self.weights_metadata | (metadata or {}))
         tmp.replace(path)
@@ -169,7 +184,7 @@ class Trainer:
     def state_dict(self, epoch: int) -> dict[str, Any]:
         return {
             "epoch": epoch, "global_step": self.global_step,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self.full_model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict() if self.schedule else None,
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "callbacks": [cb.state_dict() for cb in self.callbacks],
@@ -187,7 +202,7 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> None:
         """Continue from a checkpoint written by :meth:`save_checkpoint` (loaded with ``weights_only=True``)."""
         state = torch.load(path, map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state["model"])
+        self.full_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.schedule is not None and state["schedule"] is not None:
             self.schedule.load_state_dict(state["schedule"])
