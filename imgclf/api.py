@@ -21,7 +21,7 @@ from .data.sources import load_source
 from .data.split import with_validation
 from .data.transforms import augmentation
 from .device import resolve_device
-from .errors import UserError
+from .errors import Interrupted, UserError
 from .metrics import Evaluation
 from .models import count_parameters, create_model, default_img_size, is_cnn, pretrained_preprocess
 from .plots import plot_curves
@@ -175,7 +175,7 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
         model_net = create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size)
     log = _logger(run, cfg.quiet)
 
-    prepared = prepare(source, cfg.preprocess, quiet=cfg.quiet)
+    prepared = prepare(source, cfg.preprocess, quiet=cfg.quiet, max_bad_fraction=cfg.max_bad_fraction)
     if prepared.skipped:
         log(f"skipped {len(prepared.skipped)} unreadable file(s), listed in {run / 'skipped.csv'}:")
         for path, reason in prepared.skipped[:10]:
@@ -214,6 +214,13 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
         trainer.fit()
     except FloatingPointError as exc:
         raise UserError(f"training stopped: {exc}; the last good checkpoint is {run / LAST}") from None
+    except torch.OutOfMemoryError:
+        raise UserError(f"out of GPU memory at --batch-size {cfg.batch_size}; try --batch-size "
+                        f"{max(1, cfg.batch_size // 2)} (or a smaller --img-size); the last checkpoint is "
+                        f"{run / LAST}") from None
+    except Interrupted as exc:
+        raise Interrupted(f"{exc}; continue with: imgclf train --resume --name {run.name} --project {cfg.project}",
+                          exc.exit_code) from None
     if not (run / BEST).exists():
         trainer.save_weights(run / BEST)
     plot_curves(run.metrics(), run / "curves.png", cfg.monitor)

@@ -1,4 +1,4 @@
-"""The ``imgclf`` command line: train, evaluate, predict, info, summary and demo."""
+"""The ``imgclf`` command line: train, evaluate, predict, check, info, summary and demo."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .config import AUGMENTS, FEATURE_CACHES, MODES, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TrainConfig
-from .errors import UserError
+from .errors import Interrupted, UserError
 
 if TYPE_CHECKING:
     from .classifier import Classifier
@@ -95,6 +95,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="share of train held out for validation when the data has no validation split")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for the split, the weights and the batches")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
+    p.add_argument("--max-bad-fraction", type=float, default=DEFAULTS.max_bad_fraction,
+                   help="stop before training when more than this share of the images cannot be read")
     p.add_argument("--monitor", default=DEFAULTS.monitor, help="metric for the best checkpoint and early stopping")
     p.add_argument("--patience", type=int, default=DEFAULTS.patience, help="early-stopping patience; 0 = off")
     p.add_argument("--min-delta", type=float, default=DEFAULTS.min_delta, help="smallest change that counts")
@@ -142,6 +144,25 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
                                                                   "when the top class is positive)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+    c = sub.add_parser("check", formatter_class=_Formatter, help="find bad, converted, duplicate and leaked images",
+                       description="The dataset doctor: reads every image of DATA (folder, CSV or built-in dataset) "
+                                   "and reports unreadable files with the reason, decompression bombs, images that "
+                                   "get converted, exact and near duplicates, train/validation/test leakage and "
+                                   "the class balance. It never modifies a file. Exit code 1 when it finds "
+                                   "unreadable files or leakage.")
+    c.add_argument("data", help="image folder, CSV or dataset name")
+    c.add_argument("--data-root", default=None, help="where built-in datasets live")
+    c.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels than this "
+                                                                 "(default: Pillow's limit, about 89 million)")
+    c.add_argument("--min-size", type=int, default=16, help="flag images whose shorter side is below this")
+    c.add_argument("--near", type=int, default=4, help="perceptual-hash distance (0-64) that counts as a near "
+                                                       "duplicate; -1 turns the search off")
+    c.add_argument("--output", default=None, help="write the whole report to this JSON file")
+    c.add_argument("--fix", default=None, help="write a clean file list (CSV of path,label,split) that imgclf "
+                                               "train accepts: no unreadable files, no duplicates, no leakage")
+    c.add_argument("--workers", type=int, default=None, help="decoding processes (default: the CPU count)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
 
     i = sub.add_parser("info", formatter_class=_Formatter, help="what a run holds",
                        description="Classes, model, parameters, best metric and the files of a run.")
@@ -227,6 +248,23 @@ def _predict_binary(clf: "Classifier", args: argparse.Namespace) -> None:
     print(format_decisions(decisions, args.positive))
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import DEFAULT_MAX_PIXELS, check, save_report, write_clean_list
+
+    if args.fix and Path(args.fix).exists():
+        raise UserError(f"--fix {args.fix}: the file exists; choose a new name (check never overwrites a file)")
+    report = check(args.data, args.data_root, args.max_pixels or DEFAULT_MAX_PIXELS, args.min_size, args.near,
+                   args.workers, args.quiet)
+    print(report.summary())
+    if args.output:
+        save_report(report, Path(args.output))
+        print(f"report written to {args.output}")
+    if args.fix:
+        rows = write_clean_list(report, Path(args.fix))
+        print(f"clean file list ({rows} images) written to {args.fix}; train on it with: imgclf train {args.fix}")
+    return 1 if report.problems else 0
+
+
 def cmd_info(args: argparse.Namespace) -> None:
     from .classifier import Classifier
 
@@ -268,7 +306,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.epochs, args.project)
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info,
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "check": cmd_check, "info": cmd_info,
             "summary": cmd_summary, "demo": cmd_demo}
 
 
@@ -276,14 +314,17 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: user mistakes print one line and exit 2; Ctrl-C exits 130."""
     args = build_parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except UserError as exc:
         print(f"imgclf {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"\nimgclf {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("\ninterrupted; a training run continues with: imgclf train --resume --name RUN", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ class TrainConfig:
     plateau_patience: int = 2
     plateau_factor: float = 0.2
     deterministic: bool = False
+    max_bad_fraction: float = 0.1
     quiet: bool = False
     mean: list[float] | None = None
     std: list[float] | None = None
@@ -108,6 +109,8 @@ class TrainConfig:
         if self.mode == "fine-tune" and self.head_epochs is not None and self.head_epochs >= self.epochs:
             raise UserError(f"--head-epochs ({self.head_epochs}) leaves no epoch of --epochs ({self.epochs}) to "
                             f"fine-tune in; lower it, raise --epochs, or use --mode feature-extract")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise UserError(f"--max-bad-fraction must be in [0, 1], got {self.max_bad_fraction}")
         if self.backbone_lr_scale <= 0:
             raise UserError(f"--backbone-lr-scale must be positive, got {self.backbone_lr_scale}")
         if self.monitor not in ("val_acc", "val_loss", "train_loss", "train_acc"):

@@ -37,12 +37,16 @@ def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, t
 
 def train_loader(images: ImageTensors, batch_size: int, transform: v2.Transform | None, workers: int,
                  seed: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """Shuffled batches; worker processes only when there is per-image augmentation work to overlap."""
+    """Shuffled batches; worker processes only when there is per-image augmentation work to overlap.
+
+    Workers are started afresh each epoch (not persistent) so their random seeds come from ``generator`` at the
+    epoch's start: an epoch is reproducible from that state alone, which makes resuming exact.
+    """
     generator = torch.Generator().manual_seed(seed)
     workers = workers if transform is not None else 0
     return torch.utils.data.DataLoader(
         TensorImages(images, transform), batch_size=batch_size, shuffle=True, drop_last=len(images) > batch_size,
-        num_workers=workers, persistent_workers=workers > 0, collate_fn=_as_batch, generator=generator,
+        num_workers=workers, collate_fn=_as_batch, generator=generator,
         pin_memory=pin_memory)
 
 

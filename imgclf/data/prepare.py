@@ -44,13 +44,20 @@ def input_shape(source: Source, model: str, img_size: int | None, channels: int 
     return channels, img_size
 
 
-def prepare(source: Source, pre: Preprocess, workers: int | None = None, quiet: bool = False) -> Prepared:
-    """Decode every split of ``source``; files that cannot be read are skipped and listed."""
+def prepare(source: Source, pre: Preprocess, workers: int | None = None, quiet: bool = False,
+            max_bad_fraction: float = 1.0) -> Prepared:
+    """Decode every split of ``source``; files that cannot be read are skipped and listed, unless they are more
+    than ``max_bad_fraction`` of all the files: then training on what is left would mislead, and it is an error."""
     splits, skipped = {}, []
     for name, split in source.splits.items():
         tensors = decode_split(split, pre, workers, f"decoding {name}", quiet)
         skipped += tensors.skipped
         splits[name] = tensors
+    total = sum(len(split) for split in source.splits.values())
+    if total and len(skipped) / total > max_bad_fraction:
+        raise UserError(f"{len(skipped)} of {total} images ({len(skipped) / total:.0%}) cannot be read, more than "
+                        f"--max-bad-fraction {max_bad_fraction:g}; see why with: imgclf check DATA (e.g. "
+                        f"{skipped[0][0]}: {skipped[0][1]}), or raise the limit")
     if len(splits["train"]) == 0:
         raise UserError("none of the training images could be read (see the reasons above); check the files")
     present = set(splits["train"].y.unique().tolist())

@@ -9,7 +9,10 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +24,7 @@ from torch import nn
 from ..data.cache import ImageTensors
 from ..data.loader import eval_batches
 from ..data.transforms import normalize
+from ..errors import Interrupted
 from .callbacks import Callback
 from .optim import StepSchedule
 from .transfer import train_mode
@@ -80,46 +84,97 @@ class Trainer:
         self.steps_per_epoch = len(train_loader)
         self.start_epoch, self.global_step, self.stop_training = 0, 0, False
         self.history: list[dict[str, float]] = []
+        # Where an interrupted epoch stands: the shuffle's random state at its start, the steps done, their sums.
+        self.epoch_rng: torch.Tensor | None = None
+        self.done_steps = 0
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0}
+        self.stop_signal: int | None = None
+        self.resume_rng: dict[str, Any] | None = None
 
     # ---- the loop -------------------------------------------------------------------------------------------
     def fit(self) -> list[dict[str, float]]:
-        """Train from ``start_epoch`` to ``epochs``; returns one dict of metrics per epoch run."""
+        """Train from ``start_epoch`` to ``epochs``; returns one dict of metrics per epoch run.
+
+        SIGINT (Ctrl-C) or SIGTERM lets the current step finish, saves a checkpoint that resumes exactly there,
+        and raises :class:`~imgclf.errors.Interrupted`; a second Ctrl-C stops at once.
+        """
         for cb in self.callbacks:
             cb.on_train_begin(self)
         try:
-            for epoch in range(self.start_epoch, self.epochs):
-                for cb in self.callbacks:
-                    cb.on_epoch_begin(self, epoch)
-                logs = self.train_one_epoch()
-                if self.val is not None and len(self.val):
-                    started = time.perf_counter()
-                    logs["val_loss"], logs["val_acc"] = self.validate(self.val)
-                    logs["val_time"] = time.perf_counter() - started
-                self.history.append(logs)
-                for cb in self.callbacks:
-                    cb.on_epoch_end(self, epoch, logs)
-                self.save_checkpoint(epoch + 1)
-                if self.stop_training:
-                    break
+            with self._stop_on_signals():
+                for epoch in range(self.start_epoch, self.epochs):
+                    for cb in self.callbacks:
+                        cb.on_epoch_begin(self, epoch)
+                    logs = self.train_one_epoch(epoch)
+                    if self.val is not None and len(self.val):
+                        started = time.perf_counter()
+                        logs["val_loss"], logs["val_acc"] = self.validate(self.val)
+                        logs["val_time"] = time.perf_counter() - started
+                    self.history.append(logs)
+                    for cb in self.callbacks:
+                        cb.on_epoch_end(self, epoch, logs)
+                    self.save_checkpoint(epoch + 1)
+                    if self.stop_signal is not None:
+                        self._interrupted(epoch + 1, 0)
+                    if self.stop_training:
+                        break
         finally:
             for cb in self.callbacks:
                 cb.on_train_end(self)
         return self.history
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum: int, frame: object) -> None:
+            if self.stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now, keeping the last checkpoint
+            self.stop_signal = signum
+        for sig in previous:
+            signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def _interrupted(self, epoch: int, step: int) -> None:
+        name = signal.Signals(self.stop_signal).name
+        where = f"during epoch {epoch + 1}, after step {step} of {self.steps_per_epoch}" if step else \
+            f"after epoch {epoch}"
+        raise Interrupted(f"stopped by {name} {where}; saved {self.checkpoint_path}",
+                          128 + int(self.stop_signal))
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """A batch on the device, ready for the model: uint8 images normalised, features as they are."""
         x = x.to(self.device, non_blocking=True)
         return normalize(x, self.mean, self.std, self.channels_last) if self.mean is not None else x
 
-    def train_one_epoch(self) -> dict[str, float]:
+    def train_one_epoch(self, epoch: int = 0) -> dict[str, float]:
         train_mode(self.model)  # frozen batch-norm layers stay in inference mode
+        if self.done_steps:  # resuming inside this epoch: replay its shuffle and skip the batches already done
+            self.train_loader.generator.set_state(self.epoch_rng)
+        else:
+            self.epoch_rng = self.train_loader.generator.get_state()
+        skip = self.done_steps
         started = time.perf_counter()
-        waited, seen = 0.0, 0
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        waited, seen = 0.0, self.partial["seen"]
+        loss_sum = torch.tensor(self.partial["loss_sum"], device=self.device)
+        correct = torch.tensor(self.partial["correct"], device=self.device, dtype=torch.long)
         lr = self.optimizer.param_groups[0]["lr"]
         ready = time.perf_counter()
         for step, (x, y) in enumerate(self.train_loader, start=1):
+            if step <= skip:
+                if step == skip and self.resume_rng is not None:
+                    # Fetching the skipped batches drew augmentations; the saved state is the one after them.
+                    set_rng_state(self.resume_rng)
+                    self.resume_rng = None
+                ready = time.perf_counter()
+                continue
             waited += time.perf_counter() - ready
             x = self.inputs(x)
             y = y.to(self.device, non_blocking=True)
@@ -150,7 +205,13 @@ class Trainer:
                                              f"({lr:.3g}) is probably too high; try a lower --lr")
                 for cb in self.callbacks:
                     cb.on_batch_end(self, step, live)
+            if self.stop_signal is not None and step < self.steps_per_epoch:
+                self.done_steps = step
+                self.partial = {"loss_sum": loss_sum.item(), "correct": int(correct.item()), "seen": seen}
+                self.save_checkpoint(epoch)
+                self._interrupted(epoch, step)
             ready = time.perf_counter()
+        self.done_steps, self.partial = 0, {"loss_sum": 0.0, "correct": 0, "seen": 0}
         elapsed = time.perf_counter() - started
         return {"train_loss": (loss_sum / max(seen, 1)).item(), "train_acc": correct.item() / max(seen, 1),
                 "lr": lr, "time": elapsed, "data_wait": waited / max(elapsed, 1e-9),
@@ -189,6 +250,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "callbacks": [cb.state_dict() for cb in self.callbacks],
             "rng": rng_state(), "loader_rng": self.train_loader.generator.get_state(),
+            "step": self.done_steps, "epoch_rng": self.epoch_rng, "partial": self.partial,
         }
 
     def save_checkpoint(self, epoch: int) -> None:
@@ -210,6 +272,11 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         for cb, cb_state in zip(self.callbacks, state["callbacks"]):
             cb.load_state_dict(cb_state)
-        set_rng_state(state["rng"])
+        if state.get("step"):  # mid-epoch: applied once the epoch's finished batches have been skipped
+            self.resume_rng = state["rng"]
+        else:
+            set_rng_state(state["rng"])
         self.train_loader.generator.set_state(state["loader_rng"])
         self.start_epoch, self.global_step = state["epoch"], state["global_step"]
+        self.done_steps, self.epoch_rng = state.get("step", 0), state.get("epoch_rng")
+        self.partial = state.get("partial") or self.partial
