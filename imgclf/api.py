@@ -181,6 +181,10 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
         for path, reason in prepared.skipped[:10]:
             log(f"  {path}: {reason}")
     run.save_skipped(prepared.skipped)
+    if prepared.leaked:
+        log(f"warning: {len(prepared.leaked)} validation/test image(s) are exact copies of training images (e.g. "
+            f"{prepared.leaked[0]}), so their scores will be too good; imgclf check DATA --fix clean.csv writes a "
+            f"file list without them")
     if cfg.mean is None:
         cfg.mean, cfg.std = channel_stats(prepared.splits["train"].x)
     cfg.save(run / "config.yaml")

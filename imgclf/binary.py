@@ -100,7 +100,8 @@ def format_decisions(decisions: list[Decision], positive: str) -> str:
         truth, answer = [d.truth for d in known], [d.yes for d in known]
         tn, fp, fn, tp = confusion_matrix(truth, answer, labels=[False, True]).ravel()
         lines.append(f"\n{len(known)} image(s) with ground truth from their folders: accuracy "
-                     f"{accuracy_score(truth, answer):.4f}, precision {precision_score(truth, answer, zero_division=0):.4f}, "
+                     f"{accuracy_score(truth, answer):.4f}, "
+                     f"precision {precision_score(truth, answer, zero_division=0):.4f}, "
                      f"recall {recall_score(truth, answer, zero_division=0):.4f} "
                      f"(yes: {tp} right, {fp} wrong; no: {tn} right, {fn} wrong)")
     return "\n".join(lines)

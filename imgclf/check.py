@@ -27,6 +27,9 @@ from .data.sources import Source, load_source
 from .errors import UserError
 
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's own limit, ~89 M pixels
+# Below this (shorter side), a perceptual hash cannot tell a copy from a similar-looking item: on Fashion-MNIST's
+# 28-px images distance 4 pairs 158,000 different pictures. Such images are compared exactly only.
+NEAR_MIN_SIDE = 32
 EXTENSIONS = {"JPEG": {".jpg", ".jpeg"}, "PNG": {".png"}, "GIF": {".gif"}, "BMP": {".bmp"}, "WEBP": {".webp"},
               "TIFF": {".tif", ".tiff"}}
 
@@ -151,6 +154,7 @@ class CheckReport:
     leaks: list[tuple[int, int, str]]
     empty_classes: list[str]
     from_files: bool = True
+    small: int = 0  # readable images too small for the near-duplicate search
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class per split (readable ones)."""
@@ -193,12 +197,16 @@ class CheckReport:
                 lines += [f"  ... and {len(rows) - limit} more (--output report.json lists all)"] * (len(rows) > limit)
         if self.duplicates:
             extra = sum(len(g) - 1 for g in self.duplicates)
-            lines.append(f"\nexact duplicates: {len(self.duplicates)} group(s), {extra} extra cop{'y' if extra == 1 else 'ies'}")
+            copies = "copy" if extra == 1 else "copies"
+            lines.append(f"\nexact duplicates: {len(self.duplicates)} group(s), {extra} extra {copies}")
             lines += [f"  {' = '.join(self.files[i].path for i in g)}" for g in self.duplicates[:limit]]
         if self.near_duplicates:
             lines.append(f"\nnear duplicates (perceptual hash): {len(self.near_duplicates)} pair(s)")
             lines += [f"  {self.files[i].path} ~ {self.files[j].path} (distance {d})"
                       for i, j, d in self.near_duplicates[:limit]]
+        if self.small:
+            lines.append(f"\nnear duplicates: not searched among {self.small} image(s) under {NEAR_MIN_SIDE} px (too "
+                         f"small for a perceptual hash); exact copies are still found")
         if self.leaks:
             lines.append(f"\nLEAKAGE: {len(self.leaks)} image(s) in train also in validation/test — scores on those "
                          f"splits will be too good; remove them (--fix writes a clean file list)")
@@ -230,7 +238,8 @@ def check(data: str, data_root: str | None = None, max_pixels: int = DEFAULT_MAX
         else:
             inspect = functools.partial(inspect_file, max_pixels=max_pixels, min_size=min_size)
             found = parallel_map(inspect, split.paths, workers, f"checking {split_name}", quiet)
-            files += [FileReport(str(p), split_name, labels[i], **r) for i, (p, r) in enumerate(zip(split.paths, found))]
+            files += [FileReport(str(p), split_name, labels[i], **r)
+                      for i, (p, r) in enumerate(zip(split.paths, found))]
     root = Path(data).expanduser()
     empty: list[str] = []
     if root.is_dir():
@@ -243,7 +252,7 @@ def check(data: str, data_root: str | None = None, max_pixels: int = DEFAULT_MAX
     for i in readable:
         by_hash[files[i].sha256].append(i)
     duplicates = [group for group in by_hash.values() if len(group) > 1]
-    hashed = [i for i in readable if files[i].phash]
+    hashed = [i for i in readable if files[i].phash and min(files[i].size) >= NEAR_MIN_SIDE]
     near_dups = [(hashed[a], hashed[b], d) for a, b, d in near_pairs([files[i].phash for i in hashed], near)
                  if files[hashed[a]].sha256 != files[hashed[b]].sha256]
 
@@ -255,7 +264,8 @@ def check(data: str, data_root: str | None = None, max_pixels: int = DEFAULT_MAX
               f"distance {d}") for i, j, d in near_dups
               if "train" in (files[i].split, files[j].split) and files[i].split != files[j].split]
     from_files = all(split.paths is not None for split in source.splits.values())
-    return CheckReport(data, source.classes, files, duplicates, near_dups, leaks, empty, from_files)
+    return CheckReport(data, source.classes, files, duplicates, near_dups, leaks, empty, from_files,
+                       len(readable) - len(hashed))
 
 
 def write_clean_list(report: CheckReport, path: Path) -> int:

@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import imgclf
 from imgclf.cli import main
+from imgclf.errors import UserError
+from imgclf.train.callbacks import Callback
 
-from .conftest import TINY_ARGS, write_class_folders
+from .conftest import TINY, TINY_ARGS, write_class_folders
 from .gallery import EXPECTED, write_gallery
 
 
@@ -56,6 +59,8 @@ def test_train_and_predict_survive_the_gallery_without_touching_a_file(gallery, 
         skipped = {Path(r["path"]).name: r["reason"] for r in csv.DictReader(f)}
     assert set(skipped) == {"empty.jpg", "truncated.jpg", "text.png", "bomb.png"}
     assert "decompression bomb" in skipped["bomb.png"] and skipped["empty.jpg"] == "empty file"
+    log = (run_cwd / "runs/g/train.log").read_text()
+    assert "warning: 1 validation/test image(s) are exact copies of training images" in log and "leaked.png" in log
     capsys.readouterr()
     assert main(["predict", "runs/g", str(gallery / "train" / "cat"), "--output", "p.json"]) == 0
     predictions = {Path(p["path"]).name: p for p in json.loads((run_cwd / "p.json").read_text())}
@@ -128,3 +133,33 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(long_data, tmp_path
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     final = _final_weights(tmp_path, "cut")
     assert all(torch.equal(final[k], reference[k]) for k in reference)
+
+
+class _OutOfMemory(Callback):
+    def on_batch_end(self, trainer, step, logs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_out_of_memory_suggests_a_smaller_batch(image_folder, run_cwd):
+    with pytest.raises(UserError, match=r"out of GPU memory at --batch-size 8; try --batch-size 4"):
+        imgclf.train(str(image_folder), epochs=1, callbacks=[_OutOfMemory()], **TINY)
+
+
+def test_a_resized_recompressed_copy_in_test_is_a_near_duplicate_leak(tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    from imgclf.check import check, near_pairs
+
+    photo = Image.fromarray(data.astronaut())
+    for folder in ("train/astro", "train/cat", "test/astro", "test/cat"):
+        (tmp_path / folder).mkdir(parents=True)
+    photo.resize((128, 128)).save(tmp_path / "train/astro/astro.png")
+    Image.fromarray(data.chelsea()).resize((96, 64)).save(tmp_path / "train/cat/cat.png")
+    photo.resize((100, 100)).save(tmp_path / "test/astro/copy.jpg", quality=70)  # another size, lossy: not equal
+    Image.fromarray(data.rocket()).resize((64, 96)).save(tmp_path / "test/cat/rocket.png")
+    report = check(str(tmp_path), quiet=True)
+    assert not report.duplicates
+    assert [(Path(report.files[i].path).name, Path(report.files[j].path).name) for i, j, _ in report.leaks] == \
+        [("astro.png", "copy.jpg")]
+    assert near_pairs(["ffffffffffffffff", "fffffffffffffff0", "0000000000000000"], 4) == [(0, 1, 4)]

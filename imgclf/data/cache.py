@@ -5,6 +5,7 @@ parallel worker processes; a file that cannot be read is skipped and reported wi
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,11 @@ def decode_split(split: Split, pre: Preprocess, workers: int | None = None, desc
     x = torch.from_numpy(np.stack([decoded[i] for i in keep])) if keep else \
         torch.empty((0, pre.channels, pre.size, pre.size), dtype=torch.uint8)
     return ImageTensors(x, labels[keep], [str(split.paths[i]) for i in keep], skipped)
+
+
+def row_digests(x: torch.Tensor) -> list[bytes]:
+    """A 16-byte hash of each decoded image: equal pixels, equal digest."""
+    return [hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest() for row in x]
 
 
 def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:

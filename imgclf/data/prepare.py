@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UserError
 from ..models import default_img_size, is_cnn
-from .cache import ImageTensors, decode_split, scan
+from .cache import ImageTensors, decode_split, row_digests, scan
 from .decode import Preprocess
 from .sources import Source
 
@@ -22,6 +22,7 @@ class Prepared:
     classes: list[str]
     splits: dict[str, ImageTensors]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    leaked: list[str] = field(default_factory=list)  # validation/test images identical to a training image
 
 
 def input_shape(source: Source, model: str, img_size: int | None, channels: int | None,
@@ -65,4 +66,16 @@ def prepare(source: Source, pre: Preprocess, workers: int | None = None, quiet: 
         only = source.classes[next(iter(present))] if present else "none"
         raise UserError(f"training needs at least 2 classes with images, found 1 ({only!r}); "
                         f"add a folder of images for each class")
-    return Prepared(source.classes, splits, skipped)
+    return Prepared(source.classes, splits, skipped, leaked(splits))
+
+
+def leaked(splits: dict[str, ImageTensors]) -> list[str]:
+    """Validation/test images whose decoded pixels equal a training image's: the check ``imgclf check`` does in
+    full (near duplicates too), here at the cost of hashing pixels already in memory."""
+    train = set(row_digests(splits["train"].x))
+    out = []
+    for name, images in splits.items():
+        if name != "train":
+            out += [images.paths[i] if images.paths else f"{name}[{i}]"
+                    for i, key in enumerate(row_digests(images.x)) if key in train]
+    return out

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..data.cache import ImageTensors
+from ..data.cache import ImageTensors, row_digests
 from ..data.transforms import normalize
 from .transfer import head_parameters, pre_logits
 
@@ -36,10 +36,6 @@ def backbone_fingerprint(model: nn.Module, mean: list[float], std: list[float]) 
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def _image_keys(x: torch.Tensor) -> list[bytes]:
-    return [hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest() for row in x]
 
 
 class FeatureCache:
@@ -91,7 +87,7 @@ class FeatureCache:
 
     def __call__(self, images: ImageTensors) -> ImageTensors:
         """The features of ``images`` (float32, N x D) with the same labels, computing only what is missing."""
-        keys = _image_keys(images.x)
+        keys = row_digests(images.x)
         todo: dict[bytes, int] = {}  # each new image once, even when it appears twice
         for i, key in enumerate(keys):
             if key not in self.index:

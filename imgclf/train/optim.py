@@ -25,14 +25,14 @@ class StepSchedule:
 
     def __init__(self, optimizer: torch.optim.Optimizer, kind: str, total_steps: int, warmup_steps: int) -> None:
         self.kind = kind
-        max_lr = max(group["lr"] for group in optimizer.param_groups)
         if kind == "onecycle":
             # torch needs at least two steps in each of the warm-up and the annealing phases.
             warmup_steps = min(max(warmup_steps, 2), total_steps - 2)
             self.impl = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps, pct_start=warmup_steps / total_steps,
-                anneal_strategy="cos")
+                optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps,
+                pct_start=warmup_steps / total_steps, anneal_strategy="cos")
         else:
+            max_lr = max(group["lr"] for group in optimizer.param_groups)
             self.impl = CosineLRScheduler(optimizer, t_initial=total_steps, lr_min=max_lr * 1e-3,
                                           warmup_t=warmup_steps, warmup_lr_init=max_lr * 1e-2, t_in_epochs=False)
 
