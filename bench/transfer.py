@@ -111,7 +111,7 @@ def main() -> int:
     if "feature-extract" in results and "features-off" in results:
         summary["cached_epoch_speedup"] = round(results["features-off"]["later_epoch_s"]
                                                 / results["feature-extract"]["later_epoch_s"], 1)
-    print(f"\n| mode | test accuracy | wall time (s) | first epoch (s) | later epochs (s) |\n|---|---|---|---|---|")
+    print("\n| mode | test accuracy | wall time (s) | first epoch (s) | later epochs (s) |\n|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['test_accuracy']:.2%} | {r['wall_s']} | {r['first_epoch_s']} | {r['later_epoch_s']} |")
     print(json.dumps(summary, indent=1))

@@ -7,8 +7,6 @@ import sys
 
 import numpy as np
 import pandas as pd
-import pytest
-from PIL import Image
 
 from imgclf.cli import main
 
