@@ -175,7 +175,12 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
         model_net = create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size)
     log = _logger(run, cfg.quiet)
 
-    prepared = prepare(source, cfg.preprocess, quiet=cfg.quiet, max_bad_fraction=cfg.max_bad_fraction)
+    try:
+        prepared = prepare(source, cfg.preprocess, quiet=cfg.quiet, max_bad_fraction=cfg.max_bad_fraction)
+    except UserError:
+        if not resume and not any(run.path.iterdir()):
+            run.path.rmdir()  # nothing was written yet: leave no empty run behind
+        raise
     if prepared.skipped:
         log(f"skipped {len(prepared.skipped)} unreadable file(s), listed in {run / 'skipped.csv'}:")
         for path, reason in prepared.skipped[:10]:

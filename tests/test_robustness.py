@@ -76,6 +76,7 @@ def test_too_many_bad_files_stop_before_training(tmp_path, run_cwd, capsys):
     assert main(["train", str(gallery), *TINY_ARGS, "--epochs", "1", "--img-size", "16"]) == 2
     err = capsys.readouterr().err
     assert "cannot be read, more than --max-bad-fraction 0.1" in err and "imgclf check" in err
+    assert not any((run_cwd / "runs").iterdir())  # no empty run directory left behind
     assert main(["train", str(gallery), *TINY_ARGS, "--epochs", "1", "--img-size", "16",
                  "--max-bad-fraction", "0.5"]) == 0
 
