@@ -1,4 +1,4 @@
-"""The ``imgclf`` command line: train, evaluate, predict, check, info, summary and demo."""
+"""The ``imgclf`` command line: train, evaluate, predict, check, info, summary, viz and demo."""
 from __future__ import annotations
 
 import argparse
@@ -179,6 +179,31 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
                                                                                 "run's, else 1 for cnn, 3 for timm)")
     s.add_argument("--num-classes", type=int, default=10, help="outputs, for a model name")
 
+    v = sub.add_parser("viz", formatter_class=_Formatter, help="the convolution lessons on your own images",
+                       description="What a filter does to an image, what pooling does, why a 1x1 convolution "
+                                   "saves compute.")
+    lessons = v.add_subparsers(dest="lesson", required=True, metavar="LESSON")
+    k = lessons.add_parser("kernel", formatter_class=_Formatter, help="an image through one convolution filter")
+    k.add_argument("image", help="any image file (shown in gray)")
+    k.add_argument("--kernel", default="vertical", help="horizontal, vertical, sobel, sharpen, blur, or rows of "
+                                                        "numbers such as '1,0,-1;2,0,-2;1,0,-1'")
+    k.add_argument("--stride", type=int, default=1, help="step of the filter in pixels")
+    k.add_argument("--padding", choices=("valid", "same"), default="valid", help="valid: no padding; same: zeros "
+                                                                                   "around so the size is kept")
+    k.add_argument("--output", default="kernel.png", help="where to save the picture")
+    q = lessons.add_parser("pool", formatter_class=_Formatter, help="an image through max or average pooling")
+    q.add_argument("image", help="any image file (shown in gray)")
+    q.add_argument("--size", type=int, default=2, help="pooling window")
+    q.add_argument("--stride", type=int, default=None, help="step (default: the window size)")
+    q.add_argument("--kind", choices=("max", "avg"), default="max", help="max or average")
+    q.add_argument("--output", default="pool.png", help="where to save the picture")
+    b = lessons.add_parser("bottleneck", formatter_class=_Formatter, help="a k x k convolution with and without a "
+                                                                          "1x1 reduction: parameters and MACs")
+    b.add_argument("--in", dest="shape", default="28x28x192", help="input HxWxC")
+    b.add_argument("--out", type=int, default=32, help="output channels")
+    b.add_argument("--kernel", type=int, default=5, help="kernel size")
+    b.add_argument("--reduce", type=int, default=16, help="channels after the 1x1 reduction")
+
     d = sub.add_parser("demo", formatter_class=_Formatter, help="train, evaluate and predict on the bundled sample",
                        description="The whole workflow on 8,000 bundled Fashion-MNIST images, offline, in a few "
                                    "minutes on a laptop CPU.")
@@ -300,6 +325,43 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print(format_summary(summarize(model, shape), model, shape))
 
 
+def cmd_viz(args: argparse.Namespace) -> None:
+    from . import lessons
+
+    if args.lesson == "bottleneck":
+        try:
+            h, w, c = (int(v) for v in args.shape.lower().split("x"))
+        except ValueError:
+            raise UserError(f"--in {args.shape!r}: use HxWxC, e.g. 28x28x192") from None
+        direct, reduced = lessons.bottleneck(h, w, c, args.out, args.kernel, args.reduce)
+        k = args.kernel
+        print(f"input {h}x{w}x{c} -> output {h}x{w}x{args.out}, 'same' padding, no biases\n")
+        print(f"{'':34}{'parameters':>14}{'multiply-adds':>18}")
+        print(f"{f'{k}x{k} conv, {args.out} filters':34}{direct.params:>14,}{direct.macs:>18,}")
+        print(f"{f'1x1 to {args.reduce}, then {k}x{k} to {args.out}':34}{reduced.params:>14,}{reduced.macs:>18,}")
+        print(f"\nthe 1x1 reduction needs {direct.macs / reduced.macs:.1f}x fewer multiply-adds and "
+              f"{direct.params / reduced.params:.1f}x fewer parameters")
+        return
+    image = lessons.load_gray(args.image)
+    out = Path(args.output)
+    if args.lesson == "kernel":
+        kernel = lessons.parse_kernel(args.kernel)
+        result = lessons.convolve(image, kernel, args.stride, args.padding)
+        pad = kernel.shape[0] // 2 if args.padding == "same" else 0
+        print(f"input {image.shape[0]}x{image.shape[1]}, kernel {kernel.shape[0]}x{kernel.shape[1]}, stride "
+              f"{args.stride}, padding {args.padding} ({pad}) -> output {result.shape[0]}x{result.shape[1]} "
+              f"(floor(({image.shape[0]} + 2*{pad} - {kernel.shape[0]}) / {args.stride}) + 1 = "
+              f"{lessons.output_size(image.shape[0], kernel.shape[0], args.stride, pad)})")
+        lessons.plot_kernel(image, kernel, result, out, f"{args.kernel} kernel, stride {args.stride}, "
+                                                        f"{args.padding} padding")
+    else:
+        result = lessons.pool(image, args.size, args.stride, args.kind)
+        print(f"{args.kind}-pooling {args.size}x{args.size}, stride {args.stride or args.size}: "
+              f"{image.shape[0]}x{image.shape[1]} -> {result.shape[0]}x{result.shape[1]}")
+        lessons.plot_pair(image, result, out, f"{args.kind}-pooling {args.size}x{args.size}")
+    print(f"picture written to {out}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -307,7 +369,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "check": cmd_check, "info": cmd_info,
-            "summary": cmd_summary, "demo": cmd_demo}
+            "summary": cmd_summary, "viz": cmd_viz, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

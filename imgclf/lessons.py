@@ -1,0 +1,145 @@
+"""The convolution lessons on the user's own images: what a filter does, what pooling does, why 1x1 convolutions
+save compute. The arithmetic is torch's own (``conv2d``, pooling, the FLOP counter), so what the lesson shows is
+exactly what a CNN layer computes (a cross-correlation, as in every deep-learning library)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from .data.decode import BadImage, open_image, to_mode
+from .errors import UserError
+
+KERNELS = {
+    "horizontal": [[1, 1, 1], [0, 0, 0], [-1, -1, -1]],  # responds to horizontal lines and edges
+    "vertical": [[1, 0, -1], [1, 0, -1], [1, 0, -1]],    # responds to vertical lines and edges
+    "sobel": [[1, 0, -1], [2, 0, -2], [1, 0, -1]],
+    "sharpen": [[0, -1, 0], [-1, 5, -1], [0, -1, 0]],
+    "blur": [[1 / 9] * 3] * 3,
+}
+
+
+def parse_kernel(spec: str) -> np.ndarray:
+    """A named kernel, or rows of numbers: ``"1,0,-1;2,0,-2;1,0,-1"``."""
+    if spec.lower() in KERNELS:
+        return np.array(KERNELS[spec.lower()], dtype=np.float32)
+    try:
+        rows = [[float(v) for v in row.split(",")] for row in spec.split(";")]
+    except ValueError:
+        rows = []
+    if not rows or any(len(r) != len(rows[0]) for r in rows):
+        raise UserError(f"--kernel {spec!r}: use one of {', '.join(KERNELS)} or rows of numbers such as "
+                        f"'1,0,-1;2,0,-2;1,0,-1' (rows separated by ';', all the same length)")
+    return np.array(rows, dtype=np.float32)
+
+
+def load_gray(path: str | Path, max_side: int = 256) -> np.ndarray:
+    """An image as a float array in [0, 1], gray, its longer side at most ``max_side`` (so numbers stay legible)."""
+    try:
+        im = to_mode(open_image(path), 1)
+    except BadImage as exc:
+        raise UserError(f"{path}: {exc}") from None
+    im.thumbnail((max_side, max_side))
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def output_size(n: int, kernel: int, stride: int, padding: int) -> int:
+    """The textbook formula: floor((n + 2p - k) / s) + 1."""
+    return (n + 2 * padding - kernel) // stride + 1
+
+
+def convolve(image: np.ndarray, kernel: np.ndarray, stride: int = 1, padding: str = "valid") -> np.ndarray:
+    """One convolution layer's output for a gray image: ``valid`` (no padding) or ``same`` (zeros around)."""
+    if stride < 1:
+        raise UserError(f"--stride must be at least 1, got {stride}")
+    kh, kw = kernel.shape
+    pad = (kh // 2, kw // 2) if padding == "same" else (0, 0)
+    if image.shape[0] + 2 * pad[0] < kh or image.shape[1] + 2 * pad[1] < kw:
+        raise UserError(f"the kernel ({kh}x{kw}) is larger than the image ({image.shape[0]}x{image.shape[1]})")
+    out = F.conv2d(torch.from_numpy(image)[None, None], torch.from_numpy(kernel)[None, None], stride=stride,
+                   padding=pad)
+    return out[0, 0].numpy()
+
+
+def pool(image: np.ndarray, size: int = 2, stride: int | None = None, kind: str = "max") -> np.ndarray:
+    """Max or average pooling of a gray image."""
+    if size < 1 or (stride is not None and stride < 1):
+        raise UserError("--size and --stride must be at least 1")
+    if min(image.shape) < size:
+        raise UserError(f"the pooling window ({size}) is larger than the image {image.shape}")
+    fn = F.max_pool2d if kind == "max" else F.avg_pool2d
+    return fn(torch.from_numpy(image)[None, None], size, stride or size)[0, 0].numpy()
+
+
+@dataclass
+class Cost:
+    """Parameters and multiply-accumulates of a layer stack for one image."""
+
+    params: int
+    macs: int
+
+
+def _cost(layers: nn.Module, shape: tuple[int, int, int]) -> Cost:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        layers(torch.zeros(1, *shape))
+    return Cost(sum(p.numel() for p in layers.parameters()), counter.get_total_flops() // 2)
+
+
+def bottleneck(height: int, width: int, channels: int, out: int, kernel: int, reduce: int) -> tuple[Cost, Cost]:
+    """(direct k x k convolution, 1x1 reduction to ``reduce`` channels then the k x k one), 'same' padding,
+    no biases: GoogLeNet's trick, counted by torch's FLOP counter."""
+    if min(height, width, channels, out, kernel, reduce) < 1:
+        raise UserError("--in, --out, --kernel and --reduce must all be positive")
+    direct = nn.Conv2d(channels, out, kernel, padding=kernel // 2, bias=False)
+    reduced = nn.Sequential(nn.Conv2d(channels, reduce, 1, bias=False),
+                            nn.Conv2d(reduce, out, kernel, padding=kernel // 2, bias=False))
+    return _cost(direct, (channels, height, width)), _cost(reduced, (channels, height, width))
+
+
+def plot_kernel(image: np.ndarray, kernel: np.ndarray, output: np.ndarray, path: Path, title: str) -> None:
+    """Input, kernel (with its numbers) and output side by side."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), gridspec_kw={"width_ratios": [4, 2, 4]})
+    axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title(f"input {image.shape[0]}x{image.shape[1]}")
+    axes[1].imshow(kernel, cmap="coolwarm", vmin=-np.abs(kernel).max(), vmax=np.abs(kernel).max())
+    for (r, c), v in np.ndenumerate(kernel):
+        axes[1].text(c, r, f"{v:g}" if abs(v - round(v)) < 1e-6 else f"{v:.2f}", ha="center", va="center")
+    axes[1].set_title(f"kernel {kernel.shape[0]}x{kernel.shape[1]}")
+    shown = axes[2].imshow(output, cmap="gray")
+    fig.colorbar(shown, ax=axes[2], fraction=0.046)
+    axes[2].set_title(f"output {output.shape[0]}x{output.shape[1]}")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_pair(before: np.ndarray, after: np.ndarray, path: Path, title: str) -> None:
+    """Before and after, each with its shape."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
+    for ax, img, name in ((axes[0], before, "before"), (axes[1], after, "after")):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"{name}: {img.shape[0]}x{img.shape[1]}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
