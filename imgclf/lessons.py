@@ -102,22 +102,17 @@ def bottleneck(height: int, width: int, channels: int, out: int, kernel: int, re
     return _cost(direct, (channels, height, width)), _cost(reduced, (channels, height, width))
 
 
-def plot_kernel(image: np.ndarray, kernel: np.ndarray, output: np.ndarray, path: Path, title: str) -> None:
-    """Input, kernel (with its numbers) and output side by side."""
+def _figure(columns: int, size: tuple[float, float], **options):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), gridspec_kw={"width_ratios": [4, 2, 4]})
-    axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
-    axes[0].set_title(f"input {image.shape[0]}x{image.shape[1]}")
-    axes[1].imshow(kernel, cmap="coolwarm", vmin=-np.abs(kernel).max(), vmax=np.abs(kernel).max())
-    for (r, c), v in np.ndenumerate(kernel):
-        axes[1].text(c, r, f"{v:g}" if abs(v - round(v)) < 1e-6 else f"{v:.2f}", ha="center", va="center")
-    axes[1].set_title(f"kernel {kernel.shape[0]}x{kernel.shape[1]}")
-    shown = axes[2].imshow(output, cmap="gray")
-    fig.colorbar(shown, ax=axes[2], fraction=0.046)
-    axes[2].set_title(f"output {output.shape[0]}x{output.shape[1]}")
+    return plt.subplots(1, columns, figsize=size, **options)
+
+
+def _save(fig, axes, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -127,19 +122,25 @@ def plot_kernel(image: np.ndarray, kernel: np.ndarray, output: np.ndarray, path:
     plt.close(fig)
 
 
+def plot_kernel(image: np.ndarray, kernel: np.ndarray, output: np.ndarray, path: Path, title: str) -> None:
+    """Input, kernel (with its numbers) and output side by side."""
+    fig, axes = _figure(3, (12, 4.2), gridspec_kw={"width_ratios": [4, 2, 4]})
+    axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title(f"input {image.shape[0]}x{image.shape[1]}")
+    axes[1].imshow(kernel, cmap="coolwarm", vmin=-np.abs(kernel).max(), vmax=np.abs(kernel).max())
+    for (r, c), v in np.ndenumerate(kernel):
+        axes[1].text(c, r, f"{v:g}" if abs(v - round(v)) < 1e-6 else f"{v:.2f}", ha="center", va="center")
+    axes[1].set_title(f"kernel {kernel.shape[0]}x{kernel.shape[1]}")
+    shown = axes[2].imshow(output, cmap="gray")
+    fig.colorbar(shown, ax=axes[2], fraction=0.046)
+    axes[2].set_title(f"output {output.shape[0]}x{output.shape[1]}")
+    _save(fig, axes, title, path)
+
+
 def plot_pair(before: np.ndarray, after: np.ndarray, path: Path, title: str) -> None:
     """Before and after, each with its shape."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
+    fig, axes = _figure(2, (9, 4.5))
     for ax, img, name in ((axes[0], before, "before"), (axes[1], after, "after")):
         ax.imshow(img, cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"{name}: {img.shape[0]}x{img.shape[1]}")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, axes, title, path)
