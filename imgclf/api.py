@@ -116,6 +116,7 @@ def _transfer_setup(cfg: TrainConfig, net: nn.Module, splits: dict[str, ImageTen
                          None, cfg.channels_last)
     started = time.perf_counter()
     features = {name: cache(images) for name, images in splits.items() if name in ("train", "val")}
+    cache.save()  # one write for all splits
     where = f"cache {cache.path}" if cache.path else "memory"
     log(f"feature extraction: {cache.computed} image(s) through the frozen backbone, {cache.reused} found in the "
         f"cache, in {time.perf_counter() - started:.1f} s ({where}); training the head on "

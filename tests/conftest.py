@@ -1,6 +1,10 @@
-"""Small generated data sets: every test makes its own images, nothing is downloaded."""
+"""Small generated data sets: every test makes its own images, nothing is downloaded. Also a gallery of the files
+real image folders contain: broken ones, odd-but-valid ones, and things that are not images at all."""
 from __future__ import annotations
 
+import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +68,80 @@ def run_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 TINY_ARGS = ["--model", "cnn:8-m-16-m-fc16", "--batch-size", "8", "--quiet", "--workers", "0"]
 TINY = dict(model="cnn:8-m-16-m-fc16", batch_size=8, quiet=True, workers=0, lr=0.01)
+
+
+# ---- the gallery: ``EXPECTED`` says what the tool must make of each file ----------------------------------------
+def _rgb(seed: int, size: tuple[int, int] = (24, 20)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header says width x height (a few bytes on disk, gigapixels once decoded)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+def _save(im: Image.Image, path: Path, **kwargs) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, **kwargs)
+
+
+# file name -> (status the doctor reports, a word its reason or note contains)
+EXPECTED = {
+    "empty.jpg": ("unreadable", "empty file"),
+    "truncated.jpg": ("unreadable", "truncated"),
+    "text.png": ("unreadable", "not an image"),
+    "bomb.png": ("unreadable", "decompression bomb"),
+    "cmyk.jpg": ("converted", "CMYK"),
+    "sixteen.png": ("converted", "16-bit"),
+    "palette.png": ("converted", "transparency"),
+    "la.png": ("converted", "transparency"),
+    "rotated.jpg": ("converted", "orientation 6"),
+    "dot.png": ("converted", "tiny"),
+    "animated.gif": ("converted", "animated"),
+    "photo.webp": ("ok", ""),
+    "photo.bmp": ("ok", ""),
+    "photo.tiff": ("ok", ""),
+    "UPPER.JPG": ("ok", ""),
+    ".DS_Store": ("ignored", "hidden"),
+    "notes.txt": ("ignored", "not an image"),
+}
+
+
+def write_gallery(root: Path, plain_per_class: int = 8) -> Path:
+    """root/train/{cat,dog}/ with plain images, the gallery in train/cat, and root/test/ with one leaked copy."""
+    for split, count, offset in (("train", plain_per_class, 0), ("test", 3, 300)):
+        for c, name in enumerate(("cat", "dog")):
+            for i in range(count):
+                _save(_rgb(offset + 100 * c + i), root / split / name / f"plain{i}.png")
+    cat = root / "train" / "cat"
+    (cat / "empty.jpg").write_bytes(b"")
+    jpeg = io.BytesIO()
+    _rgb(501, (64, 48)).save(jpeg, "JPEG", quality=90)
+    (cat / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    (cat / "text.png").write_text("this is not a picture\n")
+    (cat / "bomb.png").write_bytes(_png_claiming(40000, 40000))
+    _save(_rgb(502).convert("CMYK"), cat / "cmyk.jpg")
+    _save(Image.fromarray((np.arange(24 * 20, dtype=np.uint16).reshape(20, 24) * 130)), cat / "sixteen.png")
+    palette = _rgb(503).convert("P")
+    _save(palette, cat / "palette.png", transparency=0)
+    _save(_rgb(504).convert("LA"), cat / "la.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    _save(_rgb(505, (30, 20)), cat / "rotated.jpg", exif=exif)
+    _save(Image.new("RGB", (1, 1), (200, 10, 10)), cat / "dot.png")
+    frames = [_rgb(506 + k) for k in range(3)]
+    _save(frames[0], cat / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    _save(_rgb(509), cat / "photo.webp", lossless=True)
+    _save(_rgb(510), cat / "photo.bmp")
+    _save(_rgb(511), cat / "photo.tiff")
+    _save(_rgb(512), cat / "UPPER.JPG", format="JPEG")
+    (cat / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (cat / "notes.txt").write_text("scraped from the web\n")
+    # the same picture in train and test: leakage
+    (root / "test" / "dog" / "leaked.png").write_bytes((root / "train" / "dog" / "plain0.png").read_bytes())
+    return root

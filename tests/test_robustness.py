@@ -18,8 +18,7 @@ from imgclf.cli import main
 from imgclf.errors import UserError
 from imgclf.train.callbacks import Callback
 
-from .conftest import TINY, TINY_ARGS, write_class_folders
-from .gallery import EXPECTED, write_gallery
+from .conftest import EXPECTED, TINY, TINY_ARGS, write_class_folders, write_gallery
 
 
 def fingerprints(root: Path) -> dict[str, str]:

@@ -155,6 +155,7 @@ def test_feature_cache_computes_each_image_once_and_persists(tmp_path):
     images = ImageTensors(torch.cat([x, x[:3]]), torch.arange(13) % 3)  # three images twice
     cache = FeatureCache(model, [0.5], [0.25], torch.device("cpu"), tmp_path)
     first = cache(images)
+    cache.save()
     assert cache.computed == 10 and cache.reused == 3
     expected = pre_logits(model, (x.float() / 255 - 0.5) / 0.25).detach()
     assert torch.allclose(first.x[:10], expected, atol=1e-6) and torch.equal(first.x[10:], first.x[:3])

@@ -41,8 +41,8 @@ def backbone_fingerprint(model: nn.Module, mean: list[float], std: list[float]) 
 class FeatureCache:
     """Pooled backbone features for decoded images: looked up by image hash, computed only when missing.
 
-    ``directory=None`` keeps them in memory for this process only. ``computed`` counts the images the backbone
-    actually ran on, ``reused`` those found in the cache.
+    :meth:`save` writes what is new to ``directory``; ``directory=None`` keeps them in memory for this process
+    only. ``computed`` counts the images the backbone actually ran on, ``reused`` those found in the cache.
     """
 
     def __init__(self, model: nn.Module, mean: list[float], std: list[float], device: torch.device,
@@ -55,6 +55,7 @@ class FeatureCache:
         self.index: dict[bytes, int] = {}
         self.features = torch.empty(0)
         self.computed = self.reused = 0
+        self.dirty = False  # entries computed since the file was read or written
         if self.path is not None and self.path.exists():
             self._load()
 
@@ -67,13 +68,16 @@ class FeatureCache:
         self.index = {bytes(k): i for i, k in enumerate(keys.numpy())}
         self.features = features
 
-    def _save(self) -> None:
-        assert self.path is not None
+    def save(self) -> None:
+        """Write new entries to the cache file (atomically); nothing to do in memory or when nothing is new."""
+        if self.path is None or not self.dirty:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = torch.from_numpy(np.frombuffer(b"".join(self.index), dtype=np.uint8).reshape(-1, 16).copy())
         tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
         save_file({"keys": keys, "features": self.features.contiguous()}, str(tmp))
         tmp.replace(self.path)
+        self.dirty = False
 
     @torch.inference_mode()
     def _compute(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,8 +102,7 @@ class FeatureCache:
             for j, key in enumerate(todo):
                 self.index[key] = start + j
             self.features = torch.cat([self.features.reshape(-1, new.shape[1]), new]) if len(self.features) else new
-            if self.path is not None:
-                self._save()
+            self.dirty = True
         self.computed += len(todo)
         self.reused += len(keys) - len(todo)
         rows = torch.tensor([self.index[k] for k in keys], dtype=torch.long)
