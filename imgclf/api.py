@@ -24,7 +24,9 @@ from .device import resolve_device
 from .errors import Interrupted, UserError
 from .metrics import Evaluation
 from .models import count_parameters, create_model, default_img_size, is_cnn, pretrained_preprocess
+from .diagnose import diagnose
 from .plots import plot_curves
+from .report import save_data_overview, write_report
 from .run import BEST, LAST, METRICS, RunDir
 from .train.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, ReduceLROnPlateau
 from .train.optim import create_optimizer, create_schedule
@@ -195,6 +197,8 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
         cfg.mean, cfg.std = channel_stats(prepared.splits["train"].x)
     cfg.save(run / "config.yaml")
     run.save_labels(prepared.classes)
+    if cfg.plots and not resume:
+        save_data_overview(run, prepared, cfg)
 
     device = resolve_device(cfg.device)
     net = model_net.to(device)
@@ -234,15 +238,19 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
     if not (run / BEST).exists():
         trainer.save_weights(run / BEST)
     plot_curves(run.metrics(), run / "curves.png", cfg.monitor)
+    log(diagnose(run.metrics()).text)
 
     clf = Classifier.load(run.path, device=cfg.device)
     final = "test" if "test" in prepared.splits else "val" if "val" in prepared.splits else None
     if final is not None and len(prepared.splits[final]):
         images = prepared.splits[final]
         clf.evaluation = Evaluation(prepared.classes, images.y.numpy(), clf.predict_proba(images.x).numpy())
-        clf.evaluation.save(run.path)
+        clf.evaluation.save(run.path, images.x, figures=cfg.plots)
         log(f"{final} accuracy {clf.evaluation.accuracy:.4f} (top-{clf.evaluation.k} "
             f"{clf.evaluation.top_k_accuracy:.4f}) on {len(images)} images with the best weights")
+        if cfg.plots and cfg.report:
+            where = f"{final} split, {len(images)} images"
+            log(f"report: {write_report(clf, clf.evaluation, images, where)}")
     log(f"run directory: {run.path}")
     return clf
 

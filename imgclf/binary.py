@@ -22,10 +22,10 @@ NEGATIVE_NAMES = {"negative", "negatives", "neg", "no", "false", "0", "other", "
 
 
 def _key(name: str) -> str:
-    return re.sub(r"[^0-9a-z]+", "", name.lower())
+    return re.sub(r"[\W_]+", "", name.lower())  # letters of every script and digits
 
 
-def positive_ids(spec: str, classes: list[str]) -> list[int]:
+def positive_ids(spec: str, classes: list[str], option: str = "--positive") -> list[int]:
     """Class ids for ``--positive``: comma-separated ids or names. A name matches a class or, for ImageNet's
     "hotdog, hot dog, red hot" style descriptions, any one of its synonyms (case and spaces ignored)."""
     by_name: dict[str, int] = {}
@@ -42,9 +42,9 @@ def positive_ids(spec: str, classes: list[str]) -> list[int]:
             close = difflib.get_close_matches(token, classes, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else \
                 f"; use a class name or an id from 0 to {len(classes) - 1}"
-            raise UserError(f"--positive {token!r} is not a class of this model{hint}")
+            raise UserError(f"{option} {token!r} is not a class of this model{hint}")
     if not ids:
-        raise UserError("--positive needs at least one class name or id")
+        raise UserError(f"{option} needs at least one class name or id")
     return sorted(set(ids))
 
 

@@ -19,6 +19,7 @@ from .data.cache import ImageTensors, decode_split
 from .data.decode import BadImage
 from .data.sources import Source, load_source
 from .data.split import with_validation
+from .diagnose import diagnose
 from .data.transforms import normalize
 from .device import resolve_device
 from .errors import UserError
@@ -96,7 +97,9 @@ class Classifier:
             out.append(self.model(batch).float().softmax(1).cpu())
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
 
-    def _pixels(self, item: str | Path | Image.Image | np.ndarray) -> np.ndarray:
+    def pixels(self, item: str | Path | Image.Image | np.ndarray) -> np.ndarray:
+        """One image as the model sees it before normalisation: uint8 (C, H, W) at its size; a file that cannot
+        be read raises :class:`~imgclf.data.decode.BadImage`."""
         pre = self.config.preprocess
         if isinstance(item, Image.Image):
             return pre(item)
@@ -115,7 +118,7 @@ class Classifier:
             chunk, pixels, errors = items[start:start + batch_size], [], {}
             for i, item in enumerate(chunk):
                 try:
-                    pixels.append(self._pixels(item))
+                    pixels.append(self.pixels(item))
                 except BadImage as exc:
                     errors[i] = str(exc)
             probs = iter(self.predict_proba(torch.from_numpy(np.stack(pixels)))) if pixels else iter(())
@@ -191,7 +194,7 @@ class Classifier:
             raise UserError("no readable labelled images to evaluate on")
         result = Evaluation(self.classes, images.y.numpy(), self.predict_proba(images.x).numpy(), top_k)
         if save_to is not None:
-            result.save(Path(save_to))
+            result.save(Path(save_to), images.x)
         return result
 
     def info(self) -> dict:
@@ -208,6 +211,8 @@ class Classifier:
             if rows and monitor in rows[0]:
                 best = (max if monitor.endswith("acc") else min)(rows, key=lambda r: r[monitor])
                 out["best"] = f"{monitor} {best[monitor]:.4f} at epoch {int(best['epoch'])} of {int(rows[-1]['epoch'])}"
+            if rows:
+                out["diagnosis"] = diagnose(rows).text
             if (self.run / "eval.json").exists():
                 report = json.loads((self.run / "eval.json").read_text(encoding="utf-8"))
                 out["evaluated"] = f"accuracy {report['accuracy']:.4f} on {report['images']} images (report.txt)"

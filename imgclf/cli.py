@@ -1,4 +1,4 @@
-"""The ``imgclf`` command line: train, evaluate, predict, check, info, summary, viz and demo."""
+"""The ``imgclf`` command line: train, evaluate, predict, check, info, summary, viz, explain, report and demo."""
 from __future__ import annotations
 
 import argparse
@@ -114,6 +114,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="full precision on GPU")
     p.add_argument("--workers", type=int, default=None, help="augmentation worker processes (default: cores - 1)")
+    p.add_argument("--no-plots", dest="plots", action="store_false",
+                   help="draw only the training curves: no data or evaluation figures and no report")
+    p.add_argument("--no-report", dest="report", action="store_false",
+                   help="skip report.html and its Grad-CAM examples at the end (imgclf report RUN writes it later)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
@@ -203,6 +207,37 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", type=int, default=32, help="output channels")
     b.add_argument("--kernel", type=int, default=5, help="kernel size")
     b.add_argument("--reduce", type=int, default=16, help="channels after the 1x1 reduction")
+    f = lessons.add_parser("filters", formatter_class=_Formatter, help="a trained model's first-layer filters")
+    f.add_argument("run", help="run directory or name, or a pretrained model name such as efficientnet_lite0")
+    f.add_argument("--output", default=None, help="where to save the picture (default: RUN/filters.png)")
+    m = lessons.add_parser("features", formatter_class=_Formatter, help="the feature maps of one layer for an image")
+    m.add_argument("run", help="run directory or name, or a pretrained model name such as efficientnet_lite0")
+    m.add_argument("image", help="any image file")
+    m.add_argument("--layer", default=None, help="layer name as in 'imgclf summary RUN' (default: the first "
+                                                 "activation after a convolution)")
+    m.add_argument("--output", default=None, help="where to save the picture (default: RUN/features_LAYER.png)")
+
+    x = sub.add_parser("explain", formatter_class=_Formatter, help="Grad-CAM: where the model looked",
+                       description="A Grad-CAM heat map over each image: the regions that raised the score of the "
+                                   "predicted class (or --class) the most.")
+    x.add_argument("run", help="run directory or name, or a pretrained model name such as efficientnet_lite0")
+    x.add_argument("inputs", nargs="+", help="images, folders or globs")
+    x.add_argument("--class", dest="target", default=None, help="explain this class (name or id) instead of the "
+                                                                "predicted one")
+    x.add_argument("--layer", default=None, help="layer to explain, as named in 'imgclf summary RUN' (default: "
+                                                 "the last layer with a spatial map of at least 2x2)")
+    x.add_argument("--output-dir", default=None, help="where the pictures go (default: RUN/explain, or ./explain "
+                                                      "for a model name)")
+    x.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+    r = sub.add_parser("report", formatter_class=_Formatter, help="write the run's report.html",
+                       description="One self-contained HTML page: config, data, curves and their diagnosis, "
+                                   "evaluation figures, top losses and Grad-CAM examples. Training writes it "
+                                   "unless --no-report; this command scores the run's test (else validation) "
+                                   "split again and rewrites it.")
+    r.add_argument("run", help="run directory (runs/NAME) or run name")
+    r.add_argument("--no-gradcam", dest="gradcam", action="store_false", help="leave out the Grad-CAM examples")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
     d = sub.add_parser("demo", formatter_class=_Formatter, help="train, evaluate and predict on the bundled sample",
                        description="The whole workflow on 8,000 bundled Fashion-MNIST images, offline, in a few "
@@ -325,9 +360,44 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print(format_summary(summarize(model, shape), model, shape))
 
 
+def _output(clf: "Classifier", given: str | None, name: str) -> Path:
+    """Where a picture goes: the user's path, else the run directory, else the current folder."""
+    return Path(given) if given else (clf.run.path if clf.run is not None else Path(".")) / name
+
+
+def _viz_model(args: argparse.Namespace) -> None:
+    import torch
+
+    from . import explain
+    from .classifier import Classifier
+    from .data.decode import BadImage
+    from .plots.style import to_hwc
+
+    clf = Classifier.load(args.run, device="cpu")
+    if args.lesson == "filters":
+        name, conv = explain.first_conv(clf.model)
+        path = explain.plot_filters(clf.model, _output(clf, args.output, "filters.png"))
+        print(f"{name}: {conv.weight.shape[0]} filters of {'x'.join(map(str, conv.weight.shape[1:]))}; picture "
+              f"written to {path}")
+        return
+    try:
+        pixels = torch.tensor(clf.pixels(args.image))[None]
+    except BadImage as exc:
+        raise UserError(f"{args.image}: {exc}") from None
+    layer = args.layer or explain.default_feature_layer(clf.model, tuple(pixels.shape[1:]))
+    maps = explain.feature_maps(clf, pixels, layer)
+    path = explain.plot_feature_maps(maps, to_hwc(pixels)[0], layer,
+                                     _output(clf, args.output, f"features_{layer.replace('.', '_')}.png"))
+    print(f"layer {layer}: {maps.shape[0]} feature maps of {maps.shape[1]}x{maps.shape[2]}; picture written to "
+          f"{path}")
+
+
 def cmd_viz(args: argparse.Namespace) -> None:
     from . import lessons
 
+    if args.lesson in ("filters", "features"):
+        _viz_model(args)
+        return
     if args.lesson == "bottleneck":
         try:
             h, w, c = (int(v) for v in args.shape.lower().split("x"))
@@ -362,6 +432,29 @@ def cmd_viz(args: argparse.Namespace) -> None:
     print(f"picture written to {out}")
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .classifier import Classifier
+    from .explain import explain_files
+
+    clf = Classifier.load(args.run, device=args.device)
+    results = explain_files(clf, args.inputs, _output(clf, args.output_dir, "explain"), args.target, args.layer)
+    failed = 0
+    for path, text in results:
+        failed += text.startswith("error:")
+        print(f"{path}: {text}", file=sys.stderr if text.startswith("error:") else sys.stdout)
+    if failed == len(results):
+        raise UserError("no image could be read")
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .classifier import Classifier
+    from .report import write_report
+
+    clf = Classifier.load(args.run, device=args.device)
+    print(f"report written to {write_report(clf, gradcam=args.gradcam)}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -369,7 +462,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "check": cmd_check, "info": cmd_info,
-            "summary": cmd_summary, "viz": cmd_viz, "demo": cmd_demo}
+            "summary": cmd_summary, "viz": cmd_viz, "explain": cmd_explain, "report": cmd_report, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,6 +68,8 @@ class TrainConfig:
     plateau_factor: float = 0.2
     deterministic: bool = False
     max_bad_fraction: float = 0.1
+    plots: bool = True
+    report: bool = True
     quiet: bool = False
     mean: list[float] | None = None
     std: list[float] | None = None

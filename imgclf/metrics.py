@@ -1,4 +1,5 @@
-"""Evaluation metrics from scikit-learn: accuracy, top-k accuracy, per-class report, confusion matrix."""
+"""Evaluation metrics from scikit-learn: accuracy, top-k accuracy, per-class report, confusion matrix, the
+most-confused pairs and the top losses."""
 from __future__ import annotations
 
 import csv
@@ -7,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, top_k_accuracy_score
+import torch
+from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix,
+                             precision_recall_fscore_support, top_k_accuracy_score)
 
 
 @dataclass
@@ -41,22 +44,54 @@ class Evaluation:
     def confusion(self) -> np.ndarray:
         return confusion_matrix(self.y_true, self.y_pred, labels=range(len(self.classes)))
 
+    def precision_recall(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-class precision and recall, in class order."""
+        precision, recall, _, _ = precision_recall_fscore_support(self.y_true, self.y_pred,
+                                                                  labels=range(len(self.classes)), zero_division=0)
+        return precision, recall
+
+    def most_confused(self, n: int = 10) -> list[tuple[str, str, int, float]]:
+        """The ``n`` (true, predicted) class pairs with the most mistakes: (true, predicted, count, share of true)."""
+        matrix = self.confusion.copy()
+        totals = np.maximum(matrix.sum(1), 1)
+        np.fill_diagonal(matrix, 0)
+        order = np.argsort(-matrix, axis=None, kind="stable")[:n]
+        return [(self.classes[i], self.classes[j], int(matrix[i, j]), float(matrix[i, j] / totals[i]))
+                for i, j in zip(*np.unravel_index(order, matrix.shape)) if matrix[i, j] > 0]
+
+    def losses(self) -> np.ndarray:
+        """Each image's cross-entropy loss."""
+        picked = self.probs[np.arange(len(self.y_true)), self.y_true]
+        return -np.log(np.clip(picked, 1e-12, 1.0))
+
+    def top_losses(self, n: int = 16) -> np.ndarray:
+        """Indices of the ``n`` images with the highest loss, worst first."""
+        return np.argsort(-self.losses(), kind="stable")[:n]
+
     def report(self) -> str:
-        """scikit-learn's per-class precision, recall, F1 and support, with the headline numbers first."""
+        """scikit-learn's per-class precision, recall, F1 and support, with the headline numbers first and the
+        most-confused pairs last."""
         table = classification_report(self.y_true, self.y_pred, labels=range(len(self.classes)),
                                       target_names=self.classes, digits=4, zero_division=0)
+        pairs = "".join(f"  {t} -> {p}: {count} ({share:.1%} of {t})\n"
+                        for t, p, count, share in self.most_confused()) or "  none\n"
         return (f"images: {len(self.y_true)}\naccuracy: {self.accuracy:.4f}\n"
-                f"top-{self.k} accuracy: {self.top_k_accuracy:.4f}\n\n{table}")
+                f"top-{self.k} accuracy: {self.top_k_accuracy:.4f}\n\n{table}"
+                f"\nmost-confused pairs (true -> predicted):\n{pairs}")
 
     def as_dict(self) -> dict:
         per_class = classification_report(self.y_true, self.y_pred, labels=range(len(self.classes)),
                                           target_names=self.classes, output_dict=True, zero_division=0)
         return {"images": int(len(self.y_true)), "accuracy": self.accuracy, f"top{self.k}_accuracy":
-                self.top_k_accuracy, "per_class": {c: per_class[c] for c in self.classes}}
+                self.top_k_accuracy, "per_class": {c: per_class[c] for c in self.classes},
+                "most_confused": [{"true": t, "predicted": p, "count": n, "share": s}
+                                  for t, p, n, s in self.most_confused()]}
 
-    def save(self, folder: Path) -> list[Path]:
-        """Write report.txt, metrics.json, confusion_matrix.csv and confusion_matrix.png into ``folder``."""
-        from .plots import plot_confusion_matrix
+    def save(self, folder: Path, images: torch.Tensor | None = None, figures: bool = True) -> list[Path]:
+        """Write report.txt, eval.json, confusion_matrix.csv and, unless ``figures`` is false, the figures into
+        ``folder``: the confusion matrix (counts and normalised), per-class precision/recall, the most-confused
+        pairs and, given the evaluated ``images`` (uint8, in the same order), the top-losses gallery."""
+        from .plots import plot_confusion_matrix, plot_most_confused, plot_per_class, plot_top_losses
 
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "report.txt").write_text(self.report(), encoding="utf-8")
@@ -66,5 +101,19 @@ class Evaluation:
             writer.writerow(["true \\ predicted", *self.classes])
             for name, row in zip(self.classes, self.confusion):
                 writer.writerow([name, *row.tolist()])
-        plot_confusion_matrix(self.confusion, self.classes, folder / "confusion_matrix.png")
-        return [folder / n for n in ("report.txt", "eval.json", "confusion_matrix.csv", "confusion_matrix.png")]
+        written = [folder / "report.txt", folder / "eval.json", folder / "confusion_matrix.csv"]
+        if not figures:
+            return written
+        written += [plot_confusion_matrix(self.confusion, self.classes, folder / "confusion_matrix.png"),
+                    plot_confusion_matrix(self.confusion, self.classes, folder / "confusion_matrix_normalized.png",
+                                          normalized=True),
+                    plot_per_class(*self.precision_recall(), self.classes, folder / "per_class.png")]
+        if pairs := self.most_confused():
+            written.append(plot_most_confused(pairs, folder / "most_confused.png"))
+        if images is not None and len(images):
+            worst = self.top_losses()
+            losses, predicted = self.losses(), self.y_pred
+            titles = [f"predicted {self.classes[predicted[i]]}\nactual {self.classes[self.y_true[i]]}\n"
+                      f"p={self.probs[i, predicted[i]]:.2f}, loss {losses[i]:.2f}" for i in worst]
+            written.append(plot_top_losses(images[torch.from_numpy(worst)], titles, folder / "top_losses.png"))
+        return written

@@ -66,8 +66,9 @@ def run_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-TINY_ARGS = ["--model", "cnn:8-m-16-m-fc16", "--batch-size", "8", "--quiet", "--workers", "0"]
-TINY = dict(model="cnn:8-m-16-m-fc16", batch_size=8, quiet=True, workers=0, lr=0.01)
+# Figures and the report are tested on their own (test_plots, test_report); the other tests skip drawing them.
+TINY_ARGS = ["--model", "cnn:8-m-16-m-fc16", "--batch-size", "8", "--quiet", "--workers", "0", "--no-plots"]
+TINY = dict(model="cnn:8-m-16-m-fc16", batch_size=8, quiet=True, workers=0, lr=0.01, plots=False)
 
 
 # ---- the gallery: ``EXPECTED`` says what the tool must make of each file ----------------------------------------

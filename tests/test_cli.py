@@ -18,10 +18,11 @@ def sha256_all(folder):
 
 
 def test_train_evaluate_predict_info(split_folder, run_cwd, capsys):
-    assert main(["train", str(split_folder), "--epochs", "3", "--name", "shapes", "--lr", "0.01", *TINY_ARGS]) == 0
+    with_plots = [a for a in TINY_ARGS if a != "--no-plots"]
+    assert main(["train", str(split_folder), "--epochs", "3", "--name", "shapes", "--lr", "0.01", *with_plots]) == 0
     run = run_cwd / "runs" / "shapes"
     for name in ("config.yaml", "labels.json", "metrics.csv", "best.safetensors", "last.pt", "curves.png",
-                 "confusion_matrix.png", "confusion_matrix.csv", "report.txt"):
+                 "confusion_matrix.png", "confusion_matrix.csv", "report.txt", "samples.png", "report.html"):
         assert (run / name).is_file(), name
     assert json.loads((run / "labels.json").read_text()) == ["bar", "bright", "dark"]
     with (run / "metrics.csv").open() as f:

@@ -1,0 +1,44 @@
+"""Training curves: loss, accuracy and learning rate per epoch, the best epoch and any over-fitting marked."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.ticker import MaxNLocator
+
+from ..diagnose import diagnose
+from .style import save, subplots
+
+
+def plot_curves(rows: list[dict[str, float]], path: Path, monitor: str = "val_acc") -> Path:
+    """Loss and accuracy (train vs validation) and the learning rate per epoch, with the best epoch marked and
+    the epochs after over-fitting set in shaded."""
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, axes = subplots(1, 3, (15, 4.2))
+    axes = axes[0]
+    for ax, metric, name in ((axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")):
+        ax.plot(epochs, [r[f"train_{metric}"] for r in rows], "o-", ms=3, label="train")
+        if rows and all(f"val_{metric}" in r for r in rows):
+            ax.plot(epochs, [r[f"val_{metric}"] for r in rows], "o-", ms=3, label="validation")
+        ax.set_title(name)
+        ax.set_ylabel(name)
+    if rows and all("lr" in r for r in rows):
+        axes[2].plot(epochs, [r["lr"] for r in rows], "o-", ms=3, color="tab:green", label="learning rate")
+        axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    axes[2].set_title("learning rate (end of epoch)")
+    axes[2].set_ylabel("learning rate")
+    if rows and all(monitor in r for r in rows):
+        values = [r[monitor] for r in rows]
+        best = values.index(max(values) if monitor.endswith("acc") else min(values))
+        for ax in axes:
+            ax.axvline(epochs[best], color="gray", linestyle="--", label=f"best {monitor}: epoch {epochs[best]}")
+    found = diagnose(rows)
+    if found.verdict == "over-fitting" and found.onset is not None:
+        for ax in axes[:2]:
+            ax.axvspan(found.onset - 0.5, epochs[-1] + 0.5, color="tab:red", alpha=0.08,
+                       label=f"over-fitting from epoch {found.onset}")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return save(fig, path)

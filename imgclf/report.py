@@ -1,0 +1,175 @@
+"""``report.html``: one self-contained page per run (every image embedded) with the config, the data, the curves
+and their diagnosis, the evaluation figures, the top losses and Grad-CAM examples."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from .classifier import Classifier
+from .config import TrainConfig
+from .data.cache import ImageTensors
+from .data.prepare import Prepared
+from .data.transforms import augmentation
+from .diagnose import diagnose
+from .errors import UserError
+from .explain import grad_cam, plot_explanations
+from .metrics import Evaluation
+from .plots import plot_augmentation, plot_class_counts, plot_curves, plot_samples
+from .plots.style import to_hwc
+from .run import CONFIG, RunDir
+
+REPORT, DATA_SUMMARY = "report.html", "data.json"
+# (file, caption) per section, in page order; a figure the run does not have is left out.
+FIGURES = {
+    "data": [("samples.png", "Sample training images per class"), ("class_counts.png", "Images per class"),
+             ("augmentation.png", "One training image and augmented versions of it")],
+    "training": [("curves.png", "Loss, accuracy and learning rate per epoch")],
+    "evaluation": [("confusion_matrix.png", "Confusion matrix (counts)"),
+                   ("confusion_matrix_normalized.png", "Confusion matrix, normalised by true class"),
+                   ("per_class.png", "Precision and recall per class"),
+                   ("most_confused.png", "Most-confused class pairs"),
+                   ("top_losses.png", "Top losses: the images the model gets most wrong")],
+    "explanations": [("gradcam.png", "Grad-CAM: where the model looked (worst mistakes, then confident hits)")],
+}
+STYLE = """body{font-family:system-ui,-apple-system,'Segoe UI','Noto Sans','Noto Sans CJK KR','Malgun Gothic',
+sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}h1{margin-bottom:.2em}h2{border-bottom:1px
+solid #ddd;padding-bottom:.2em;margin-top:2em}table{border-collapse:collapse;font-size:.9em;margin:.5em 0}td,th{
+border:1px solid #ddd;padding:.25em .6em;text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{
+text-align:left}figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.9em}
+.verdict{padding:.6em 1em;border-radius:4px;background:#eef6ee}.over-fitting,.under-fitting{background:#fdf0e6}
+.muted{color:#777}nav a{margin-right:1em}"""
+
+
+def _figure(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    def cell(v: object) -> str:
+        return html.escape(f"{v:.4f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _figures(run: RunDir, section: str) -> str:
+    return "".join(_figure(run / name, caption) for name, caption in FIGURES[section] if (run / name).exists())
+
+
+def gradcam_examples(clf: Classifier, evaluation: Evaluation, images: ImageTensors, path: Path, n: int = 4) -> Path:
+    """Grad-CAM of the ``n`` worst mistakes and the ``n`` most confident correct predictions."""
+    correct = np.flatnonzero(evaluation.y_pred == evaluation.y_true)
+    confident = correct[np.argsort(-evaluation.probs[correct].max(1), kind="stable")[:n]]
+    wrong = [i for i in evaluation.top_losses(n) if evaluation.y_pred[i] != evaluation.y_true[i]]
+    chosen = torch.as_tensor(np.concatenate([wrong, confident]).astype(np.int64))
+    pixels = images.x[chosen]
+    found = grad_cam(clf, pixels)
+    titles = [f"actual {clf.classes[images.y[i]]}\npredicted {clf.classes[found.predicted[k]]} "
+              f"({found.probs[k, found.predicted[k]]:.2f})" for k, i in enumerate(chosen.tolist())]
+    return plot_explanations(to_hwc(pixels), found, clf.classes, path, titles)
+
+
+def _data_section(run: RunDir) -> str:
+    if not (run / DATA_SUMMARY).exists():
+        return "<p class=muted>No data summary in this run.</p>" + _figures(run, "data")
+    data = json.loads((run / DATA_SUMMARY).read_text(encoding="utf-8"))
+    splits = list(data["counts"])
+    rows = [[name, *(data["counts"][s][i] for s in splits)] for i, name in enumerate(data["classes"])]
+    rows.append(["all", *(sum(data["counts"][s]) for s in splits)])
+    notes = f"<p>{len(data['classes'])} classes, input {html.escape(data['input'])}; {data['skipped']} unreadable " \
+            f"file(s) skipped; {data['leaked']} validation/test image(s) identical to a training image.</p>"
+    return notes + _table(["class", *splits], rows) + _figures(run, "data")
+
+
+def _training_section(run: RunDir, monitor: str) -> str:
+    rows = run.metrics()
+    if not rows:
+        return "<p class=muted>No epochs recorded.</p>"
+    found = diagnose(rows)
+    columns = [c for c in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time") if c in rows[0]]
+    table = _table(columns, [[int(r[c]) if c == "epoch" else r[c] for c in columns] for r in rows])
+    return (f'<p class="verdict {found.verdict.replace(" ", "-")}">{html.escape(found.text)}</p>'
+            f"{_figures(run, 'training')}<details><summary>metrics per epoch ({len(rows)})</summary>{table}"
+            f"</details><p class=muted>best checkpoint chosen by {html.escape(monitor)}</p>")
+
+
+def _evaluation_section(run: RunDir, evaluation: Evaluation, where: str) -> str:
+    precision, recall = evaluation.precision_recall()
+    support = np.bincount(evaluation.y_true, minlength=len(evaluation.classes))
+    per_class = _table(["class", "precision", "recall", "images"],
+                       [[c, float(p), float(r), int(s)] for c, p, r, s in
+                        zip(evaluation.classes, precision, recall, support)])
+    pairs = evaluation.most_confused()
+    confused = _table(["true", "predicted", "images", "share of true class"],
+                      [[t, p, n, f"{s:.1%}"] for t, p, n, s in pairs]) if pairs else "<p>No mistakes.</p>"
+    return (f"<p>{html.escape(where)}: accuracy <b>{evaluation.accuracy:.4f}</b>, top-{evaluation.k} accuracy "
+            f"{evaluation.top_k_accuracy:.4f}.</p>{_figures(run, 'evaluation')}<h3>Per class</h3>{per_class}"
+            f"<h3>Most-confused pairs</h3>{confused}")
+
+
+def write_report(clf: Classifier, evaluation: Evaluation | None = None, images: ImageTensors | None = None,
+                 where: str | None = None, gradcam: bool = True) -> Path:
+    """Write ``report.html`` (and any evaluation figure it needs) into the classifier's run directory.
+
+    Without ``evaluation``, the run's test split (else validation split) is decoded and scored again.
+    """
+    if clf.run is None:
+        raise UserError("a report needs a run directory made by 'imgclf train'")
+    run = clf.run
+    if evaluation is None or images is None:
+        images, where = clf.eval_images()
+        if len(images) == 0:
+            raise UserError("no readable labelled images to evaluate on")
+        evaluation = Evaluation(clf.classes, images.y.numpy(), clf.predict_proba(images.x).numpy())
+        evaluation.save(run.path, images.x)
+    if run.metrics() and not (run / "curves.png").exists():
+        plot_curves(run.metrics(), run / "curves.png", clf.config.monitor)
+    if gradcam:
+        gradcam_examples(clf, evaluation, images, run / "gradcam.png")
+    config = yaml.safe_dump(yaml.safe_load((run / CONFIG).read_text(encoding="utf-8")), allow_unicode=True,
+                            sort_keys=False)
+    title = f"imgclf run {run.name}"
+    sections = [("data", "Data", _data_section(run)),
+                ("training", "Training", _training_section(run, clf.config.monitor)),
+                ("evaluation", "Evaluation", _evaluation_section(run, evaluation, where or "evaluation set")),
+                ("explanations", "Explanations", _figures(run, "explanations") if gradcam else
+                 "<p class=muted>Grad-CAM examples were turned off.</p>"),
+                ("config", "Config", f"<pre>{html.escape(config)}</pre>")]
+    nav = "".join(f'<a href="#{key}">{name}</a>' for key, name, _ in sections)
+    body = "".join(f'<section id="{key}"><h2>{name}</h2>{content}</section>' for key, name, content in sections)
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+            f'content="width=device-width,initial-scale=1"><title>{html.escape(title)}</title><style>{STYLE}'
+            f"</style></head><body><h1>{html.escape(title)}</h1><p class=muted>{html.escape(clf.config.model)} on "
+            f"{html.escape(str(clf.config.data))}, {len(clf.classes)} classes; written "
+            f"{time.strftime('%Y-%m-%d %H:%M')}</p><nav>{nav}</nav>{body}</body></html>")
+    path = run / REPORT
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def save_data_overview(run: RunDir, prepared: Prepared, cfg: TrainConfig) -> None:
+    """data.json (class counts per split, what was dropped) and the data figures: samples per class, class
+    counts, and an augmentation preview when training augments."""
+    classes, splits = prepared.classes, prepared.splits
+    counts = {name: np.bincount(splits[name].y.numpy(), minlength=len(classes)).tolist()
+              for name in ("train", "val", "test") if name in splits}
+    summary = {"classes": classes, "counts": counts, "input": f"{cfg.channels}x{cfg.img_size}x{cfg.img_size}",
+               "skipped": len(prepared.skipped), "leaked": len(prepared.leaked)}
+    (run / DATA_SUMMARY).write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
+    train = splits["train"]
+    plot_samples(train.x, train.y, classes, run / "samples.png", seed=cfg.seed)
+    plot_class_counts(counts, classes, run / "class_counts.png")
+    transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip)
+    if transform is not None and len(train):
+        plot_augmentation(train.x[0], transform, run / "augmentation.png",
+                          f"--augment {cfg.augment}{'' if cfg.flip else ', no flips'}: one image, 15 random versions",
+                          seed=cfg.seed)
