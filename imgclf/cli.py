@@ -207,6 +207,16 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", type=int, default=32, help="output channels")
     b.add_argument("--kernel", type=int, default=5, help="kernel size")
     b.add_argument("--reduce", type=int, default=16, help="channels after the 1x1 reduction")
+    a = lessons.add_parser("data", formatter_class=_Formatter, help="sample images per class, class counts and an "
+                                                                    "augmentation preview of a data set")
+    a.add_argument("data", help="image folder, CSV or dataset name")
+    a.add_argument("--augment", choices=AUGMENTS, default="light", help="the augmentation to preview")
+    a.add_argument("--no-flip", dest="flip", action="store_false", default=None, help="preview without mirroring")
+    a.add_argument("--img-size", type=int, default=None, help="input side (default: what training would choose)")
+    a.add_argument("--channels", type=int, choices=(1, 3), default=None, help="input channels")
+    a.add_argument("--per-class", type=int, default=8, help="sample images per class")
+    a.add_argument("--data-root", default=None, help="where built-in datasets live")
+    a.add_argument("--output-dir", default=".", help="where samples.png, class_counts.png and augmentation.png go")
     f = lessons.add_parser("filters", formatter_class=_Formatter, help="a trained model's first-layer filters")
     f.add_argument("run", help="run directory or name, or a pretrained model name such as efficientnet_lite0")
     f.add_argument("--output", default=None, help="where to save the picture (default: RUN/filters.png)")
@@ -397,6 +407,11 @@ def cmd_viz(args: argparse.Namespace) -> None:
 
     if args.lesson in ("filters", "features"):
         _viz_model(args)
+        return
+    if args.lesson == "data":
+        written = lessons.data_overview(args.data, Path(args.output_dir), args.data_root, args.img_size,
+                                        args.channels, args.augment, args.flip, args.per_class)
+        print(f"pictures written: {', '.join(map(str, written))}")
         return
     if args.lesson == "bottleneck":
         try:

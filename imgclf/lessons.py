@@ -1,5 +1,5 @@
-"""The convolution lessons on the user's own images: what a filter does, what pooling does, why 1x1 convolutions
-save compute. The arithmetic is torch's own (``conv2d``, pooling, the FLOP counter), so what the lesson shows is
+"""The lessons on the user's own images: what the data looks like, what a filter does, what pooling does, why 1x1
+convolutions save compute. The arithmetic is torch's own (``conv2d``, pooling, the FLOP counter), so what the lesson shows is
 exactly what a CNN layer computes (a cross-correlation, as in every deep-learning library)."""
 from __future__ import annotations
 
@@ -144,3 +144,33 @@ def plot_pair(before: np.ndarray, after: np.ndarray, path: Path, title: str) -> 
         ax.imshow(img, cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"{name}: {img.shape[0]}x{img.shape[1]}")
     _save(fig, axes, title, path)
+
+
+def data_overview(data: str, folder: Path, data_root: str | None = None, img_size: int | None = None,
+                  channels: int | None = None, augment: str = "light", flip: bool | None = None, per_class: int = 8,
+                  seed: int = 0) -> list[Path]:
+    """Sample images per class, class counts per split and an augmentation preview of a data set, before any
+    training: only the sampled images are decoded, at the size training would use."""
+    from .config import TrainConfig
+    from .data.cache import decode_split
+    from .data.prepare import input_shape
+    from .data.sources import load_source
+    from .data.transforms import augmentation
+    from .plots import plot_data_overview
+
+    source = load_source(data, data_root)
+    channels, size = input_shape(source, "cnn", img_size, channels, quiet=True)
+    train = source.splits["train"]
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(ids, min(len(ids), per_class), replace=False)
+             for c in range(len(source.classes)) if len(ids := np.flatnonzero(train.labels == c))]
+    sample = decode_split(train.subset(np.sort(np.concatenate(picks))),
+                          TrainConfig(channels=channels, img_size=size).preprocess, quiet=True)
+    if len(sample) == 0:
+        raise UserError(f"{data}: none of the sampled images could be read; run imgclf check {data}")
+    counts = {name: np.bincount(split.labels, minlength=len(source.classes)).tolist()
+              for name, split in source.splits.items()}
+    flip = source.flip_ok if flip is None else flip
+    label = f"{augment}{'' if flip else ' --no-flip'}"
+    return plot_data_overview(sample.x, sample.y, source.classes, counts, augmentation(augment, size, channels, flip),
+                              label, folder, seed)

@@ -21,7 +21,7 @@ from .diagnose import diagnose
 from .errors import UserError
 from .explain import grad_cam, plot_explanations
 from .metrics import Evaluation
-from .plots import plot_augmentation, plot_class_counts, plot_curves, plot_samples
+from .plots import plot_curves, plot_data_overview
 from .plots.style import to_hwc
 from .run import CONFIG, RunDir
 
@@ -166,10 +166,6 @@ def save_data_overview(run: RunDir, prepared: Prepared, cfg: TrainConfig) -> Non
                "skipped": len(prepared.skipped), "leaked": len(prepared.leaked)}
     (run / DATA_SUMMARY).write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
     train = splits["train"]
-    plot_samples(train.x, train.y, classes, run / "samples.png", seed=cfg.seed)
-    plot_class_counts(counts, classes, run / "class_counts.png")
     transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip)
-    if transform is not None and len(train):
-        plot_augmentation(train.x[0], transform, run / "augmentation.png",
-                          f"--augment {cfg.augment}{'' if cfg.flip else ', no flips'}: one image, 15 random versions",
-                          seed=cfg.seed)
+    label = f"{cfg.augment}{'' if cfg.flip else ' --no-flip'}"
+    plot_data_overview(train.x, train.y, classes, counts, transform, label, run.path, cfg.seed)

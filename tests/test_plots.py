@@ -141,3 +141,17 @@ def test_a_hundred_korean_class_names_do_not_overlap(tmp_path, monkeypatch, plot
     if plot == "confusion":
         assert not _overlaps([t for t in ax.get_xticklabels() if t.get_text()])
     assert_picture(tmp_path / "plot.png", 800, 1500)
+
+
+def test_viz_data_draws_a_data_set_before_training(tmp_path, capsys, no_missing_glyphs):
+    from imgclf.cli import main
+
+    from .conftest import write_class_folders
+
+    data = write_class_folders(tmp_path / "data", 6, classes=("운동화", "샌들", "가방"))
+    out = tmp_path / "out"
+    assert main(["viz", "data", str(data), "--augment", "standard", "--output-dir", str(out)]) == 0
+    assert "augmentation.png" in capsys.readouterr().out
+    for name in ("samples.png", "class_counts.png", "augmentation.png"):
+        assert_picture(out / name, 300, 150)
+    assert main(["viz", "data", str(tmp_path / "nowhere")]) == 2

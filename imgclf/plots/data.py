@@ -83,3 +83,15 @@ def plot_augmentation(image: torch.Tensor, transform: Callable[[torch.Tensor], t
     hide_unused(axes, len(versions))
     fig.suptitle(title)
     return save(fig, path)
+
+
+def plot_data_overview(x: torch.Tensor, y: torch.Tensor, classes: list[str], counts: dict[str, list[int]],
+                       transform: Callable[[torch.Tensor], torch.Tensor] | None, augment: str, folder: Path,
+                       seed: int = 0) -> list[Path]:
+    """samples.png, class_counts.png and, when ``transform`` augments, augmentation.png in ``folder``."""
+    written = [plot_samples(x, y, classes, folder / "samples.png", seed=seed),
+               plot_class_counts(counts, classes, folder / "class_counts.png")]
+    if transform is not None and len(x):
+        written.append(plot_augmentation(x[0], transform, folder / "augmentation.png",
+                                         f"--augment {augment}: one image, 15 random versions", seed=seed))
+    return written

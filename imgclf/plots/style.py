@@ -47,9 +47,10 @@ def grid_shape(n: int, columns: int | None = None) -> tuple[int, int]:
 
 
 def subplots(rows: int, cols: int, size: tuple[float, float], **options):
-    """``plt.subplots`` with the fonts set up and axes always a 2-D array."""
+    """``plt.subplots`` with the fonts set up, axes always a 2-D array, and matplotlib's constrained layout (which,
+    unlike tight_layout, keeps a figure title clear of the top row)."""
     setup_fonts()
-    return plt.subplots(rows, cols, figsize=size, squeeze=False, **options)
+    return plt.subplots(rows, cols, figsize=size, squeeze=False, layout="constrained", **options)
 
 
 def show_image(ax, image: np.ndarray, title: str | None = None, fontsize: float = 8, color: str = "black") -> None:
@@ -69,12 +70,9 @@ def hide_unused(axes: np.ndarray, used: int) -> None:
 
 
 def save(fig, path: Path, dpi: int = 100) -> Path:
-    """Lay out, write the PNG, and free the figure (long training jobs make many)."""
+    """Write the PNG and free the figure (long training jobs make many)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Leave room for a figure title: tight_layout alone lets the top row's titles run into it.
-    top = 1 - 0.4 / fig.get_size_inches()[1] if fig._suptitle is not None else 1
-    fig.tight_layout(rect=(0, 0, 1, top))
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
