@@ -7,6 +7,8 @@ import shutil
 import warnings
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from imgclf.api import train
 from imgclf.cli import main
@@ -52,6 +54,10 @@ def test_no_report_and_no_plots(image_folder, run_cwd):
     clf = train(str(image_folder), epochs=1, **TINY, name="np")
     files = {p.name for p in clf.run.path.iterdir()}
     assert "curves.png" in files and not files & {"report.html", "samples.png", "confusion_matrix.png"}
+    # Drawing (the augmentation preview draws random versions) does not change what training learns.
+    with_plots = load_file(str(run_cwd / "runs" / "nr" / "best.safetensors"))
+    without = load_file(str(clf.run.path / "best.safetensors"))
+    assert all(torch.equal(with_plots[k], without[k]) for k in without)
 
 
 def test_report_command_rewrites_it_and_info_gives_the_diagnosis(report_run, capsys):

@@ -74,8 +74,9 @@ def plot_class_counts(counts: dict[str, list[int]], classes: list[str], path: Pa
 def plot_augmentation(image: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor] | None, path: Path,
                       title: str, count: int = 15, seed: int = 0) -> Path:
     """One image and ``count`` augmented versions of it, to see whether flips, crops and rotations suit the data."""
-    torch.manual_seed(seed)
-    versions = [image] + [transform(image) if transform is not None else image for _ in range(count)]
+    with torch.random.fork_rng(devices=[]):  # a preview must not change what training draws next
+        torch.manual_seed(seed)
+        versions = [image] + [transform(image) if transform is not None else image for _ in range(count)]
     rows, cols = grid_shape(len(versions), 8)
     fig, axes = subplots(rows, cols, (1.4 * cols, 1.55 * rows + 0.4))
     for i, (ax, version) in enumerate(zip(axes.flat, to_hwc(torch.stack(versions)))):
