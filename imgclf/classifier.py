@@ -29,73 +29,17 @@ from .predict import Prediction, collect_inputs
 from .run import BEST, LAST, RunDir
 
 
-class Classifier:
-    """Predict and evaluate with a trained model. Get one from :func:`imgclf.train` or :func:`imgclf.load`."""
+class Predictor:
+    """What every classifier can do given ``classes``, ``config`` (for the preprocessing) and
+    :meth:`predict_proba`: predict files, folders, globs, PIL images and arrays, and answer yes/no questions.
+    :class:`Classifier` runs PyTorch; :class:`imgclf.onnx_model.OnnxClassifier` runs an exported ``.onnx`` file."""
 
-    def __init__(self, model: nn.Module, classes: list[str], config: TrainConfig, run: RunDir | None = None,
-                 device: str | torch.device = "auto") -> None:
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.model = model.to(self.device).eval()
-        self.classes, self.config, self.run = classes, config, run
-        self.evaluation: Evaluation | None = None  # set by imgclf.train: the score on the test/validation split
-        self.mean = torch.tensor(config.mean, device=self.device)
-        self.std = torch.tensor(config.std, device=self.device)
+    classes: list[str]
+    config: TrainConfig
 
-    # ---- loading ------------------------------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(cls, name: str, device: str = "auto") -> "Classifier":
-        """An ImageNet-1k classifier straight from pretrained weights, with human-readable class names."""
-        from timm.data import ImageNetInfo
-
-        pre = pretrained_preprocess(name, 3)
-        config = TrainConfig(model=name, pretrained=True, channels=3, img_size=pre["img_size"],
-                             crop_pct=pre["crop_pct"], interpolation=pre["interpolation"], mean=pre["mean"],
-                             std=pre["std"], channels_last=False)
-        model = create_model(name, 1000, 3, pre["img_size"], pretrained=True)
-        info = ImageNetInfo()
-        classes = [info.index_to_description(i) for i in range(info.num_classes())]
-        return cls(model, classes, config, None, device)
-
-    @classmethod
-    def load(cls, run: str | Path, weights: str = "best", device: str = "auto") -> "Classifier":
-        """Rebuild the model of a run directory and load its ``best`` (or ``last``) weights.
-
-        A timm model name that is not a run (``efficientnet_lite0``) gives its pretrained ImageNet classifier.
-        """
-        if not Path(run).exists() and not (Path("runs") / run).exists() and timm.is_model(str(run)):
-            return cls.from_pretrained(str(run), device)
-        run_dir = RunDir.open(run)
-        config, classes = run_dir.config(), run_dir.labels()
-        model = create_model(config.model, len(classes), config.channels, config.img_size)
-        path = run_dir / (BEST if weights == "best" else LAST)
-        if weights == "best" and not path.exists() and (run_dir / LAST).exists():
-            path = run_dir / LAST
-        try:
-            state = load_file(str(path)) if path.suffix == ".safetensors" else \
-                torch.load(path, map_location="cpu", weights_only=True)["model"]
-        except FileNotFoundError:
-            raise UserError(f"{path}: the run has no weights yet; train it first (imgclf train)") from None
-        except (SafetensorError, RuntimeError, KeyError, OSError, EOFError) as exc:
-            raise UserError(f"{path}: the weights file is damaged ({str(exc).splitlines()[0]}); "
-                            f"re-train or copy the run again") from None
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise UserError(f"{path}: the weights do not fit the model in {run_dir / 'config.yaml'} "
-                            f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})") \
-                from None
-        return cls(model, classes, config, run_dir, device)
-
-    # ---- inference ----------------------------------------------------------------------------------------
-    @torch.inference_mode()
     def predict_proba(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Class probabilities for uint8 images already at the model's size, (N, C, H, W) -> (N, classes)."""
-        out = []
-        for start in range(0, len(x), batch_size):
-            batch = normalize(x[start:start + batch_size].to(self.device), self.mean, self.std,
-                              self.config.channels_last)
-            out.append(self.model(batch).float().softmax(1).cpu())
-        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+        raise NotImplementedError
 
     def pixels(self, item: str | Path | Image.Image | np.ndarray) -> np.ndarray:
         """One image as the model sees it before normalisation: uint8 (C, H, W) at its size; a file that cannot
@@ -155,6 +99,78 @@ class Classifier:
         return [decide(name, probs, ids, self.classes, threshold, error)
                 for name, probs, error in self.probabilities(inputs, batch_size)]
 
+
+class Classifier(Predictor):
+    """Predict and evaluate with a trained model. Get one from :func:`imgclf.train` or :func:`imgclf.load`."""
+
+    def __init__(self, model: nn.Module, classes: list[str], config: TrainConfig, run: RunDir | None = None,
+                 device: str | torch.device = "auto") -> None:
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.classes, self.config, self.run = classes, config, run
+        self.evaluation: Evaluation | None = None  # set by imgclf.train: the score on the test/validation split
+        self.mean = torch.tensor(config.mean, device=self.device)
+        self.std = torch.tensor(config.std, device=self.device)
+
+    # ---- loading ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name: str, device: str = "auto") -> "Classifier":
+        """An ImageNet-1k classifier straight from pretrained weights, with human-readable class names."""
+        from timm.data import ImageNetInfo
+
+        pre = pretrained_preprocess(name, 3)
+        config = TrainConfig(model=name, pretrained=True, channels=3, img_size=pre["img_size"],
+                             crop_pct=pre["crop_pct"], interpolation=pre["interpolation"], mean=pre["mean"],
+                             std=pre["std"], channels_last=False)
+        model = create_model(name, 1000, 3, pre["img_size"], pretrained=True)
+        info = ImageNetInfo()
+        classes = [info.index_to_description(i) for i in range(info.num_classes())]
+        return cls(model, classes, config, None, device)
+
+    @classmethod
+    def load(cls, run: str | Path, weights: str = "best", device: str = "auto") -> "Classifier":
+        """Rebuild the model of a run directory and load its ``best`` (or ``last``) weights.
+
+        A timm model name that is not a run (``efficientnet_lite0``) gives its pretrained ImageNet classifier.
+        """
+        if str(run).endswith(".onnx"):
+            from .onnx_model import OnnxClassifier
+            return OnnxClassifier.load(run)  # type: ignore[return-value]  # same predict interface, no training
+        if not Path(run).exists() and not (Path("runs") / run).exists() and timm.is_model(str(run)):
+            return cls.from_pretrained(str(run), device)
+        run_dir = RunDir.open(run)
+        config, classes = run_dir.config(), run_dir.labels()
+        model = create_model(config.model, len(classes), config.channels, config.img_size)
+        path = run_dir / (BEST if weights == "best" else LAST)
+        if weights == "best" and not path.exists() and (run_dir / LAST).exists():
+            path = run_dir / LAST
+        try:
+            state = load_file(str(path)) if path.suffix == ".safetensors" else \
+                torch.load(path, map_location="cpu", weights_only=True)["model"]
+        except FileNotFoundError:
+            raise UserError(f"{path}: the run has no weights yet; train it first (imgclf train)") from None
+        except (SafetensorError, RuntimeError, KeyError, OSError, EOFError) as exc:
+            raise UserError(f"{path}: the weights file is damaged ({str(exc).splitlines()[0]}); "
+                            f"re-train or copy the run again") from None
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise UserError(f"{path}: the weights do not fit the model in {run_dir / 'config.yaml'} "
+                            f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})") \
+                from None
+        return cls(model, classes, config, run_dir, device)
+
+    # ---- inference ----------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict_proba(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Class probabilities for uint8 images already at the model's size, (N, C, H, W) -> (N, classes)."""
+        out = []
+        for start in range(0, len(x), batch_size):
+            batch = normalize(x[start:start + batch_size].to(self.device), self.mean, self.std,
+                              self.config.channels_last)
+            out.append(self.model(batch).float().softmax(1).cpu())
+        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+
     # ---- evaluation ---------------------------------------------------------------------------------------
     def _map_labels(self, source: Source) -> np.ndarray:
         """Position of each of the source's classes among the model's classes; unknown names are an error."""
@@ -165,11 +181,13 @@ class Classifier:
                             f"model ({', '.join(self.classes[:10])}{', ...' if len(self.classes) > 10 else ''})")
         return np.array([ids[c] for c in source.classes], dtype=np.int64)
 
-    def eval_images(self, data: str | None = None, split: str | None = None) -> tuple[ImageTensors, str]:
+    def eval_images(self, data: str | None = None, split: str | None = None, limit: int | None = None
+                    ) -> tuple[ImageTensors, str]:
         """The labelled images to evaluate on, decoded, and a description of where they come from.
 
         Without ``data``: the run's own test split, else its validation split (rebuilt from the seed).
-        With ``data``: its test split if it has one, else all of its images.
+        With ``data``: its test split if it has one, else all of its images. ``limit``: a random subset of at most
+        that many images (seeded), decoded alone.
         """
         cfg = self.config
         if data is None:
@@ -182,6 +200,8 @@ class Classifier:
             raise UserError(f"{data or cfg.data} has no {split} split (it has: {', '.join(source.splits)})")
         mapping = self._map_labels(source)
         chosen = source.splits[split]
+        if limit is not None and len(chosen) > limit:
+            chosen = chosen.subset(np.sort(np.random.default_rng(cfg.seed).choice(len(chosen), limit, replace=False)))
         images = decode_split(chosen, cfg.preprocess, desc=f"decoding {split}", quiet=cfg.quiet)
         images.y = torch.from_numpy(mapping)[images.y]
         return images, f"{data or cfg.data} ({split} split, {len(images)} images)"

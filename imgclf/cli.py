@@ -249,6 +249,23 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--no-gradcam", dest="gradcam", action="store_false", help="leave out the Grad-CAM examples")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
+    o = sub.add_parser("export", formatter_class=_Formatter, help="export a run as ONNX or TorchScript",
+                       description="Write the model with its class names and preprocessing in the file, then check "
+                                   "it against PyTorch on the run's validation images: max |logit difference| "
+                                   "<= 1e-4 and the same top-1 class (fp32), or an accuracy drop of at most 1 point "
+                                   "(--int8). A failed check exits 1; the numbers go to FILE.check.json in the run.")
+    o.add_argument("run", help="run directory (runs/NAME) or run name")
+    o.add_argument("--format", dest="fmt", choices=("onnx", "torchscript"), default="onnx",
+                   help="onnx (portable: onnxruntime, other frameworks, phones) or torchscript (PyTorch's own, "
+                        "which PyTorch now marks deprecated)")
+    o.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's, 18)")
+    o.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: one image per call)")
+    o.add_argument("--int8", action="store_true", help="static INT8 quantization with onnxruntime, calibrated on "
+                                                       "training images")
+    o.add_argument("--output", default=None, help="file to write (default: RUN/model.onnx, model_int8.onnx or "
+                                                  "model.torchscript.pt)")
+    o.add_argument("--check-images", type=int, default=256, help="validation images for the parity check")
+
     d = sub.add_parser("demo", formatter_class=_Formatter, help="train, evaluate and predict on the bundled sample",
                        description="The whole workflow on 8,000 bundled Fashion-MNIST images, offline, in a few "
                                    "minutes on a laptop CPU.")
@@ -470,6 +487,18 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report written to {write_report(clf, gradcam=args.gradcam)}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from .classifier import Classifier
+    from .export import export, summary
+
+    clf = Classifier.load(args.run, device="cpu")
+    result = export(clf, args.fmt, args.output, args.opset, args.dynamic_batch, args.int8, args.check_images)
+    print(f"exported {result.path} ({result.check['bytes'] / 1e6:.1f} MB) in {result.check['seconds']:.1f} s")
+    print(f"parity check passed: {summary(result)}")
+    if args.fmt == "onnx":
+        print(f"predict with it alone: imgclf predict {result.path} IMAGES")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -477,7 +506,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "check": cmd_check, "info": cmd_info,
-            "summary": cmd_summary, "viz": cmd_viz, "explain": cmd_explain, "report": cmd_report, "demo": cmd_demo}
+            "summary": cmd_summary, "viz": cmd_viz, "explain": cmd_explain, "report": cmd_report,
+            "export": cmd_export, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
