@@ -114,10 +114,10 @@ class Batcher:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="imgclf-model")
 
     async def __call__(self, pixels: list[np.ndarray]) -> list[torch.Tensor]:
-        if self.task is None:
-            self.queue = asyncio.Queue()
-            self.task = asyncio.create_task(self._run())
         loop = asyncio.get_running_loop()
+        if self.task is None or self.task.get_loop() is not loop:  # first call, or a new event loop (tests)
+            self.queue = asyncio.Queue()
+            self.task = loop.create_task(self._run())
         futures = [loop.create_future() for _ in pixels]
         for item, future in zip(pixels, futures):
             self.queue.put_nowait((item, future))

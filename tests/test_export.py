@@ -60,6 +60,7 @@ def test_the_onnx_file_alone_predicts_like_the_run(run, tmp_path, capsys):
     assert onnx_table == capsys.readouterr().out
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_int8_and_torchscript(run, capsys):
     assert main(["export", str(run.run.path), "--int8"]) == 0
     assert "top-1 agreement" in capsys.readouterr().out

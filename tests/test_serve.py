@@ -26,10 +26,14 @@ from .conftest import TINY, make_image, write_class_folders
 from .test_report import CHROMIUM, DRIVER
 
 
+# Korean class names (bar, bright, dark) so every answer and the web page are checked with non-Latin labels.
+KO = {"bar": "막대", "bright": "밝음", "dark": "어두움"}
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
-    data = write_class_folders(root / "data", 16, classes=("bar", "bright", "dark"))
+    data = write_class_folders(root / "data", 16, classes=tuple(KO.values()))
     return train(str(data), epochs=3, project=str(root / "runs"), name="s", **TINY)
 
 
@@ -49,22 +53,22 @@ def test_predict_multipart_and_json(client):
     r = client.post("/predict", files=[("files", ("a.png", png("bright"))), ("files", ("b.jpg", png("bar")))])
     assert r.status_code == 200, r.text
     body = r.json()
-    assert [p["top"][0]["label"] for p in body["predictions"]] == ["bright", "bar"]
+    assert [p["top"][0]["label"] for p in body["predictions"]] == [KO["bright"], KO["bar"]]
     assert len(body["predictions"][0]["top"]) == 3 and body["time_ms"] > 0
     assert abs(sum(t["probability"] for t in body["predictions"][0]["top"]) - 1) < 1e-3
     r = client.post("/predict?top_k=1", json={"images": [base64.b64encode(png("dark")).decode()]})
-    assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["label"] == "dark"
+    assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["label"] == KO["dark"]
     assert len(r.json()["predictions"][0]["top"]) == 1
     # The content decides, not the name or the declared type: a PNG called .txt and sent as text/plain works.
     r = client.post("/predict", files={"files": ("notes.txt", png("bar"), "text/plain")})
-    assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["label"] == "bar"
+    assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["label"] == KO["bar"]
 
 
 def test_gradcam_labels_metadata_health_page_docs(client):
     r = client.post("/predict?gradcam=true", files={"files": ("a.png", png("bright"))})
     overlay = Image.open(io.BytesIO(base64.b64decode(r.json()["predictions"][0]["gradcam"])))
     assert overlay.size == (16, 16) and overlay.mode == "RGB"
-    assert client.get("/labels").json() == {"labels": ["bar", "bright", "dark"]}
+    assert client.get("/labels").json() == {"labels": list(KO.values())}
     meta = client.get("/metadata").json()
     assert meta["input"] == "3x16x16" and meta["engine"] == "pytorch" and meta["limits"]["max_files"] == 4
     assert client.get("/healthz").json() == {"status": "ok", "api_key_required": False}
@@ -156,7 +160,7 @@ def test_an_onnx_file_serves_alone_and_refuses_gradcam(run, tmp_path):
     shutil.copy(exported.path, alone)
     with TestClient(create_app(OnnxClassifier(alone))) as c:
         r = c.post("/predict", files={"files": ("a.png", png("dark"))})
-        assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["label"] == "dark"
+        assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["label"] == KO["dark"]
         assert c.get("/metadata").json()["engine"] == "onnxruntime"
         r = c.post("/predict?gradcam=true", files={"files": ("a.png", png("dark"))})
         assert r.status_code == 422 and "Grad-CAM needs the PyTorch model" in r.json()["error"]
@@ -188,13 +192,16 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(run):
         responses = asyncio.run(go())
     finally:
         run.predict_proba = original
-    assert [r.json()["predictions"][0]["top"][0]["label"] for r in responses] == kinds
+    assert [r.json()["predictions"][0]["top"][0]["label"] for r in responses] == [KO[k] for k in kinds]
     assert sum(calls) == len(kinds) and len(calls) < len(kinds) and max(calls) > 1
 
 
+def _containers(inner: st.SearchStrategy) -> st.SearchStrategy:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+
+
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-                           max_leaves=10)
+                           _containers, max_leaves=10)
 
 
 def schema_operations() -> list[tuple[str, str, list[str]]]:
@@ -278,7 +285,7 @@ def test_a_browser_uploads_a_photo_and_sees_the_label(run, tmp_path):
         driver.find_element(By.ID, "file").send_keys(str(photo))
         label = WebDriverWait(driver, 30).until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR,
                                                                                                 "h2.label")))
-        assert label.text == "dark"
+        assert label.text == KO["dark"]  # the Korean name arrives and is drawn as text
         assert len(driver.find_elements(By.CSS_SELECTOR, ".bar")) == 3
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
@@ -287,3 +294,11 @@ def test_a_browser_uploads_a_photo_and_sees_the_label(run, tmp_path):
             driver.quit()
         server.terminate()
         server.wait(10)
+
+
+def test_each_request_gets_an_answer_even_on_a_new_event_loop(run):
+    """Without the lifespan context every TestClient request runs on its own event loop; the batcher follows."""
+    c = TestClient(create_app(run))
+    for kind in ("bar", "dark"):
+        r = c.post("/predict", files={"files": ("a.png", png(kind))})
+        assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["label"] == KO[kind]
