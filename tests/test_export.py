@@ -102,3 +102,9 @@ def test_bad_requests_and_bad_files(run, tmp_path, capsys):
     assert main(["predict", str(bare), str(image)]) == 2
     assert "export the model with 'imgclf export RUN --format onnx'" in capsys.readouterr().err
     assert isinstance(Classifier.load(run.run / "model.onnx"), OnnxClassifier)
+
+
+def test_the_opset_asked_for(run):
+    result = export_module.export(run, "onnx", opset=17, output=run.run / "op17.onnx")
+    assert [o.version for o in onnx.load(str(result.path)).opset_import if o.domain == ""] == [17]
+    assert result.check["opset"] == 17 and result.passed
