@@ -21,10 +21,10 @@ from .data.sources import load_source
 from .data.split import with_validation
 from .data.transforms import augmentation
 from .device import resolve_device
+from .diagnose import diagnose
 from .errors import Interrupted, UserError
 from .metrics import Evaluation
 from .models import count_parameters, create_model, default_img_size, is_cnn, pretrained_preprocess
-from .diagnose import diagnose
 from .plots import plot_curves
 from .report import save_data_overview, write_report
 from .run import BEST, LAST, METRICS, RunDir

@@ -19,9 +19,9 @@ from .data.cache import ImageTensors, decode_split
 from .data.decode import BadImage
 from .data.sources import Source, load_source
 from .data.split import with_validation
-from .diagnose import diagnose
 from .data.transforms import normalize
 from .device import resolve_device
+from .diagnose import diagnose
 from .errors import UserError
 from .metrics import Evaluation
 from .models import count_parameters, create_model, pretrained_preprocess
