@@ -296,8 +296,9 @@ def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str 
             top = p.topk(k)
             item = {"file": name, "top": [{"label": predictor.classes[i], "probability": round(float(v), 6)}
                                           for v, i in zip(top.values.tolist(), top.indices.tolist())]}
-            if gradcam:
-                item["gradcam"] = await run_in_threadpool(_gradcam_png, predictor, image)
+            if gradcam:  # on the model thread: Grad-CAM hooks must not see a batched forward pass
+                item["gradcam"] = await asyncio.get_running_loop().run_in_executor(batcher.pool, _gradcam_png,
+                                                                                   predictor, image)
             results.append(item)
         return {"predictions": results, "time_ms": round(1000 * (time.perf_counter() - started), 2)}
 
