@@ -33,10 +33,18 @@ from tests.conftest import _png_claiming  # noqa: E402  (the bomb header generat
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of the server and its worker processes (uvicorn --workers forks them)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 1024
+        todo += [int(child) for child in children]
+    return total
 
 
 def photos(n: int) -> list[bytes]:
@@ -143,7 +151,7 @@ def main() -> None:
         codes = Counter(c for k, c, _ in results if k == kind)
         p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
         print(f"| {kind} | {len(times)} | {statistics.median(times):.1f} | {p99:.1f} | {dict(codes)} |")
-    print(f"server memory (RSS): start {memory['start']:.0f} MB, middle {memory.get('middle', float('nan')):.0f} MB, "
+    print(f"server memory (RSS, all its processes): start {memory['start']:.0f} MB, middle {memory.get('middle', float('nan')):.0f} MB, "
           f"end {memory['end']:.0f} MB")
     failed = sum(1 for k, c, _ in results if k == "good" and c != 200)
     if failed or any(code >= 500 for code in statuses):
