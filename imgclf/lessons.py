@@ -14,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .data.decode import BadImage, open_image, to_mode
 from .errors import UserError
+from .plots.style import save, subplots
 
 KERNELS = {
     "horizontal": [[1, 1, 1], [0, 0, 0], [-1, -1, -1]],  # responds to horizontal lines and edges
@@ -102,29 +103,18 @@ def bottleneck(height: int, width: int, channels: int, out: int, kernel: int, re
     return _cost(direct, (channels, height, width)), _cost(reduced, (channels, height, width))
 
 
-def _figure(columns: int, size: tuple[float, float], **options):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, columns, figsize=size, **options)
-
-
-def _save(fig, axes, title: str, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
+def _finish(fig, axes, title: str, path: Path) -> None:
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_kernel(image: np.ndarray, kernel: np.ndarray, output: np.ndarray, path: Path, title: str) -> None:
     """Input, kernel (with its numbers) and output side by side."""
-    fig, axes = _figure(3, (12, 4.2), gridspec_kw={"width_ratios": [4, 2, 4]})
+    fig, axes = subplots(1, 3, (12, 4.2), gridspec_kw={"width_ratios": [4, 2, 4]})
+    axes = axes[0]
     axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
     axes[0].set_title(f"input {image.shape[0]}x{image.shape[1]}")
     axes[1].imshow(kernel, cmap="coolwarm", vmin=-np.abs(kernel).max(), vmax=np.abs(kernel).max())
@@ -134,16 +124,17 @@ def plot_kernel(image: np.ndarray, kernel: np.ndarray, output: np.ndarray, path:
     shown = axes[2].imshow(output, cmap="gray")
     fig.colorbar(shown, ax=axes[2], fraction=0.046)
     axes[2].set_title(f"output {output.shape[0]}x{output.shape[1]}")
-    _save(fig, axes, title, path)
+    _finish(fig, axes, title, path)
 
 
 def plot_pair(before: np.ndarray, after: np.ndarray, path: Path, title: str) -> None:
     """Before and after, each with its shape."""
-    fig, axes = _figure(2, (9, 4.5))
+    fig, axes = subplots(1, 2, (9, 4.5))
+    axes = axes[0]
     for ax, img, name in ((axes[0], before, "before"), (axes[1], after, "after")):
         ax.imshow(img, cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"{name}: {img.shape[0]}x{img.shape[1]}")
-    _save(fig, axes, title, path)
+    _finish(fig, axes, title, path)
 
 
 def data_overview(data: str, folder: Path, data_root: str | None = None, img_size: int | None = None,

@@ -16,7 +16,6 @@ import io
 import json
 import os
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -27,11 +26,12 @@ import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from PIL import Image, ImageOps
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from .classifier import Classifier, Predictor
+from .data.decode import BadImage, open_image
 from .errors import UserError
 
 API_KEY_ENV = "IMGCLF_API_KEY"
@@ -151,32 +151,19 @@ class Batcher:
         self.pool.shutdown(wait=False)
 
 
+# BadImage.kind -> HTTP status
+_STATUS = {"too large": 413, "not an image": 415}
+
+
 def decode(data: bytes, predictor: Predictor, limits: Limits) -> np.ndarray:
     """Bytes -> the model's uint8 pixels. The format is sniffed from the content; pixels are counted from the
     header before anything is decoded."""
     if not data:
         raise ApiError(422, "empty file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            width, height = im.size
-            if width * height > limits.max_pixels:
-                raise ApiError(413, f"image of {width}x{height} pixels is over the limit of {limits.max_pixels:,} "
-                                    f"pixels")
-            im.load()
-            im = ImageOps.exif_transpose(im)
-    except ApiError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        limit = min(limits.max_pixels, Image.MAX_IMAGE_PIXELS or limits.max_pixels)
-        raise ApiError(413, f"image over the limit of {limit:,} pixels (decompression bomb?)") from None
-    except Image.UnidentifiedImageError:
-        raise ApiError(415, "not an image (the content is not a format Pillow can read: JPEG, PNG, WEBP, ...)") \
-            from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ApiError(422, f"damaged image: {exc}") from None
-    return predictor.pixels(im)
+        return predictor.pixels(open_image(io.BytesIO(data), limits.max_pixels))
+    except BadImage as exc:
+        raise ApiError(_STATUS.get(exc.kind, 422), str(exc)) from None
 
 
 # The request body /predict accepts, for the OpenAPI schema (the handler parses it itself, for both types).

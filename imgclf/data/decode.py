@@ -5,9 +5,11 @@ Every image, whatever its mode (1, L, LA, P, RGB, RGBA, CMYK, I;16, I, F) and si
 """
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -17,7 +19,13 @@ GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 class BadImage(Exception):
-    """A file that cannot be used as an image; the message is the reason shown to the user."""
+    """A file that cannot be used as an image; the message is the reason shown to the user. ``kind`` sorts the
+    reasons for callers that answer differently (the web service's status codes): too large, not an image,
+    damaged."""
+
+    def __init__(self, message: str, kind: str = "damaged") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def is_image_file(path: Path) -> bool:
@@ -25,22 +33,28 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Fully decode ``path`` with its EXIF orientation applied. Raises :class:`BadImage` with the reason."""
+def open_image(source: str | Path | BinaryIO, max_pixels: int | None = None) -> Image.Image:
+    """Fully decode a file (path or binary stream) with its EXIF orientation applied. With ``max_pixels``, the
+    size is read from the header and a larger image refused before decoding. Raises :class:`BadImage`."""
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a bomb is an error for us.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
+                width, height = im.size
+                if max_pixels is not None and width * height > max_pixels:
+                    raise BadImage(f"image of {width}x{height} pixels is over the limit of {max_pixels:,} pixels",
+                                   "too large")
                 im.load()
                 return ImageOps.exif_transpose(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImage(f"too many pixels (decompression bomb?): {exc}") from None
+        raise BadImage(f"too many pixels (decompression bomb?): {exc}", "too large") from None
     except FileNotFoundError:
         raise BadImage("file not found") from None
     except Image.UnidentifiedImageError:
-        size = Path(path).stat().st_size if Path(path).exists() else 0
-        raise BadImage("empty file" if size == 0 else "not an image or unsupported format") from None
+        empty = source.getbuffer().nbytes == 0 if isinstance(source, io.BytesIO) else \
+            not Path(source).exists() or Path(source).stat().st_size == 0
+        raise BadImage("empty file" if empty else "not an image or unsupported format", "not an image") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise BadImage(f"cannot decode: {exc}") from None
 
