@@ -4,14 +4,26 @@
     clf = imgclf.train("data/food", model="cnn", epochs=10)
     clf.evaluate("data/food-test"); clf.predict(["a.jpg"], top_k=3)
     clf = imgclf.load("runs/food")
+
+Names are imported on first use (PEP 562), so ``imgclf --help`` and predicting with an ``.onnx`` file never pay
+for importing torch and timm.
 """
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from .api import load, train  # noqa: E402
-from .classifier import Classifier  # noqa: E402
-from .config import TrainConfig  # noqa: E402
-from .errors import UserError  # noqa: E402
-from .models import create_model  # noqa: E402
-from .train import callbacks  # noqa: E402
-
+# public name -> the module that defines it
+_EXPORTS = {"load": "api", "train": "api", "Classifier": "classifier", "TrainConfig": "config", "UserError": "errors",
+            "create_model": "models"}
 __all__ = ["Classifier", "TrainConfig", "UserError", "callbacks", "create_model", "load", "train", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "callbacks":
+        return importlib.import_module(".callbacks", __name__)
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'imgclf' has no attribute {name!r}")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
+import math
 import random
 import time
 from pathlib import Path
@@ -27,12 +27,12 @@ from .metrics import Evaluation
 from .models import count_parameters, create_model, default_img_size, is_cnn, pretrained_preprocess
 from .plots import plot_curves
 from .report import save_data_overview, write_report
-from .run import BEST, LAST, METRICS, RunDir
-from .train.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, ReduceLROnPlateau
-from .train.optim import create_optimizer, create_schedule
-from .train.features import FeatureCache, default_cache_dir
-from .train.trainer import Trainer
-from .train.transfer import FineTune, freeze, param_groups
+from .run import BEST, LAST, METRICS, RunDir, check_run_name, kept_epoch
+from .training.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, ReduceLROnPlateau
+from .training.optim import MIN_SCHEDULED_STEPS, create_optimizer, create_schedule
+from .training.features import FeatureCache, default_cache_dir
+from .training.trainer import Trainer
+from .training.transfer import FineTune, freeze, param_groups
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -44,22 +44,61 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def with_user_callbacks(defaults: list[Callback], extra: list[Callback]) -> list[Callback]:
-    """The user's callbacks added to the defaults; one of the same class as a default replaces that default."""
-    replaced = {type(cb) for cb in extra}
-    return [cb for cb in defaults if type(cb) not in replaced] + extra
+# Defaults a user's callback of the same kind replaces; the run's own CSV log and best checkpoint always stay,
+# since the run directory (curves, report, imgclf.load) is built on them.
+REPLACEABLE = (ProgressBar, EarlyStopping, ReduceLROnPlateau)
+
+
+def with_user_callbacks(defaults: list[Callback], extra: list[Callback], run: RunDir) -> list[Callback]:
+    """The user's callbacks added to the defaults: a progress bar, early stopping or plateau callback of the
+    user's replaces the default one; a user's checkpoint saves where it says, beside the run's own."""
+    for cb in extra:
+        if isinstance(cb, ModelCheckpoint) and cb.path.resolve() == (run / BEST).resolve():
+            raise UserError(f"ModelCheckpoint({cb.path}) would overwrite the run's own best checkpoint; give it "
+                            f"another path")
+    kept = [cb for cb in defaults if not (isinstance(cb, REPLACEABLE) and any(isinstance(u, type(cb)) for u in extra))]
+    return kept + extra
 
 
 def default_callbacks(cfg: TrainConfig, run: RunDir) -> list[Callback]:
     """The classic workflow: progress, CSV log, best checkpoint, and plateau/early stopping when asked for."""
     callbacks: list[Callback] = [] if cfg.quiet else [ProgressBar()]
-    callbacks += [CSVLogger(run / METRICS), ModelCheckpoint(run / BEST, cfg.monitor, cfg.min_delta)]
+    callbacks += [CSVLogger(run / METRICS),
+                  ModelCheckpoint(run / BEST, cfg.monitor, save_best_only=True, min_delta=cfg.min_delta)]
     if cfg.scheduler == "plateau":
         loss_monitor = cfg.monitor.replace("acc", "loss")
-        callbacks.append(ReduceLROnPlateau(loss_monitor, cfg.plateau_factor, cfg.plateau_patience, cfg.min_delta))
+        callbacks.append(ReduceLROnPlateau(loss_monitor, cfg.plateau_factor, cfg.plateau_patience, verbose=1,
+                                           min_delta=cfg.min_delta))
     if cfg.patience > 0:
-        callbacks.append(EarlyStopping(cfg.monitor, cfg.patience, cfg.min_delta))
+        callbacks.append(EarlyStopping(cfg.monitor, cfg.min_delta, cfg.patience))
     return callbacks
+
+
+def plateau_from_callbacks(cfg: TrainConfig, callbacks: list[Callback], log: Callable[[str], None]) -> None:
+    """A user's ReduceLROnPlateau sets the learning rate, so the per-step schedule must not (it would undo every
+    reduction at the next step): the run's scheduler becomes ``plateau``, and the log says so."""
+    if cfg.scheduler != "plateau" and any(isinstance(cb, ReduceLROnPlateau) for cb in callbacks):
+        log(f"a ReduceLROnPlateau callback was given: it sets the learning rate instead of the {cfg.scheduler} "
+            f"schedule (scheduler: plateau)")
+        cfg.scheduler, cfg.warmup_epochs = "plateau", 0.0
+
+
+def fit_batch_size(cfg: TrainConfig, n_train: int, log: Callable[[str], None]) -> None:
+    """A batch no larger than the training split, and no last batch of a single image (batch-norm cannot train
+    on one), so that every image is used in every epoch; then a schedule only if there are steps to schedule."""
+    batch = min(cfg.batch_size, n_train)
+    while batch > 2 and n_train % batch == 1:
+        batch -= 1
+    if batch != cfg.batch_size:
+        why = f"the training split has {n_train} images" if cfg.batch_size >= n_train else \
+            f"so that no batch of the {n_train} training images holds a single image"
+        log(f"batch size {batch} instead of {cfg.batch_size}: {why}")
+        cfg.batch_size = batch
+    steps = cfg.epochs * math.ceil(n_train / batch)
+    if cfg.scheduler in ("onecycle", "cosine") and steps < MIN_SCHEDULED_STEPS:
+        log(f"{steps} training step(s) in all are too few for the {cfg.scheduler} schedule (it needs "
+            f"{MIN_SCHEDULED_STEPS}): the learning rate stays at {cfg.lr:g} (scheduler: none)")
+        cfg.scheduler, cfg.warmup_epochs = "none", 0.0
 
 
 def _logger(run: RunDir, quiet: bool) -> Callable[[str], None]:
@@ -73,13 +112,8 @@ def _logger(run: RunDir, quiet: bool) -> Callable[[str], None]:
     return log
 
 
-def _augment_workers(requested: int | None) -> int:
-    # Per-image augmentation runs in worker processes beside the training threads; one is enough for 2 cores.
-    return requested if requested is not None else max(1, min(4, (os.cpu_count() or 2) - 1))
-
-
 def _resume_config(project: str, name: str | None, epochs: int | None) -> tuple[RunDir, TrainConfig]:
-    run = RunDir.open(Path(project) / name) if name else RunDir.latest(project)
+    run = RunDir.open(Path(project) / check_run_name(name)) if name else RunDir.latest(project)
     if not (run / LAST).exists():
         raise UserError(f"--resume: {run.path} has no checkpoint ({LAST}) to resume from")
     cfg = run.config()
@@ -148,7 +182,9 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
             options["weights"] = str(Path(options["weights"]).expanduser().resolve())
         if options.get("data_root"):
             options["data_root"] = str(Path(options["data_root"]).expanduser().resolve())
-        cfg = TrainConfig(data=data, model=model, **({"epochs": epochs} if epochs else {}), **options)
+        cfg = TrainConfig(data=data, model=model, **({"epochs": epochs} if epochs is not None else {}), **options)
+        if cfg.name is not None:
+            check_run_name(cfg.name)
     cfg.resolve_mode()
     seed_everything(cfg.seed, cfg.deterministic)
 
@@ -177,6 +213,7 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
     else:
         model_net = create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size)
     log = _logger(run, cfg.quiet)
+    plateau_from_callbacks(cfg, list(callbacks or []), log)
 
     try:
         prepared = prepare(source, cfg.preprocess, quiet=cfg.quiet, max_bad_fraction=cfg.max_bad_fraction)
@@ -195,6 +232,7 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
             f"file list without them")
     if cfg.mean is None:
         cfg.mean, cfg.std = channel_stats(prepared.splits["train"].x)
+    fit_batch_size(cfg, len(prepared.splits["train"]), log)
     cfg.save(run / "config.yaml")
     run.save_labels(prepared.classes)
     if cfg.plots and not resume:
@@ -212,13 +250,13 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
 
     model, params, mean, std, splits, extra = _transfer_setup(cfg, net, prepared.splits, device, log)
     transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip) if mean is not None else None
-    loader = train_loader(splits["train"], cfg.batch_size, transform, _augment_workers(cfg.workers), cfg.seed,
+    loader = train_loader(splits["train"], cfg.batch_size, transform, cfg.workers, cfg.seed,
                           pin_memory=device.type == "cuda")
     optimizer = create_optimizer(params, cfg)
     trainer = Trainer(
         model, optimizer, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), loader, splits.get("val"),
         mean, std, device, cfg.epochs, schedule=create_schedule(optimizer, cfg, len(loader)),
-        callbacks=extra + with_user_callbacks(default_callbacks(cfg, run), list(callbacks or [])), amp=cfg.amp,
+        callbacks=extra + with_user_callbacks(default_callbacks(cfg, run), list(callbacks or []), run), amp=cfg.amp,
         channels_last=cfg.channels_last, checkpoint_path=run / LAST, log=log, full_model=net,
         weights_metadata={"model": cfg.model, "classes": json.dumps(prepared.classes, ensure_ascii=False)})
     if resume:
@@ -237,8 +275,14 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
                           exc.exit_code) from None
     if not (run / BEST).exists():
         trainer.save_weights(run / BEST)
-    plot_curves(run.metrics(), run / "curves.png", cfg.monitor)
-    log(diagnose(run.metrics()).text)
+    kept = kept_epoch(run / BEST)
+    rows = run.metrics()
+    if kept is not None and rows:
+        row = next((r for r in rows if int(r["epoch"]) == kept), None)
+        monitored = f"{cfg.monitor} {row[cfg.monitor]:.4f}" if row and cfg.monitor in row else cfg.monitor
+        log(f"best: {monitored} at epoch {kept} of {len(rows)}; those weights are kept in {run / BEST}")
+    plot_curves(rows, run / "curves.png", cfg.monitor, kept)
+    log(diagnose(rows, cfg.monitor, kept).text)
 
     clf = Classifier.load(run.path, device=cfg.device)
     final = "test" if "test" in prepared.splits else "val" if "val" in prepared.splits else None
@@ -246,8 +290,8 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
         images = prepared.splits[final]
         clf.evaluation = Evaluation(prepared.classes, images.y.numpy(), clf.predict_proba(images.x).numpy())
         clf.evaluation.save(run.path, images.x, figures=cfg.plots)
-        log(f"{final} accuracy {clf.evaluation.accuracy:.4f} (top-{clf.evaluation.k} "
-            f"{clf.evaluation.top_k_accuracy:.4f}) on {len(images)} images with the best weights")
+        log(f"{final} accuracy {clf.evaluation.accuracy:.4f}{clf.evaluation.top_k_text} on {len(images)} images "
+            f"with the best weights")
         if cfg.plots and cfg.report:
             where = f"{final} split, {len(images)} images"
             log(f"report: {write_report(clf, clf.evaluation, images, where)}")
@@ -255,6 +299,7 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
     return clf
 
 
-def load(run: str | Path, weights: str = "best", device: str = "auto") -> Classifier:
-    """A trained classifier back from its run directory."""
+def load(run: str | Path, weights: str | Path = "best", device: str = "auto") -> Classifier:
+    """A trained classifier back from its run directory: its ``best`` weights, its ``last`` epoch's, or any
+    weights file of that run (e.g. one a :class:`~imgclf.callbacks.ModelCheckpoint` of yours wrote)."""
     return Classifier.load(run, weights, device)

@@ -12,8 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_score, recall_score
+import numpy as np
 
 from .errors import UserError
 
@@ -39,7 +38,9 @@ def positive_ids(spec: str, classes: list[str], option: str = "--positive") -> l
         elif _key(token) in by_name:
             ids.append(by_name[_key(token)])
         else:
-            close = difflib.get_close_matches(token, classes, n=3, cutoff=0.5)
+            # Close spellings of any synonym ("hotdgo" -> "hotdog, hot dog, red hot"), not of the whole description.
+            near = difflib.get_close_matches(_key(token), list(by_name), n=6, cutoff=0.6)
+            close = list(dict.fromkeys(classes[by_name[k]] for k in near))[:3]
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else \
                 f"; use a class name or an id from 0 to {len(classes) - 1}"
             raise UserError(f"{option} {token!r} is not a class of this model{hint}")
@@ -71,7 +72,7 @@ class Decision:
     error: str | None = None
 
 
-def decide(name: str, probs: torch.Tensor | None, ids: list[int], classes: list[str],
+def decide(name: str, probs: np.ndarray | None, ids: list[int], classes: list[str],
            threshold: float | None = None, error: str | None = None) -> Decision:
     """The decision for one image from its class probabilities (None when the file could not be read)."""
     truth = folder_truth(name, [classes[i] for i in ids])
@@ -97,6 +98,8 @@ def format_decisions(decisions: list[Decision], positive: str) -> str:
         lines.append(f"{shown:<{width}}  {'yes' if d.yes else 'no':<6}  {d.p_positive:>7.1%}  {d.top_label}{mark}")
     known = [d for d in decisions if d.truth is not None and d.yes is not None]
     if known:
+        from sklearn.metrics import accuracy_score, confusion_matrix, precision_score, recall_score
+
         truth, answer = [d.truth for d in known], [d.yes for d in known]
         tn, fp, fn, tp = confusion_matrix(truth, answer, labels=[False, True]).ravel()
         lines.append(f"\n{len(known)} image(s) with ground truth from their folders: accuracy "

@@ -80,6 +80,7 @@ def inspect_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int
     if not data:
         return {"status": "unreadable", "reason": "empty file"}
     out: dict = {"sha256": hashlib.sha256(data).hexdigest()}
+    notes: list[str] = []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -91,14 +92,15 @@ def inspect_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int
                                   f"{w * h / 1e6:,.0f} M pixels, over the limit of {max_pixels / 1e6:,.0f} M "
                                   f"(--max-pixels); refused before decoding"}
                 notes = _notes(head, path, min_size)
-        image = open_image(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return out | {"status": "unreadable", "reason": "decompression bomb? more pixels than Pillow allows; "
                                                         "refused before decoding"}
+    except Exception:  # noqa: BLE001 - an unreadable header: the decoder below says why, as training would
+        pass
+    try:
+        image = open_image(path)  # the trainer's own decoder, so both give the same reason for a bad file
     except BadImage as exc:
         return out | {"status": "unreadable", "reason": str(exc)}
-    except Exception:  # noqa: BLE001 - any failure to read the header means "not an image we can read"
-        return out | {"status": "unreadable", "reason": "not an image or unsupported format"}
     return out | {"status": "converted" if notes else "ok", "notes": notes,
                   "phash": str(imagehash.phash(to_mode(image, 3)))}
 

@@ -3,101 +3,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import timm
 import torch
-from PIL import Image
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
-from .binary import Decision, decide, positive_ids
 from .config import TrainConfig
 from .data.cache import ImageTensors, decode_split
-from .data.decode import BadImage
 from .data.sources import Source, load_source
 from .data.split import with_validation
 from .data.transforms import normalize
 from .device import resolve_device
 from .diagnose import diagnose
-from .errors import UserError
+from .errors import UserError, warn
 from .metrics import Evaluation
 from .models import count_parameters, create_model, pretrained_preprocess
-from .predict import Prediction, collect_inputs
-from .run import BEST, LAST, RunDir
-
-
-class Predictor:
-    """What every classifier can do given ``classes``, ``config`` (for the preprocessing) and
-    :meth:`predict_proba`: predict files, folders, globs, PIL images and arrays, and answer yes/no questions.
-    :class:`Classifier` runs PyTorch; :class:`imgclf.onnx_model.OnnxClassifier` runs an exported ``.onnx`` file."""
-
-    classes: list[str]
-    config: TrainConfig
-
-    def predict_proba(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Class probabilities for uint8 images already at the model's size, (N, C, H, W) -> (N, classes)."""
-        raise NotImplementedError
-
-    def pixels(self, item: str | Path | Image.Image | np.ndarray) -> np.ndarray:
-        """One image as the model sees it before normalisation: uint8 (C, H, W) at its size; a file that cannot
-        be read raises :class:`~imgclf.data.decode.BadImage`."""
-        pre = self.config.preprocess
-        if isinstance(item, Image.Image):
-            return pre(item)
-        if isinstance(item, np.ndarray):
-            return pre(Image.fromarray(item))
-        return pre.load(item)
-
-    def probabilities(self, inputs: str | Path | Image.Image | np.ndarray | Iterable, batch_size: int = 64
-                      ) -> Iterator[tuple[str, torch.Tensor | None, str | None]]:
-        """(name, probabilities over every class, error) per input, in order; an unreadable file has no
-        probabilities and the reason as its error. Inputs as for :meth:`predict`."""
-        items = [inputs] if isinstance(inputs, (str, Path, Image.Image, np.ndarray)) else list(inputs)
-        if all(isinstance(i, (str, Path)) for i in items):
-            items = collect_inputs([str(i) for i in items])
-        for start in range(0, len(items), batch_size):
-            chunk, pixels, errors = items[start:start + batch_size], [], {}
-            for i, item in enumerate(chunk):
-                try:
-                    pixels.append(self.pixels(item))
-                except BadImage as exc:
-                    errors[i] = str(exc)
-            probs = iter(self.predict_proba(torch.from_numpy(np.stack(pixels)))) if pixels else iter(())
-            for i, item in enumerate(chunk):
-                name = str(item) if isinstance(item, (str, Path)) else f"<image {start + i}>"
-                yield (name, None, errors[i]) if i in errors else (name, next(probs), None)
-
-    def predict(self, inputs: str | Path | Image.Image | np.ndarray | Iterable, top_k: int = 5,
-                batch_size: int = 64) -> list[Prediction]:
-        """Top-k classes for image files, folders, globs, PIL images or HxW[xC] uint8 arrays.
-
-        Unreadable files get a :class:`Prediction` with ``error`` set instead of stopping the rest.
-        """
-        k = max(1, min(top_k, len(self.classes)))
-        results: list[Prediction] = []
-        for name, probs, error in self.probabilities(inputs, batch_size):
-            if probs is None:
-                results.append(Prediction(name, [], [], error))
-                continue
-            top = probs.topk(k)
-            results.append(Prediction(name, [self.classes[j] for j in top.indices.tolist()],
-                                      [round(p, 6) for p in top.values.tolist()]))
-        return results
-
-    def decide(self, inputs: str | Path | Image.Image | np.ndarray | Iterable, positive: str | list[str],
-               threshold: float | None = None, batch_size: int = 64) -> list[Decision]:
-        """Yes/no per image: is it one of the ``positive`` classes (names or ids)? Yes when the most likely class
-        is positive, or, given ``threshold``, when the positive classes' summed probability reaches it. Images
-        in folders named positive/negative (or ``X``/``not_X``) carry their ground truth."""
-        spec = positive if isinstance(positive, str) else ",".join(map(str, positive))
-        ids = positive_ids(spec, self.classes)
-        if threshold is not None and not 0.0 < threshold < 1.0:
-            raise UserError(f"--threshold must be between 0 and 1, got {threshold}")
-        return [decide(name, probs, ids, self.classes, threshold, error)
-                for name, probs, error in self.probabilities(inputs, batch_size)]
+from .models.pretrained import read_weights
+from .predictor import Predictor
+from .run import BEST, LAST, RunDir, kept_epoch
 
 
 class Classifier(Predictor):
@@ -128,8 +52,10 @@ class Classifier(Predictor):
         return cls(model, classes, config, None, device)
 
     @classmethod
-    def load(cls, run: str | Path, weights: str = "best", device: str = "auto") -> "Classifier":
-        """Rebuild the model of a run directory and load its ``best`` (or ``last``) weights.
+    def load(cls, run: str | Path, weights: str | Path = "best", device: str = "auto") -> "Classifier":
+        """Rebuild the model of a run directory and load its weights: ``best`` (the kept checkpoint), ``last``
+        (the last epoch's, from ``last.pt``) or the path of any weights file of that run (a user callback's
+        checkpoint, absolute or relative to the run directory).
 
         A timm model name that is not a run (``efficientnet_lite0``) gives its pretrained ImageNet classifier.
         """
@@ -141,17 +67,10 @@ class Classifier(Predictor):
         run_dir = RunDir.open(run)
         config, classes = run_dir.config(), run_dir.labels()
         model = create_model(config.model, len(classes), config.channels, config.img_size)
-        path = run_dir / (BEST if weights == "best" else LAST)
-        if weights == "best" and not path.exists() and (run_dir / LAST).exists():
-            path = run_dir / LAST
-        try:
-            state = load_file(str(path)) if path.suffix == ".safetensors" else \
-                torch.load(path, map_location="cpu", weights_only=True)["model"]
-        except FileNotFoundError:
-            raise UserError(f"{path}: the run has no weights yet; train it first (imgclf train)") from None
-        except (SafetensorError, RuntimeError, KeyError, OSError, EOFError) as exc:
-            raise UserError(f"{path}: the weights file is damaged ({str(exc).splitlines()[0]}); "
-                            f"re-train or copy the run again") from None
+        path = cls._weights_path(run_dir, weights)
+        if not path.exists():
+            raise UserError(f"{path}: the run has no weights yet; train it first (imgclf train)")
+        state = read_weights(path)  # safetensors, or the model of a last.pt checkpoint (weights_only)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
@@ -160,7 +79,28 @@ class Classifier(Predictor):
                 from None
         return cls(model, classes, config, run_dir, device)
 
+    @staticmethod
+    def _weights_path(run_dir: RunDir, weights: str | Path) -> Path:
+        """The file behind ``weights``; a run without its best checkpoint falls back to ``last.pt``, loudly."""
+        if str(weights) == "best":
+            if not (run_dir / BEST).exists() and (run_dir / LAST).exists():
+                warn(f"{run_dir / BEST} is missing; using the last epoch's weights from {run_dir / LAST}")
+                return run_dir / LAST
+            return run_dir / BEST
+        if str(weights) == "last":
+            return run_dir / LAST
+        path = Path(weights).expanduser()
+        path = path if path.is_absolute() or path.exists() else run_dir.path / path
+        if not path.is_file():
+            raise UserError(f"weights {weights}: no such file (give best, last, or a weights file of the run)")
+        return path
+
     # ---- inference ----------------------------------------------------------------------------------------
+    supports_gradcam = True
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_proba(torch.from_numpy(x)).numpy()
+
     @torch.inference_mode()
     def predict_proba(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Class probabilities for uint8 images already at the model's size, (N, C, H, W) -> (N, classes)."""
@@ -179,6 +119,11 @@ class Classifier(Predictor):
         if unknown:
             raise UserError(f"{source.name}: label(s) {', '.join(map(repr, unknown[:5]))} are not classes of this "
                             f"model ({', '.join(self.classes[:10])}{', ...' if len(self.classes) > 10 else ''})")
+        missing = [c for c in self.classes if c not in set(source.classes)]
+        if missing:
+            warn(f"{source.name} has {len(source.classes)} of the model's {len(self.classes)} classes "
+                 f"({', '.join(source.classes[:10])}); none of: {', '.join(missing[:10])}"
+                 f"{', ...' if len(missing) > 10 else ''}. The scores count only the classes it has")
         return np.array([ids[c] for c in source.classes], dtype=np.int64)
 
     def eval_images(self, data: str | None = None, split: str | None = None, limit: int | None = None
@@ -226,13 +171,14 @@ class Classifier(Predictor):
                "mean": self.config.mean, "std": self.config.std, "data": self.config.data}
         if self.run is not None:
             out["run"] = str(self.run.path)
-            rows = self.run.metrics()
-            monitor = self.config.monitor
-            if rows and monitor in rows[0]:
-                best = (max if monitor.endswith("acc") else min)(rows, key=lambda r: r[monitor])
-                out["best"] = f"{monitor} {best[monitor]:.4f} at epoch {int(best['epoch'])} of {int(rows[-1]['epoch'])}"
+            rows, monitor = self.run.metrics(), self.config.monitor
+            kept = kept_epoch(self.run / BEST)
+            row = next((r for r in rows if int(r["epoch"]) == kept), None)
+            if row is not None and monitor in row:
+                out["best"] = f"{monitor} {row[monitor]:.4f} at epoch {kept} of {int(rows[-1]['epoch'])} (kept in " \
+                              f"{BEST})"
             if rows:
-                out["diagnosis"] = diagnose(rows).text
+                out["diagnosis"] = diagnose(rows, monitor, kept).text
             if (self.run / "eval.json").exists():
                 report = json.loads((self.run / "eval.json").read_text(encoding="utf-8"))
                 out["evaluated"] = f"accuracy {report['accuracy']:.4f} on {report['images']} images (report.txt)"

@@ -14,6 +14,7 @@ from .errors import Interrupted, UserError
 
 if TYPE_CHECKING:
     from .classifier import Classifier
+    from .predictor import Predictor
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -28,52 +29,95 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .classifier import Classifier
+    from .metrics import EVAL_FILES
+    from .run import output_dir, slug
 
     clf = Classifier.load(args.run, device=args.device)
-    out = Path(args.output_dir) if args.output_dir else clf.run.path
+    if args.data is None and args.output_dir is None:
+        out = clf.run.path  # the run's own split: its own report, rewritten
+    else:  # other data never replaces the run's own evaluation
+        name = slug(Path(str(args.data).rstrip("/\\")).stem) if args.data else "own"
+        out = output_dir(args.output_dir, clf.run / "eval" / name, EVAL_FILES, args.overwrite)
     result = clf.evaluate(args.data, args.split, args.top_k, save_to=out)
     print(result.report())
     print(f"report, metrics and confusion matrix written to {out}")
 
 
-def cmd_predict(args: argparse.Namespace) -> None:
-    from .classifier import Classifier
-    from .predict import format_table, write_predictions
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .data.sources import has_label_column, is_pixel_csv
+    from .predict import PredictionWriter, collect_inputs, format_table
+    from .predictor import load_predictor
 
-    clf = Classifier.load(args.run, device=args.device)
+    clf = load_predictor(args.run, device=args.device)
     if args.positive is not None:
-        _predict_binary(clf, args)
-        return
+        return _predict_binary(clf, args)
     if args.threshold is not None:
         raise UserError("--threshold goes with --positive CLASS")
-    predictions = clf.predict(args.inputs, top_k=args.top_k, batch_size=args.batch_size)
-    if args.output:
-        write_predictions(predictions, Path(args.output))
-        print(f"{len(predictions)} prediction(s) written to {args.output}")
-    else:
-        print(format_table(predictions))
-    failed = sum(p.error is not None for p in predictions)
+    items = collect_inputs(args.inputs)  # every input checked before a file is written
+    csvs = [i for i in items if is_pixel_csv(i)]
+    k = max(1, min(args.top_k, len(clf.classes)))
+    submission = len(items) == 1 and len(csvs) == 1 and not has_label_column(csvs[0])
+    writer = PredictionWriter(Path(args.output), k, submission, args.overwrite) if args.output else None
+    width = min(60, max(len(str(i)) + (7 if i in csvs else 0) for i in items))
+    done = failed = labelled = right = 0
+    shown, complete = [], False
+    try:
+        for p in clf.iter_predict(items, top_k=args.top_k, batch_size=args.batch_size):
+            done, failed = done + 1, failed + (p.error is not None)
+            if p.truth is not None and p.error is None:
+                labelled, right = labelled + 1, right + (p.label == p.truth)
+            if writer is not None:
+                writer.write(p)
+                continue
+            shown.append(p)
+            if len(shown) == args.batch_size:  # printed as it goes: 100,000 files need not wait for the last
+                print(format_table(shown, width), flush=True)
+                shown = []
+        complete = True
+    finally:
+        if writer is not None:
+            writer.close(complete)
+    if shown:
+        print(format_table(shown, width))
+    if writer is not None:
+        what = "ImageId,Label rows (a Kaggle submission)" if writer.submission else "prediction(s)"
+        print(f"{done} {what} written to {args.output}")
+    if labelled:
+        print(f"accuracy {right / labelled:.4f} on the {labelled} labelled row(s)")
+    if failed == done:
+        print(f"imgclf predict: error: none of the {done} input(s) could be predicted (reasons above)",
+              file=sys.stderr)
+        return 1
     if failed:
-        print(f"{failed} of {len(predictions)} file(s) could not be read", file=sys.stderr)
+        print(f"{failed} of {done} file(s) could not be read", file=sys.stderr)
+    return 0
 
 
-def _predict_binary(clf: "Classifier", args: argparse.Namespace) -> None:
+def _predict_binary(clf: "Predictor", args: argparse.Namespace) -> int:
     from .binary import format_decisions
-    from .predict import write_rows
+    from .predict import check_output, write_rows
 
+    if args.output:
+        check_output(Path(args.output), args.overwrite)
     decisions = clf.decide(args.inputs, args.positive, args.threshold, args.batch_size)
     if args.output:
-        write_rows([asdict(d) for d in decisions], Path(args.output))
+        write_rows([asdict(d) for d in decisions], Path(args.output), args.overwrite)
         print(f"{len(decisions)} decision(s) written to {args.output}")
     print(format_decisions(decisions, args.positive))
+    if all(d.error is not None for d in decisions):
+        print(f"imgclf predict: error: none of the {len(decisions)} input(s) could be read", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .check import DEFAULT_MAX_PIXELS, check, save_report, write_clean_list
+    from .run import output_file
 
-    if args.fix and Path(args.fix).exists():
-        raise UserError(f"--fix {args.fix}: the file exists; choose a new name (check never overwrites a file)")
-    report = check(args.data, args.data_root, args.max_pixels or DEFAULT_MAX_PIXELS, args.min_size, args.near,
+    for option, given in (("--output", args.output), ("--fix", args.fix)):
+        if given:
+            output_file(given, Path(given), args.overwrite, option)  # refuses an existing file before the work
+    report = check(args.data, args.data_root, DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels, args.min_size, args.near,
                    args.workers, args.quiet)
     print(report.summary())
     if args.output:
@@ -103,15 +147,14 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    import timm
-
     from .classifier import Classifier
     from .models import create_model, default_img_size, is_cnn
     from .summary import format_summary, summarize
 
-    if is_cnn(args.model) or (timm.is_model(args.model) and not Path(args.model).exists()):
+    is_run = Path(args.model).exists() or (Path("runs") / args.model).exists()
+    if is_cnn(args.model) or not is_run:  # a model name; an unknown one is an error that lists close names
         channels = args.channels or (1 if is_cnn(args.model) else 3)
-        size = args.img_size or default_img_size(args.model) or 28
+        size = args.img_size or default_img_size(args.model) or 28  # default_img_size checks the name
         model = create_model(args.model, args.num_classes, channels, size)
     else:
         clf = Classifier.load(args.model, device="cpu")
@@ -120,9 +163,17 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print(format_summary(summarize(model, shape), model, shape))
 
 
-def _output(clf: "Classifier", given: str | None, name: str) -> Path:
-    """Where a picture goes: the user's path, else the run directory, else the current folder."""
-    return Path(given) if given else (clf.run.path if clf.run is not None else Path(".")) / name
+# Where the lessons' pictures go when no --output is given (never the current folder).
+VIZ_DIR = Path("runs") / "viz"
+
+
+def _output(clf: "Classifier", args: argparse.Namespace, name: str) -> Path:
+    """Where a picture goes: the user's --output, else the run directory, else runs/viz/MODEL-NAME; a default
+    that is taken gets a new numbered name, and nothing is replaced without --overwrite."""
+    from .run import output_file, slug
+
+    default = clf.run / name if clf.run is not None else VIZ_DIR / f"{slug(clf.config.model)}-{name}"
+    return output_file(args.output, default, args.overwrite)
 
 
 def _viz_model(args: argparse.Namespace) -> None:
@@ -136,7 +187,7 @@ def _viz_model(args: argparse.Namespace) -> None:
     clf = Classifier.load(args.run, device="cpu")
     if args.lesson == "filters":
         name, conv = explain.first_conv(clf.model)
-        path = explain.plot_filters(clf.model, _output(clf, args.output, "filters.png"))
+        path = explain.plot_filters(clf.model, _output(clf, args, "filters.png"))
         print(f"{name}: {conv.weight.shape[0]} filters of {'x'.join(map(str, conv.weight.shape[1:]))}; picture "
               f"written to {path}")
         return
@@ -147,19 +198,21 @@ def _viz_model(args: argparse.Namespace) -> None:
     layer = args.layer or explain.default_feature_layer(clf.model, tuple(pixels.shape[1:]))
     maps = explain.feature_maps(clf, pixels, layer)
     path = explain.plot_feature_maps(maps, to_hwc(pixels)[0], layer,
-                                     _output(clf, args.output, f"features_{layer.replace('.', '_')}.png"))
+                                     _output(clf, args, f"features_{layer.replace('.', '_')}.png"))
     print(f"layer {layer}: {maps.shape[0]} feature maps of {maps.shape[1]}x{maps.shape[2]}; picture written to "
           f"{path}")
 
 
 def cmd_viz(args: argparse.Namespace) -> None:
     from . import lessons
+    from .run import output_dir, output_file
 
     if args.lesson in ("filters", "features"):
         _viz_model(args)
         return
     if args.lesson == "data":
-        written = lessons.data_overview(args.data, Path(args.output_dir), args.data_root, args.img_size,
+        folder = output_dir(args.output_dir, VIZ_DIR / "data", list(lessons.DATA_FIGURES), args.overwrite)
+        written = lessons.data_overview(args.data, folder, args.data_root, args.img_size,
                                         args.channels, args.augment, args.flip, args.per_class)
         print(f"pictures written: {', '.join(map(str, written))}")
         return
@@ -177,8 +230,8 @@ def cmd_viz(args: argparse.Namespace) -> None:
         print(f"\nthe 1x1 reduction needs {direct.macs / reduced.macs:.1f}x fewer multiply-adds and "
               f"{direct.params / reduced.params:.1f}x fewer parameters")
         return
-    image = lessons.load_gray(args.image)
-    out = Path(args.output)
+    image = lessons.load_gray(args.image, args.max_side)
+    out = output_file(args.output, VIZ_DIR / f"{args.lesson}.png", args.overwrite)
     if args.lesson == "kernel":
         kernel = lessons.parse_kernel(args.kernel)
         result = lessons.convolve(image, kernel, args.stride, args.padding)
@@ -201,8 +254,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from .classifier import Classifier
     from .explain import explain_files
 
+    from .run import slug
+
     clf = Classifier.load(args.run, device=args.device)
-    results = explain_files(clf, args.inputs, _output(clf, args.output_dir, "explain"), args.target, args.layer)
+    folder = Path(args.output_dir) if args.output_dir else \
+        clf.run / "explain" if clf.run is not None else Path("runs") / "explain" / slug(clf.config.model)
+    results = explain_files(clf, args.inputs, folder, args.target, args.layer, args.overwrite)
     failed = 0
     for path, text in results:
         failed += text.startswith("error:")

@@ -2,11 +2,40 @@
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 from . import __version__
-from .config import AUGMENTS, FEATURE_CACHES, MODES, OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TrainConfig
+from .config import (AUGMENTS, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, FEATURE_CACHES, FEATURE_EXTRACT_LR_SCALE, MODES,
+                     OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TrainConfig)
 
 DEFAULTS = TrainConfig()
+
+
+def number(kind: type = int, low: float | None = None, high: float | None = None, above: float | None = None,
+           below: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` within bounds (``low``/``high`` inclusive, ``above``/``below``
+    exclusive), so that ``--epochs 0`` is a one-line error rather than a silent default or a crash later."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}") \
+                from None
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {text}")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"must be more than {above}, got {text}")
+        if below is not None and value >= below:
+            raise argparse.ArgumentTypeError(f"must be less than {below}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+COUNT, SOME, SIZE = number(int, 0), number(int, 1), number(int, 8)
+FRACTION, POSITIVE = number(float, 0, below=1), number(float, above=0)
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -14,7 +43,8 @@ class _Formatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, argparse.SUPPRESS) or not action.option_strings:
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or not action.option_strings or \
+                action.nargs == 0:  # a flag: its default is that it is off
             return text
         return f"{text} (default: %(default)s)".strip()
 
@@ -46,10 +76,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "--pretrained/--weights)")
     t.add_argument("--unfreeze", default=DEFAULTS.unfreeze, help="fine-tune: how many of the backbone's top blocks "
                                                                  "to unfreeze after the head epochs, or 'all'")
-    t.add_argument("--head-epochs", type=int, default=None,
+    t.add_argument("--head-epochs", type=COUNT, default=None,
                    help="fine-tune: epochs (counted in --epochs) that train only the new head (default: 1, or 0 "
                         "when --epochs is 1)")
-    t.add_argument("--backbone-lr-scale", type=float, default=DEFAULTS.backbone_lr_scale,
+    t.add_argument("--backbone-lr-scale", type=POSITIVE, default=DEFAULTS.backbone_lr_scale,
                    help="fine-tune: the backbone's learning rate as a fraction of --lr")
     t.add_argument("--freeze-bn", action="store_true", help="fine-tune: keep every batch-norm layer's ImageNet "
                                                             "statistics (for small data sets); frozen blocks always "
@@ -57,9 +87,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--feature-cache", choices=FEATURE_CACHES, default=DEFAULTS.feature_cache,
                    help="feature-extract: keep backbone features on disk ($IMGCLF_CACHE_DIR, else "
                         "~/.cache/imgclf/features), in memory, or recompute them every batch")
-    p.add_argument("--epochs", type=int, default=None, help=f"epochs to train (default: {DEFAULTS.epochs})")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="images per training step")
-    p.add_argument("--img-size", type=int, default=None, help="input side in pixels (default: the images' own size "
+    p.add_argument("--epochs", type=SOME, default=None, help=f"epochs to train (default: {DEFAULTS.epochs})")
+    p.add_argument("--batch-size", type=SOME, default=DEFAULTS.batch_size,
+                   help="images per training step (at most the training split's size)")
+    p.add_argument("--img-size", type=SIZE, default=None, help="input side in pixels (default: the images' own size "
                                                                 "when small and uniform, else 96 for cnn or the "
                                                                 "architecture's size)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="input channels (default: 1 if every "
@@ -67,35 +98,37 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resize", choices=RESIZE_MODES, default=DEFAULTS.resize,
                    help="crop: keep aspect ratio and crop the centre; squash: stretch")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS.optimizer, help="sgd = SGD with Nesterov momentum")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.05 sgd, 1e-3 adam, "
-                                                            "3e-3 adamw)")
-    p.add_argument("--weight-decay", type=float, default=None, help="(default: 5e-4 sgd, 0 adam, 0.05 adamw)")
-    p.add_argument("--momentum", type=float, default=DEFAULTS.momentum, help="SGD momentum")
+    p.add_argument("--lr", type=POSITIVE, default=None,
+                   help=f"peak learning rate (default: {', '.join(f'{v:g} {k}' for k, v in DEFAULT_LR.items())}; "
+                        f"{FEATURE_EXTRACT_LR_SCALE}x that for --mode feature-extract, whose lone head needs it)")
+    p.add_argument("--weight-decay", type=number(float, 0), default=None,
+                   help=f"(default: {', '.join(f'{v:g} {k}' for k, v in DEFAULT_WEIGHT_DECAY.items())})")
+    p.add_argument("--momentum", type=number(float, 0, below=1), default=DEFAULTS.momentum, help="SGD momentum")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=DEFAULTS.scheduler,
                    help="learning-rate schedule; plateau = reduce-LR-on-plateau")
-    p.add_argument("--warmup-epochs", type=float, default=None,
+    p.add_argument("--warmup-epochs", type=number(float, 0), default=None,
                    help="epochs of learning-rate warm-up (default: a quarter of training for onecycle, 1 for cosine)")
-    p.add_argument("--label-smoothing", type=float, default=DEFAULTS.label_smoothing,
+    p.add_argument("--label-smoothing", type=FRACTION, default=DEFAULTS.label_smoothing,
                    help="label smoothing of the cross-entropy loss")
     p.add_argument("--augment", choices=AUGMENTS, default=None,
                    help="light: shifts and flips; standard: crops, rotations, colour jitter and flips (default: "
                         "light, none for feature-extract)")
     p.add_argument("--no-flip", dest="flip", action="store_false", default=None,
                    help="never mirror images (digits, text); default: flip unless the dataset is digits")
-    p.add_argument("--val-split", type=float, default=DEFAULTS.val_split,
+    p.add_argument("--val-split", type=FRACTION, default=DEFAULTS.val_split,
                    help="share of train held out for validation when the data has no validation split")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for the split, the weights and the batches")
+    p.add_argument("--seed", type=COUNT, default=DEFAULTS.seed, help="seed for the split, the weights and the batches")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
-    p.add_argument("--max-bad-fraction", type=float, default=DEFAULTS.max_bad_fraction,
+    p.add_argument("--max-bad-fraction", type=number(float, 0, 1), default=DEFAULTS.max_bad_fraction,
                    help="stop before training when more than this share of the images cannot be read")
     p.add_argument("--monitor", default=DEFAULTS.monitor, help="metric for the best checkpoint and early stopping")
-    p.add_argument("--patience", type=int, default=DEFAULTS.patience, help="early-stopping patience; 0 = off")
-    p.add_argument("--min-delta", type=float, default=DEFAULTS.min_delta, help="smallest change that counts")
-    p.add_argument("--plateau-patience", type=int, default=DEFAULTS.plateau_patience,
+    p.add_argument("--patience", type=COUNT, default=DEFAULTS.patience, help="early-stopping patience; 0 = off")
+    p.add_argument("--min-delta", type=number(float, 0), default=DEFAULTS.min_delta, help="smallest change that counts")
+    p.add_argument("--plateau-patience", type=COUNT, default=DEFAULTS.plateau_patience,
                    help="reduce-LR-on-plateau: epochs without improvement before reducing")
-    p.add_argument("--plateau-factor", type=float, default=DEFAULTS.plateau_factor,
+    p.add_argument("--plateau-factor", type=number(float, above=0, below=1), default=DEFAULTS.plateau_factor,
                    help="reduce-LR-on-plateau: multiply the learning rate by this")
-    p.add_argument("--name", default=None, help="run name (default: a new one under --project)")
+    p.add_argument("--name", default=None, help="run name, one folder name (default: a new one under --project)")
     p.add_argument("--project", default=DEFAULTS.project, help="folder that holds the run directories")
     p.add_argument("--exist-ok", action="store_true", help="train into an existing run directory")
     p.add_argument("--resume", action="store_true", help="continue the run --name (default: the latest) from its "
@@ -104,7 +137,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                                      "~/.cache/imgclf/datasets)")
     p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="full precision on GPU")
-    p.add_argument("--workers", type=int, default=None, help="augmentation worker processes (default: cores - 1)")
+    p.add_argument("--workers", type=COUNT, default=None, help="augmentation worker processes, 0 for none "
+                                                                "(default: cores - 1, at most 4)")
     p.add_argument("--no-plots", dest="plots", action="store_false",
                    help="draw only the training curves: no data or evaluation figures and no report")
     p.add_argument("--no-report", dest="report", action="store_false",
@@ -119,25 +153,30 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("run", help="run directory (runs/NAME) or run name")
     e.add_argument("data", nargs="?", help="labelled images: folder, CSV or dataset name")
     e.add_argument("--split", choices=("train", "val", "test"), default=None, help="which split of the data")
-    e.add_argument("--top-k", type=int, default=5, help="k of the top-k accuracy")
-    e.add_argument("--output-dir", default=None, help="where to write the report (default: the run directory)")
+    e.add_argument("--top-k", type=SOME, default=5, help="k of the top-k accuracy")
+    e.add_argument("--output-dir", default=None, help="where to write the report (default: the run directory for "
+                                                      "its own split, RUN/eval/DATA-NAME/ for other data)")
+    e.add_argument("--overwrite", action="store_true", help="replace report files already in --output-dir")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
     p = sub.add_parser("predict", formatter_class=_Formatter, help="top-k classes of images",
                        description="Predict image files, folders (recursively) and glob patterns.")
     p.add_argument("run", help="run directory (runs/NAME), run name, or a pretrained model name such as "
                                "efficientnet_lite0 for its ImageNet classes")
-    p.add_argument("inputs", nargs="+", help="images, folders or globs such as 'photos/*.jpg'")
-    p.add_argument("--top-k", type=int, default=5, help="how many classes to show per image")
-    p.add_argument("--output", default=None, help="write predictions to a .csv or .json file")
+    p.add_argument("inputs", nargs="+", help="images, folders, globs such as 'photos/*.jpg', or a pixel CSV "
+                                             "(Kaggle's layout, one image a row)")
+    p.add_argument("--top-k", type=SOME, default=5, help="how many classes to show per image")
+    p.add_argument("--output", default=None, help="write predictions to a .csv or .json file (for a pixel CSV "
+                                                  "without labels, a .csv is Kaggle's ImageId,Label submission)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--positive", default=None, help="answer yes/no per image: is it one of these classes "
                                                     "(comma-separated names or ids, e.g. hotdog or 281,282,283)? "
                                                     "Images in positive/ and negative/ (or X/ and not_X/) folders "
                                                     "are scored")
-    p.add_argument("--threshold", type=float, default=None, help="with --positive: yes when the positive classes' "
+    p.add_argument("--threshold", type=number(float, above=0, below=1), default=None, help="with --positive: yes when the positive classes' "
                                                                   "summed probability reaches this (default: yes "
                                                                   "when the top class is positive)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--batch-size", type=SOME, default=64, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
     c = sub.add_parser("check", formatter_class=_Formatter, help="find bad, converted, duplicate and leaked images",
@@ -148,15 +187,16 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
                                    "unreadable files or leakage.")
     c.add_argument("data", help="image folder, CSV or dataset name")
     c.add_argument("--data-root", default=None, help="where built-in datasets live")
-    c.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels than this "
+    c.add_argument("--max-pixels", type=SOME, default=None, help="refuse images with more pixels than this "
                                                                  "(default: Pillow's limit, about 89 million)")
-    c.add_argument("--min-size", type=int, default=16, help="flag images whose shorter side is below this")
-    c.add_argument("--near", type=int, default=4, help="perceptual-hash distance (0-64) that counts as a near "
+    c.add_argument("--min-size", type=COUNT, default=16, help="flag images whose shorter side is below this")
+    c.add_argument("--near", type=number(int, -1, 64), default=4, help="perceptual-hash distance (0-64) that counts as a near "
                                                        "duplicate; -1 turns the search off")
     c.add_argument("--output", default=None, help="write the whole report to this JSON file")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing --output or --fix file")
     c.add_argument("--fix", default=None, help="write a clean file list (CSV of path,label,split) that imgclf "
                                                "train accepts: no unreadable files, no duplicates, no leakage")
-    c.add_argument("--workers", type=int, default=None, help="decoding processes (default: the CPU count)")
+    c.add_argument("--workers", type=COUNT, default=None, help="decoding processes (default: the CPU count)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
 
     i = sub.add_parser("info", formatter_class=_Formatter, help="what a run holds",
@@ -168,11 +208,11 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
                        description="Each layer's output shape, parameters (trainable and frozen) and "
                                    "multiply-accumulates for one image, with the totals.")
     s.add_argument("model", help="cnn, cnn:SPEC, a timm model name, or a run directory")
-    s.add_argument("--img-size", type=int, default=None, help="input side (default: the run's, else 28 for cnn "
+    s.add_argument("--img-size", type=SIZE, default=None, help="input side (default: the run's, else 28 for cnn "
                                                                 "and the architecture's own for timm models)")
     s.add_argument("--channels", type=int, choices=(1, 3), default=None, help="input channels (default: the "
                                                                                 "run's, else 1 for cnn, 3 for timm)")
-    s.add_argument("--num-classes", type=int, default=10, help="outputs, for a model name")
+    s.add_argument("--num-classes", type=SOME, default=10, help="outputs, for a model name")
 
     v = sub.add_parser("viz", formatter_class=_Formatter, help="the convolution lessons on your own images",
                        description="What a filter does to an image, what pooling does, why a 1x1 convolution "
@@ -182,41 +222,60 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     k.add_argument("image", help="any image file (shown in gray)")
     k.add_argument("--kernel", default="vertical", help="horizontal, vertical, sobel, sharpen, blur, or rows of "
                                                         "numbers such as '1,0,-1;2,0,-2;1,0,-1'")
-    k.add_argument("--stride", type=int, default=1, help="step of the filter in pixels")
+    k.add_argument("--stride", type=SOME, default=1, help="step of the filter in pixels")
     k.add_argument("--padding", choices=("valid", "same"), default="valid", help="valid: no padding; same: zeros "
                                                                                    "around so the size is kept")
-    k.add_argument("--output", default="kernel.png", help="where to save the picture")
+    k.add_argument("--max-side", type=SIZE, default=None, help="shrink the photo first so that its longer side is "
+                                                                 "at most this (default: keep its size)")
+    k.add_argument("--output", default=None, help="where to save the picture (default: runs/viz/kernel.png, "
+                                                  "numbered when taken)")
+    k.add_argument("--overwrite", action="store_true", help="replace existing files instead of writing new "
+                                                         "numbered ones")
     q = lessons.add_parser("pool", formatter_class=_Formatter, help="an image through max or average pooling")
     q.add_argument("image", help="any image file (shown in gray)")
-    q.add_argument("--size", type=int, default=2, help="pooling window")
-    q.add_argument("--stride", type=int, default=None, help="step (default: the window size)")
+    q.add_argument("--size", type=SOME, default=2, help="pooling window")
+    q.add_argument("--stride", type=SOME, default=None, help="step (default: the window size)")
     q.add_argument("--kind", choices=("max", "avg"), default="max", help="max or average")
-    q.add_argument("--output", default="pool.png", help="where to save the picture")
+    q.add_argument("--max-side", type=SIZE, default=None, help="shrink the photo first so that its longer side is "
+                                                                 "at most this (default: keep its size)")
+    q.add_argument("--output", default=None, help="where to save the picture (default: runs/viz/pool.png, "
+                                                  "numbered when taken)")
+    q.add_argument("--overwrite", action="store_true", help="replace existing files instead of writing new "
+                                                         "numbered ones")
     b = lessons.add_parser("bottleneck", formatter_class=_Formatter, help="a k x k convolution with and without a "
                                                                           "1x1 reduction: parameters and MACs")
     b.add_argument("--in", dest="shape", default="28x28x192", help="input HxWxC")
-    b.add_argument("--out", type=int, default=32, help="output channels")
-    b.add_argument("--kernel", type=int, default=5, help="kernel size")
-    b.add_argument("--reduce", type=int, default=16, help="channels after the 1x1 reduction")
+    b.add_argument("--out", type=SOME, default=32, help="output channels")
+    b.add_argument("--kernel", type=SOME, default=5, help="kernel size")
+    b.add_argument("--reduce", type=SOME, default=16, help="channels after the 1x1 reduction")
     a = lessons.add_parser("data", formatter_class=_Formatter, help="sample images per class, class counts and an "
                                                                     "augmentation preview of a data set")
     a.add_argument("data", help="image folder, CSV or dataset name")
     a.add_argument("--augment", choices=AUGMENTS, default="light", help="the augmentation to preview")
     a.add_argument("--no-flip", dest="flip", action="store_false", default=None, help="preview without mirroring")
-    a.add_argument("--img-size", type=int, default=None, help="input side (default: what training would choose)")
+    a.add_argument("--img-size", type=SIZE, default=None, help="input side (default: what training would choose)")
     a.add_argument("--channels", type=int, choices=(1, 3), default=None, help="input channels")
-    a.add_argument("--per-class", type=int, default=8, help="sample images per class")
+    a.add_argument("--per-class", type=SOME, default=8, help="sample images per class")
     a.add_argument("--data-root", default=None, help="where built-in datasets live")
-    a.add_argument("--output-dir", default=".", help="where samples.png, class_counts.png and augmentation.png go")
+    a.add_argument("--output-dir", default=None, help="where samples.png, class_counts.png and augmentation.png "
+                                                      "go (default: runs/viz/data, numbered when taken)")
+    a.add_argument("--overwrite", action="store_true", help="replace existing files instead of writing new "
+                                                         "numbered ones")
     f = lessons.add_parser("filters", formatter_class=_Formatter, help="a trained model's first-layer filters")
     f.add_argument("run", help="run directory or name, or a pretrained model name such as efficientnet_lite0")
-    f.add_argument("--output", default=None, help="where to save the picture (default: RUN/filters.png)")
+    f.add_argument("--output", default=None, help="where to save the picture (default: RUN/filters.png, or "
+                                                  "runs/viz/MODEL-filters.png for a model name; numbered when taken)")
+    f.add_argument("--overwrite", action="store_true", help="replace existing files instead of writing new "
+                                                         "numbered ones")
     m = lessons.add_parser("features", formatter_class=_Formatter, help="the feature maps of one layer for an image")
     m.add_argument("run", help="run directory or name, or a pretrained model name such as efficientnet_lite0")
     m.add_argument("image", help="any image file")
     m.add_argument("--layer", default=None, help="layer name as in 'imgclf summary RUN' (default: the first "
                                                  "activation after a convolution)")
-    m.add_argument("--output", default=None, help="where to save the picture (default: RUN/features_LAYER.png)")
+    m.add_argument("--output", default=None, help="where to save the picture (default: RUN/features_LAYER.png, "
+                                                  "or runs/viz/ for a model name; numbered when taken)")
+    m.add_argument("--overwrite", action="store_true", help="replace existing files instead of writing new "
+                                                         "numbered ones")
 
     x = sub.add_parser("explain", formatter_class=_Formatter, help="Grad-CAM: where the model looked",
                        description="A Grad-CAM heat map over each image: the regions that raised the score of the "
@@ -227,8 +286,10 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
                                                                 "predicted one")
     x.add_argument("--layer", default=None, help="layer to explain, as named in 'imgclf summary RUN' (default: "
                                                  "the last layer with a spatial map of at least 2x2)")
-    x.add_argument("--output-dir", default=None, help="where the pictures go (default: RUN/explain, or ./explain "
-                                                      "for a model name)")
+    x.add_argument("--output-dir", default=None, help="where the pictures go (default: RUN/explain, or "
+                                                      "runs/explain/MODEL for a model name)")
+    x.add_argument("--overwrite", action="store_true", help="replace existing files instead of writing new "
+                                                         "numbered ones")
     x.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
     r = sub.add_parser("report", formatter_class=_Formatter, help="write the run's report.html",
@@ -249,13 +310,13 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--format", dest="fmt", choices=("onnx", "torchscript"), default="onnx",
                    help="onnx (portable: onnxruntime, other frameworks, phones) or torchscript (PyTorch's own, "
                         "which PyTorch now marks deprecated)")
-    o.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's, 18)")
+    o.add_argument("--opset", type=number(int, 7), default=None, help="ONNX opset (default: the exporter's, 18)")
     o.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: one image per call)")
     o.add_argument("--int8", action="store_true", help="static INT8 quantization with onnxruntime, calibrated on "
                                                        "training images")
     o.add_argument("--output", default=None, help="file to write (default: RUN/model.onnx, model_int8.onnx or "
                                                   "model.torchscript.pt)")
-    o.add_argument("--check-images", type=int, default=256, help="validation images for the parity check")
+    o.add_argument("--check-images", type=SOME, default=256, help="validation images for the parity check")
 
     w = sub.add_parser("serve", formatter_class=_Formatter, help="a web page and REST API for a model",
                        description="Serve a run, an exported .onnx file or a pretrained model name: GET / is a page "
@@ -263,21 +324,21 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
                                    "'images'; GET /labels, /metadata, /healthz; OpenAPI docs at /docs.")
     w.add_argument("model", help="run directory or name, .onnx file, or a pretrained model name")
     w.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 opens it to the network)")
-    w.add_argument("--port", type=int, default=8000, help="TCP port")
-    w.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model")
+    w.add_argument("--port", type=number(int, 1, 65535), default=8000, help="TCP port")
+    w.add_argument("--workers", type=SOME, default=1, help="server processes, each with its own copy of the model")
     w.add_argument("--api-key", default=None, help="require this key in the X-API-Key header (default: "
                                                    "$IMGCLF_API_KEY, else none)")
-    w.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body")
-    w.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image, in pixels, from its header")
-    w.add_argument("--max-files", type=int, default=16, help="images per request")
-    w.add_argument("--max-batch", type=int, default=32, help="images per forward pass when requests arrive together")
-    w.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long the first image waits for others")
+    w.add_argument("--max-upload-mb", type=POSITIVE, default=10.0, help="largest request body")
+    w.add_argument("--max-pixels", type=SOME, default=40_000_000, help="largest image, in pixels, from its header")
+    w.add_argument("--max-files", type=SOME, default=16, help="images per request")
+    w.add_argument("--max-batch", type=SOME, default=32, help="images per forward pass when requests arrive together")
+    w.add_argument("--batch-wait-ms", type=number(float, 0), default=5.0, help="how long the first image waits for others")
     w.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (PyTorch models)")
 
     d = sub.add_parser("demo", formatter_class=_Formatter, help="train, evaluate and predict on the bundled sample",
                        description="The whole workflow on 8,000 bundled Fashion-MNIST images, offline, in a few "
                                    "minutes on a laptop CPU.")
-    d.add_argument("--epochs", type=int, default=15, help="epochs to train")
+    d.add_argument("--epochs", type=SOME, default=15, help="epochs to train")
     d.add_argument("--project", default="runs", help="folder that holds the run directory")
 
 

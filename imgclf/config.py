@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,27 @@ FEATURE_CACHES = ("disk", "memory", "off")
 RESIZE_MODES = ("crop", "squash")
 # Learning rates that work for each optimizer with the default batch size; --lr overrides.
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 3e-3}
+# A lone linear head on fixed features needs (and tolerates) a higher rate than a whole network.
+FEATURE_EXTRACT_LR_SCALE = 3
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adam": 0.0, "adamw": 0.05}
+
+
+def default_lr(optimizer: str, mode: str | None) -> float:
+    """The learning rate used when --lr is not given, per optimizer and mode."""
+    return DEFAULT_LR[optimizer] * (FEATURE_EXTRACT_LR_SCALE if mode == "feature-extract" else 1)
+
+
+def default_warmup_epochs(scheduler: str, epochs: int) -> float:
+    """One-cycle warms up for its first quarter (fastai's default), cosine for one epoch (at most a quarter);
+    the other schedules have no warm-up."""
+    if scheduler == "onecycle":
+        return epochs / 4
+    return min(1.0, epochs / 4) if scheduler == "cosine" else 0.0
+
+
+def default_workers() -> int:
+    """Augmentation worker processes beside the training threads: one is enough for 2 cores, at most 4."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
 @dataclass
@@ -85,10 +106,18 @@ class TrainConfig:
             if getattr(self, key) not in (*allowed, None):
                 raise UserError(f"--{key.replace('_', '-')} {getattr(self, key)!r} is not one of: "
                                 f"{', '.join(allowed)}")
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size}
-        for key, value in positive.items():
-            if value < 1:
-                raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+        at_least = {"epochs": (self.epochs, 1), "batch_size": (self.batch_size, 1), "seed": (self.seed, 0),
+                    "patience": (self.patience, 0), "plateau_patience": (self.plateau_patience, 0),
+                    "workers": (self.workers, 0), "weight_decay": (self.weight_decay, 0),
+                    "warmup_epochs": (self.warmup_epochs, 0), "min_delta": (self.min_delta, 0)}
+        for key, (value, low) in at_least.items():
+            if value is not None and value < low:
+                raise UserError(f"--{key.replace('_', '-')} must be at least {low}, got {value}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise UserError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if not 0.0 < self.plateau_factor < 1.0:
+            raise UserError(f"--plateau-factor must be between 0 and 1 (the learning rate is multiplied by it), "
+                            f"got {self.plateau_factor}")
         if self.img_size is not None and self.img_size < 8:
             raise UserError(f"--img-size must be at least 8 pixels, got {self.img_size}")
         if not 0.0 <= self.val_split < 1.0:
@@ -119,8 +148,10 @@ class TrainConfig:
             raise UserError(f"--monitor {self.monitor!r} is not one of: val_acc, val_loss, train_acc, train_loss")
 
     def resolve_mode(self) -> None:
-        """Fill in ``mode`` and ``augment``: fine-tune when starting from trained weights, else scratch; no
-        augmentation for feature extraction, so that its features can be cached."""
+        """Fill in every "choose for me" value that does not need the data: ``mode`` (fine-tune when starting
+        from trained weights, else scratch), ``augment`` (none for feature extraction, so that its features can be
+        cached), the learning rate, weight decay, warm-up, head epochs and workers. ``config.yaml`` then holds the
+        values actually used."""
         transfer = self.pretrained or bool(self.weights)
         self.mode = self.mode or ("fine-tune" if transfer else "scratch")
         if self.mode != "scratch" and not transfer:
@@ -130,8 +161,14 @@ class TrainConfig:
             raise UserError("--mode scratch trains from random weights: drop --pretrained/--weights, or use "
                             "--mode fine-tune or --mode feature-extract")
         self.augment = self.augment or ("none" if self.mode == "feature-extract" else "light")
-        if self.mode == "fine-tune" and self.head_epochs is None:
-            self.head_epochs = 1 if self.epochs > 1 else 0  # fastai's fine_tune: one epoch for the new head
+        if self.head_epochs is None:  # fastai's fine_tune: one epoch for the new head; no separate head phase else
+            self.head_epochs = (1 if self.epochs > 1 else 0) if self.mode == "fine-tune" else 0
+        self.lr = self.lr if self.lr is not None else default_lr(self.optimizer, self.mode)
+        self.weight_decay = self.weight_decay if self.weight_decay is not None else \
+            DEFAULT_WEIGHT_DECAY[self.optimizer]
+        if self.warmup_epochs is None:
+            self.warmup_epochs = default_warmup_epochs(self.scheduler, self.epochs)
+        self.workers = self.workers if self.workers is not None else default_workers()
         self.validate()
 
     @property
@@ -146,10 +183,7 @@ class TrainConfig:
 
     @property
     def learning_rate(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        # A lone linear head on fixed features needs (and tolerates) a higher rate than a whole network.
-        return DEFAULT_LR[self.optimizer] * (3 if self.mode == "feature-extract" else 1)
+        return self.lr if self.lr is not None else default_lr(self.optimizer, self.mode)
 
     @property
     def wd(self) -> float:

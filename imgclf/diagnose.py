@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .training.monitor import best_epoch
+
 # A validation loss this much above its minimum (relative) counts as rising, not noise.
 RISE = 0.03
 # Train/validation accuracy gaps, in points.
@@ -22,40 +24,45 @@ class Diagnosis:
     text: str
     gap: float | None = None  # train minus validation accuracy at the last epoch, in points
     onset: int | None = None
-    best_epoch: int | None = None
+    best_epoch: int | None = None  # the epoch the run's best checkpoint keeps
 
 
-def diagnose(rows: list[dict[str, float]]) -> Diagnosis:
-    """Read the curves: did validation loss turn up while training loss kept falling, and when?"""
+def diagnose(rows: list[dict[str, float]], monitor: str = "val_acc", kept: int | None = None) -> Diagnosis:
+    """Read the curves: did validation loss turn up while training loss kept falling, and when?
+
+    ``monitor`` is the metric the run's best checkpoint follows and ``kept`` the epoch it holds (read from the
+    checkpoint; without it, replayed from the rows by the checkpoint's own rule), so the text names what the run
+    actually keeps."""
     if not rows:
         return Diagnosis("unknown", "no epochs recorded yet")
+    kept = kept if kept is not None else best_epoch(rows, monitor)
     if not all("val_loss" in r and "val_acc" in r for r in rows):
         return Diagnosis("unknown", "no validation split, so over-fitting cannot be measured; hold some images out "
-                                    "with --val-split 0.1")
+                                    "with --val-split 0.1", best_epoch=kept)
     epochs = [int(r["epoch"]) for r in rows]
     val_loss = [r["val_loss"] for r in rows]
     gaps = [100 * (r["train_acc"] - r["val_acc"]) for r in rows]
     best = min(range(len(rows)), key=val_loss.__getitem__)
-    gap, best_epoch = gaps[-1], epochs[best]
+    gap, lowest = gaps[-1], epochs[best]
     summary = (f"train/validation accuracy gap {gap:+.1f} points at epoch {epochs[-1]}; lowest validation loss "
-               f"{val_loss[best]:.4f} at epoch {best_epoch}")
+               f"{val_loss[best]:.4f} at epoch {lowest}")
     rising = best < len(rows) - 1 and val_loss[-1] > val_loss[best] * (1 + RISE) and \
         rows[-1]["train_loss"] < rows[best]["train_loss"]
     growing = gap >= GAP_WARN and gap - min(gaps) >= GAP_GROW
     if rising or growing:
         if rising:
             onset = epochs[best + 1]
-            how = (f"validation loss rose from {val_loss[best]:.4f} (epoch {best_epoch}) to {val_loss[-1]:.4f} while "
+            how = (f"validation loss rose from {val_loss[best]:.4f} (epoch {lowest}) to {val_loss[-1]:.4f} while "
                    f"training loss kept falling; it started at epoch {onset}")
         else:
             start = min(range(len(gaps)), key=gaps.__getitem__)
             onset = next(epochs[i] for i in range(start, len(gaps)) if gaps[i] - gaps[start] >= GAP_GROW)
             how = f"the accuracy gap grew from {gaps[start]:+.1f} points (epoch {epochs[start]}) from epoch {onset} on"
-        return Diagnosis("over-fitting", f"over-fitting: {how}. {summary}. The best checkpoint (epoch {best_epoch} "
-                                         f"by validation loss) is what the run keeps. Remedies: "
-                                         f"{', '.join(REMEDIES)}.", gap, onset, best_epoch)
+        keeps = f"The run keeps the best checkpoint by {monitor}, epoch {kept}. " if kept is not None else ""
+        return Diagnosis("over-fitting", f"over-fitting: {how}. {summary}. {keeps}Remedies: "
+                                         f"{', '.join(REMEDIES)}.", gap, onset, kept)
     if rows[-1]["train_acc"] < UNDERFIT_ACC and gap < GAP_WARN:
         return Diagnosis("under-fitting", f"under-fitting: training accuracy is only {rows[-1]['train_acc']:.1%}. "
                                           f"{summary}. Remedies: train longer (--epochs), a larger model, a tuned "
-                                          f"--lr, less regularisation (dropout, augmentation).", gap, None, best_epoch)
-    return Diagnosis("good fit", f"no sign of over-fitting: {summary}.", gap, None, best_epoch)
+                                          f"--lr, less regularisation (dropout, augmentation).", gap, None, kept)
+    return Diagnosis("good fit", f"no sign of over-fitting: {summary}.", gap, None, kept)

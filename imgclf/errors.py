@@ -11,3 +11,10 @@ class Interrupted(Exception):
 
 class UserError(Exception):
     """A mistake in the user's input (path, data, option): the message says what is wrong and how to fix it."""
+
+
+def warn(message: str) -> None:
+    """A warning for the user: one line on standard error (not Python's warnings, which print source lines)."""
+    import sys
+
+    print(f"imgclf: warning: {message}", file=sys.stderr, flush=True)

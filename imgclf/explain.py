@@ -209,8 +209,9 @@ def plot_filters(model: nn.Module, path: Path, limit: int = 64) -> Path:
 
 
 def explain_files(clf: Classifier, inputs: list[str], out_dir: Path, target: str | None = None,
-                  layer: str | None = None) -> list[tuple[str, str]]:
-    """Grad-CAM picture per image file (folders and globs expand); returns (input, what happened) per file. An
+                  layer: str | None = None, overwrite: bool = False) -> list[tuple[str, str]]:
+    """Grad-CAM picture per image file (folders and globs expand) into ``out_dir`` as ``NAME_gradcam.png``, a new
+    numbered name when one is taken (unless ``overwrite``); returns (input, what happened) per file. An
     unreadable file is reported and the rest go on."""
     from .data.decode import BadImage
     from .predict import collect_inputs
@@ -224,12 +225,12 @@ def explain_files(clf: Classifier, inputs: list[str], out_dir: Path, target: str
             results.append((path, f"error: {exc}"))
             continue
         found = grad_cam(clf, pixels, class_ids, layer)
-        stem = Path(path).stem
-        name, n = f"{stem}_gradcam.png", 2
-        while name in used:
-            name, n = f"{stem}_{n}_gradcam.png", n + 1
-        used.add(name)
-        picture = plot_explanations(to_hwc(pixels), found, clf.classes, out_dir / name)
+        base = out_dir / f"{Path(path).stem}_gradcam.png"
+        target_path, n = base, 2
+        while target_path in used or (not overwrite and target_path.exists()):  # never replace, never collide
+            target_path, n = base.with_name(f"{base.stem}-{n}{base.suffix}"), n + 1
+        used.add(target_path)
+        picture = plot_explanations(to_hwc(pixels), found, clf.classes, target_path)
         results.append((path, f"{images_title(found, clf.classes, 0).replace(chr(10), ', ')}; Grad-CAM of "
                               f"{clf.classes[found.class_ids[0]]} at {found.layer} -> {picture}"))
     return results

@@ -39,13 +39,15 @@ def parse_kernel(spec: str) -> np.ndarray:
     return np.array(rows, dtype=np.float32)
 
 
-def load_gray(path: str | Path, max_side: int = 256) -> np.ndarray:
-    """An image as a float array in [0, 1], gray, its longer side at most ``max_side`` (so numbers stay legible)."""
+def load_gray(path: str | Path, max_side: int | None = None) -> np.ndarray:
+    """An image as a float array in [0, 1], gray, at its own size or with its longer side shrunk to
+    ``max_side``."""
     try:
         im = to_mode(open_image(path), 1)
     except BadImage as exc:
         raise UserError(f"{path}: {exc}") from None
-    im.thumbnail((max_side, max_side))
+    if max_side is not None:
+        im.thumbnail((max_side, max_side))
     return np.asarray(im, dtype=np.float32) / 255.0
 
 
@@ -135,6 +137,10 @@ def plot_pair(before: np.ndarray, after: np.ndarray, path: Path, title: str) -> 
         ax.imshow(img, cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"{name}: {img.shape[0]}x{img.shape[1]}")
     _finish(fig, axes, title, path)
+
+
+# The pictures data_overview writes, by file name.
+DATA_FIGURES = ("samples.png", "class_counts.png", "augmentation.png")
 
 
 def data_overview(data: str, folder: Path, data_root: str | None = None, img_size: int | None = None,

@@ -13,6 +13,11 @@ from sklearn.metrics import (accuracy_score, classification_report, confusion_ma
                              precision_recall_fscore_support, top_k_accuracy_score)
 
 
+# What Evaluation.save writes (figures only when asked and when there is something to draw).
+EVAL_FILES = ["report.txt", "eval.json", "confusion_matrix.csv", "confusion_matrix.png",
+              "confusion_matrix_normalized.png", "per_class.png", "most_confused.png", "top_losses.png"]
+
+
 @dataclass
 class Evaluation:
     """The scores of a model on one labelled set of images."""
@@ -39,6 +44,11 @@ class Evaluation:
         if self.k == 1:
             return self.accuracy
         return float(top_k_accuracy_score(self.y_true, self.probs, k=self.k, labels=range(len(self.classes))))
+
+    @property
+    def top_k_text(self) -> str:
+        """", top-k accuracy 0.9876" to follow the accuracy; nothing for two classes, where top-1 is the accuracy."""
+        return f", top-{self.k} accuracy {self.top_k_accuracy:.4f}" if self.k > 1 else ""
 
     @property
     def confusion(self) -> np.ndarray:
@@ -75,15 +85,16 @@ class Evaluation:
                                       target_names=self.classes, digits=4, zero_division=0)
         pairs = "".join(f"  {t} -> {p}: {count} ({share:.1%} of {t})\n"
                         for t, p, count, share in self.most_confused()) or "  none\n"
-        return (f"images: {len(self.y_true)}\naccuracy: {self.accuracy:.4f}\n"
-                f"top-{self.k} accuracy: {self.top_k_accuracy:.4f}\n\n{table}"
+        top = f"top-{self.k} accuracy: {self.top_k_accuracy:.4f}\n" if self.k > 1 else ""
+        return (f"images: {len(self.y_true)}\naccuracy: {self.accuracy:.4f}\n{top}\n{table}"
                 f"\nmost-confused pairs (true -> predicted):\n{pairs}")
 
     def as_dict(self) -> dict:
         per_class = classification_report(self.y_true, self.y_pred, labels=range(len(self.classes)),
                                           target_names=self.classes, output_dict=True, zero_division=0)
-        return {"images": int(len(self.y_true)), "accuracy": self.accuracy, f"top{self.k}_accuracy":
-                self.top_k_accuracy, "per_class": {c: per_class[c] for c in self.classes},
+        top = {f"top{self.k}_accuracy": self.top_k_accuracy} if self.k > 1 else {}
+        return {"images": int(len(self.y_true)), "accuracy": self.accuracy, **top,
+                "per_class": {c: per_class[c] for c in self.classes},
                 "most_confused": [{"true": t, "predicted": p, "count": n, "share": s}
                                   for t, p, n, s in self.most_confused()]}
 

@@ -6,12 +6,16 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from .classifier import Predictor
+import numpy as np
+
 from .config import TrainConfig
 from .errors import UserError
+from .predictor import Predictor
+
+if TYPE_CHECKING:
+    import torch
 
 # The metadata keys an imgclf export carries (all strings; lists and numbers as JSON).
 METADATA_KEYS = ("labels", "model", "channels", "img_size", "resize", "crop_pct", "interpolation", "mean", "std")
@@ -69,7 +73,15 @@ class OnnxClassifier(Predictor):
         return np.concatenate([self.session.run(None, {self.input.name: batch[i:i + step]})[0]
                                for i in range(0, len(batch), step)])
 
-    def predict_proba(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        out = [torch.from_numpy(self.logits(x[i:i + batch_size].numpy())).float().softmax(1)
+    def proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        from scipy.special import softmax
+
+        out = [softmax(self.logits(x[i:i + batch_size]).astype(np.float32), axis=1)
                for i in range(0, len(x), batch_size)]
-        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+        return np.concatenate(out) if out else np.empty((0, len(self.classes)), np.float32)
+
+    def predict_proba(self, x: "torch.Tensor", batch_size: int = 256) -> "torch.Tensor":
+        """:meth:`proba` for torch tensors, as :meth:`imgclf.classifier.Classifier.predict_proba` takes them."""
+        import torch
+
+        return torch.from_numpy(self.proba(x.numpy(), batch_size))

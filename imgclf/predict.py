@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .data.decode import is_image_file
 from .errors import UserError
 
@@ -19,10 +21,16 @@ class Prediction:
     labels: list[str]
     probs: list[float]
     error: str | None = None
+    truth: str | None = None  # the label a labelled pixel CSV gives the row
 
     @property
     def label(self) -> str | None:
         return self.labels[0] if self.labels else None
+
+
+def top_indices(probs: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest probabilities, largest first (ties: the lower class id first)."""
+    return np.argsort(-probs, kind="stable")[:k]
 
 
 def collect_inputs(items: list[str]) -> list[Path]:
@@ -48,9 +56,10 @@ def collect_inputs(items: list[str]) -> list[Path]:
     return unique
 
 
-def format_table(predictions: list[Prediction]) -> str:
-    """One line per image: the file, then 'label (probability)' for each of the top k."""
-    width = min(60, max((len(p.path) for p in predictions), default=4))
+def format_table(predictions: list[Prediction], width: int | None = None) -> str:
+    """One line per image: the file (in a column ``width`` wide), then 'label (probability)' for each of the
+    top k."""
+    width = width or min(60, max((len(p.path) for p in predictions), default=4))
     lines = []
     for p in predictions:
         shown = p.path if len(p.path) <= width else "..." + p.path[-width + 3:]
@@ -60,11 +69,18 @@ def format_table(predictions: list[Prediction]) -> str:
     return "\n".join(lines)
 
 
-def write_rows(rows: list[dict], path: Path) -> None:
-    """Rows as JSON (a list of objects) or CSV (a header line, then a line per row), chosen by the extension."""
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".json"):
+def check_output(path: Path, overwrite: bool = False) -> None:
+    """A .csv or .json file name that is new, or that the user allowed to be replaced."""
+    if path.suffix.lower() not in (".csv", ".json"):
         raise UserError(f"--output {path}: use a .csv or .json file name")
+    if path.exists() and not overwrite:
+        raise UserError(f"--output {path}: the file exists; pass --overwrite to replace it, or choose another name")
+
+
+def write_rows(rows: list[dict], path: Path, overwrite: bool = False) -> None:
+    """Rows as JSON (a list of objects) or CSV (a header line, then a line per row), chosen by the extension."""
+    check_output(path, overwrite)
+    suffix = path.suffix.lower()
     if suffix == ".json":
         path.write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
         return
@@ -74,18 +90,50 @@ def write_rows(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def write_predictions(predictions: list[Prediction], path: Path) -> None:
-    """CSV (one row per image: path, label, probability, top-k columns, error) or JSON, chosen by extension."""
-    if path.suffix.lower() == ".json":
-        write_rows([asdict(p) for p in predictions], path)
-        return
-    k = max((len(p.labels) for p in predictions), default=1)
-    rows = []
-    for p in predictions:
-        row = {"path": p.path}
-        for i in range(k):
+class PredictionWriter:
+    """Predictions to a file as they come, so a run over 100,000 images holds none of them in memory (CSV; JSON
+    is one document, written at the end). ``.csv`` rows: path, label, prob, then the other top-k classes and the
+    error; ``submission=True`` writes Kaggle's ``ImageId,Label`` instead (ids from 1, as in a digit-recognizer
+    submission). Refuses to replace an existing file unless ``overwrite``."""
+
+    def __init__(self, path: Path, k: int, submission: bool = False, overwrite: bool = False) -> None:
+        check_output(path, overwrite)
+        self.path, self.k, self.submission, self.count = path, k, submission and path.suffix.lower() == ".csv", 0
+        self.part = path.with_name(path.name + ".part")  # renamed to ``path`` once complete
+        self.rows: list[dict] = []
+        self.file = self.writer = None
+        if path.suffix.lower() == ".csv":
+            self.file = self.part.open("w", newline="", encoding="utf-8")
+            self.writer = csv.writer(self.file)
+            self.writer.writerow(["ImageId", "Label"] if self.submission else self._header())
+
+    def _header(self) -> list[str]:
+        columns = ["path"]
+        for i in range(self.k):
             suffix = str(i + 1) if i else ""
-            row[f"label{suffix}"] = p.labels[i] if i < len(p.labels) else ""
-            row[f"prob{suffix}"] = f"{p.probs[i]:.6f}" if i < len(p.labels) else ""
-        rows.append(row | {"error": p.error or ""})
-    write_rows(rows, path)
+            columns += [f"label{suffix}", f"prob{suffix}"]
+        return columns + ["error"]
+
+    def write(self, p: Prediction) -> None:
+        self.count += 1
+        if self.writer is None:
+            self.rows.append({k: v for k, v in asdict(p).items() if k != "truth" or v is not None})
+        elif self.submission:
+            self.writer.writerow([self.count, p.label if p.label is not None else ""])
+        else:
+            row = [p.path]
+            for i in range(self.k):
+                row += [p.labels[i], f"{p.probs[i]:.6f}"] if i < len(p.labels) else ["", ""]
+            self.writer.writerow(row + [p.error or ""])
+
+    def close(self, complete: bool = True) -> None:
+        """Finish the file; an incomplete one (the predictions failed half way) is removed, not left half
+        written."""
+        if self.file is not None:
+            self.file.close()
+        elif complete:
+            self.part.write_text(json.dumps(self.rows, indent=1, ensure_ascii=False), encoding="utf-8")
+        if complete:
+            self.part.replace(self.path)
+        else:
+            self.part.unlink(missing_ok=True)

@@ -23,7 +23,7 @@ from .explain import grad_cam, plot_explanations
 from .metrics import Evaluation
 from .plots import plot_curves, plot_data_overview
 from .plots.style import to_hwc
-from .run import CONFIG, RunDir
+from .run import BEST, CONFIG, RunDir, kept_epoch
 
 REPORT, DATA_SUMMARY = "report.html", "data.json"
 # (file, caption) per section, in page order; a figure the run does not have is left out.
@@ -94,7 +94,7 @@ def _training_section(run: RunDir, monitor: str) -> str:
     rows = run.metrics()
     if not rows:
         return "<p class=muted>No epochs recorded.</p>"
-    found = diagnose(rows)
+    found = diagnose(rows, monitor, kept_epoch(run / BEST))
     columns = [c for c in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time") if c in rows[0]]
     table = _table(columns, [[int(r[c]) if c == "epoch" else r[c] for c in columns] for r in rows])
     return (f'<p class="verdict {found.verdict.replace(" ", "-")}">{html.escape(found.text)}</p>'
@@ -111,8 +111,8 @@ def _evaluation_section(run: RunDir, evaluation: Evaluation, where: str) -> str:
     pairs = evaluation.most_confused()
     confused = _table(["true", "predicted", "images", "share of true class"],
                       [[t, p, n, f"{s:.1%}"] for t, p, n, s in pairs]) if pairs else "<p>No mistakes.</p>"
-    return (f"<p>{html.escape(where)}: accuracy <b>{evaluation.accuracy:.4f}</b>, top-{evaluation.k} accuracy "
-            f"{evaluation.top_k_accuracy:.4f}.</p>{_figures(run, 'evaluation')}<h3>Per class</h3>{per_class}"
+    return (f"<p>{html.escape(where)}: accuracy <b>{evaluation.accuracy:.4f}</b>"
+            f"{html.escape(evaluation.top_k_text)}.</p>{_figures(run, 'evaluation')}<h3>Per class</h3>{per_class}"
             f"<h3>Most-confused pairs</h3>{confused}")
 
 
@@ -132,7 +132,7 @@ def write_report(clf: Classifier, evaluation: Evaluation | None = None, images: 
         evaluation = Evaluation(clf.classes, images.y.numpy(), clf.predict_proba(images.x).numpy())
         evaluation.save(run.path, images.x)
     if run.metrics() and not (run / "curves.png").exists():
-        plot_curves(run.metrics(), run / "curves.png", clf.config.monitor)
+        plot_curves(run.metrics(), run / "curves.png", clf.config.monitor, kept_epoch(run / BEST))
     if gradcam:
         gradcam_examples(clf, evaluation, images, run / "gradcam.png")
     config = yaml.safe_dump(yaml.safe_load((run / CONFIG).read_text(encoding="utf-8")), allow_unicode=True,

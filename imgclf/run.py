@@ -18,8 +18,69 @@ CONFIG, LABELS, METRICS, BEST, LAST, SKIPPED = (
     "config.yaml", "labels.json", "metrics.csv", "best.safetensors", "last.pt", "skipped.csv")
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A safe folder name made of ``text``."""
     return re.sub(r"[^\w.-]+", "-", text, flags=re.UNICODE).strip("-.").lower() or "run"
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one folder name inside the project folder: no path separators, not ``.`` or ``..``."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name != name.strip() or "\0" in name:
+        raise UserError(f"--name {name!r}: a run name is a single folder name (letters, digits, '-', '_', '.'), "
+                        f"not a path; put runs elsewhere with --project DIR")
+    return name
+
+
+def fresh_path(path: Path, folder: bool = False) -> Path:
+    """``path`` if nothing is there, else the first free ``name-2.ext`` (``name-2`` for a ``folder``),
+    ``name-3.ext``...: Ultralytics' rule for default output names, so a second run never overwrites the first's
+    files."""
+    stem, suffix = (path.name, "") if folder else (path.stem, path.suffix)
+    n, candidate = 2, path
+    while candidate.exists():
+        candidate, n = path.with_name(f"{stem}-{n}{suffix}"), n + 1
+    return candidate
+
+
+def output_file(given: str | None, default: Path, overwrite: bool = False, option: str = "--output") -> Path:
+    """Where a command writes one file: the user's ``option`` (an existing file only with ``overwrite``), else
+    ``default``, numbered (``kernel-2.png``) when taken unless ``overwrite``."""
+    if given:
+        path = Path(given).expanduser()
+        if path.exists() and not overwrite:
+            raise UserError(f"{option} {path}: the file exists; pass --overwrite to replace it, or choose another "
+                            f"name")
+    else:
+        path = default if overwrite else fresh_path(default)
+    return path
+
+
+def output_dir(given: str | None, default: Path, names: list[str], overwrite: bool = False,
+               option: str = "--output-dir") -> Path:
+    """Where a command writes the files ``names``: the user's ``option`` folder (refused when one of them is
+    already there, unless ``overwrite``), else ``default``, numbered (``eval/food-2``) when it exists. Nothing is
+    created yet, so a command that fails first leaves no empty folder."""
+    if given:
+        path = Path(given).expanduser()
+        taken = [n for n in names if (path / n).exists()]
+        if taken and not overwrite:
+            raise UserError(f"{option} {path}: {', '.join(taken[:3])} exist(s) there; pass --overwrite to replace "
+                            f"them, or choose another folder")
+    else:
+        path = default if overwrite else fresh_path(default, folder=True)
+    return path
+
+
+def kept_epoch(path: Path) -> int | None:
+    """The epoch (from 1) whose weights a best checkpoint holds, from its safetensors metadata."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "np") as f:
+            epoch = (f.metadata() or {}).get("epoch")
+    except (OSError, SafetensorError):
+        return None
+    return int(epoch) if epoch and epoch.isdigit() else None
 
 
 @dataclass
@@ -40,15 +101,12 @@ class RunDir:
         """A new run folder: ``name`` if given (refused if it holds a run, unless ``exist_ok``), else a fresh one."""
         root = Path(project)
         if name:
-            path = root / name
+            path = root / check_run_name(name)
             if (path / CONFIG).exists() and not exist_ok:
                 raise UserError(f"run {path} already exists: pass --resume to continue it, --exist-ok to train "
                                 f"over it, or choose another --name")
         else:
-            base = _slug(default_name)
-            path, n = root / base, 2
-            while path.exists():
-                path, n = root / f"{base}-{n}", n + 1
+            path = fresh_path(root / slug(default_name), folder=True)
         path.mkdir(parents=True, exist_ok=True)
         return cls(path)
 

@@ -19,10 +19,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -30,9 +29,13 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from .classifier import Classifier, Predictor
 from .data.decode import BadImage, open_image
 from .errors import UserError
+from .predict import top_indices
+from .predictor import Predictor, load_predictor
+
+if TYPE_CHECKING:
+    from .classifier import Classifier
 
 API_KEY_ENV = "IMGCLF_API_KEY"
 
@@ -113,7 +116,7 @@ class Batcher:
         self.task: asyncio.Task | None = None
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="imgclf-model")
 
-    async def __call__(self, pixels: list[np.ndarray]) -> list[torch.Tensor]:
+    async def __call__(self, pixels: list[np.ndarray]) -> list[np.ndarray]:
         loop = asyncio.get_running_loop()
         if self.task is None or self.task.get_loop() is not loop:  # first call, or a new event loop (tests)
             self.queue = asyncio.Queue()
@@ -133,9 +136,9 @@ class Batcher:
                     items.append(await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time())))
                 except asyncio.TimeoutError:
                     break
-            batch = torch.from_numpy(np.stack([pixels for pixels, _ in items]))
+            batch = np.stack([pixels for pixels, _ in items])
             try:
-                probs = await loop.run_in_executor(self.pool, self.predictor.predict_proba, batch)
+                probs = await loop.run_in_executor(self.pool, self.predictor.proba, batch)
             except Exception as exc:  # the model failed: every waiting request gets the error, the loop goes on
                 for _, future in items:
                     if not future.done():
@@ -224,7 +227,7 @@ def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str 
                   version="1")
     app.add_middleware(BodyLimit, limit=limits.max_upload_bytes)
     app.router.add_event_handler("shutdown", batcher.close)
-    gradcam_ok = isinstance(predictor, Classifier)
+    gradcam_ok = predictor.supports_gradcam
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
@@ -280,9 +283,9 @@ def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str 
         k = min(top_k, len(predictor.classes))
         results = []
         for (name, _), p, image in zip(uploads, probs, pixels):
-            top = p.topk(k)
-            item = {"file": name, "top": [{"label": predictor.classes[i], "probability": round(float(v), 6)}
-                                          for v, i in zip(top.values.tolist(), top.indices.tolist())]}
+            top = top_indices(p, k)
+            item = {"file": name, "top": [{"label": predictor.classes[i], "probability": round(float(p[i]), 6)}
+                                          for i in top]}
             if gradcam:  # on the model thread: Grad-CAM hooks must not see a batched forward pass
                 item["gradcam"] = await asyncio.get_running_loop().run_in_executor(batcher.pool, _gradcam_png,
                                                                                    predictor, image)
@@ -292,8 +295,10 @@ def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str 
     return app
 
 
-def _gradcam_png(clf: Classifier, pixels: np.ndarray) -> str:
+def _gradcam_png(clf: "Classifier", pixels: np.ndarray) -> str:
     """The Grad-CAM overlay of the predicted class as a base64 PNG."""
+    import torch
+
     from .explain import grad_cam, overlay
 
     x = torch.tensor(pixels)[None]
@@ -304,15 +309,10 @@ def _gradcam_png(clf: Classifier, pixels: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def load_predictor(model: str | Path, device: str = "cpu") -> Predictor:
-    """A run directory, run name, pretrained model name or .onnx file, ready to serve."""
-    return Classifier.load(model, device=device)
-
-
 def app_from_env() -> FastAPI:
     """The application for ``uvicorn --factory`` worker processes, configured through IMGCLF_SERVE_* variables."""
     settings = json.loads(os.environ["IMGCLF_SERVE"])
-    return create_app(load_predictor(settings["model"], settings["device"]), Limits(**settings["limits"]),
+    return create_app(load_predictor(settings["model"], device=settings["device"]), Limits(**settings["limits"]),
                       settings.get("api_key"), settings["max_batch"], settings["batch_wait_ms"])
 
 
@@ -324,7 +324,7 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 
     limits = limits or Limits()
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
-    predictor = load_predictor(model, device)  # fail here, once, with a clear message, before forking workers
+    predictor = load_predictor(model, device=device)  # fail here, once, with a clear message, before forking workers
     if workers == 1:
         uvicorn.run(create_app(predictor, limits, api_key, max_batch, batch_wait_ms), host=host, port=port,
                     log_level="warning")

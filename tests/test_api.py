@@ -8,7 +8,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import imgclf
-from imgclf.train.callbacks import Callback
+from imgclf.training.callbacks import Callback
 
 from .conftest import TINY
 
@@ -105,7 +105,7 @@ def test_best_weights_carry_metadata(image_folder, run_cwd):
 
 
 def test_a_user_callback_replaces_the_default_of_its_class(image_folder, run_cwd):
-    from imgclf.train.callbacks import EarlyStopping
+    from imgclf.training.callbacks import EarlyStopping
 
     clf = imgclf.train(str(image_folder), epochs=30, name="mine", patience=20,
                        callbacks=[EarlyStopping("val_acc", patience=1, min_delta=0.9)], **TINY)

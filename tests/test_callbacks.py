@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from imgclf.train.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
-from imgclf.train.trainer import Trainer
+from imgclf.training.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
+from imgclf.training.trainer import Trainer
 
 
 class FakeTrainer(SimpleNamespace):
@@ -45,7 +45,7 @@ def test_early_stopping_after_patience_epochs_without_improvement(trainer):
     stopper = EarlyStopping("val_loss", patience=2, min_delta=0.01)
     stopped_at = run_epochs(stopper, trainer, [1.0, 0.8, 0.795, 0.81, 0.7], "val_loss")
     assert stopped_at == 3 and stopper.best == 0.8 and stopper.best_epoch == 1
-    assert "has not improved for 2 epochs" in trainer.messages[-1]
+    assert "has not improved for 2 epoch(s)" in trainer.messages[-1]
 
 
 def test_early_stopping_state_survives_resume(trainer):
@@ -58,7 +58,7 @@ def test_early_stopping_state_survives_resume(trainer):
 
 def test_checkpoint_keeps_only_the_best_weights(trainer, tmp_path):
     path = tmp_path / "best.safetensors"
-    checkpoint = ModelCheckpoint(path, "val_acc")
+    checkpoint = ModelCheckpoint(path, "val_acc", save_best_only=True)
     for epoch, acc in enumerate([0.5, 0.7, 0.6]):
         with torch.no_grad():
             trainer.model.weight.fill_(epoch)
@@ -69,7 +69,7 @@ def test_checkpoint_keeps_only_the_best_weights(trainer, tmp_path):
 
 
 def test_reduce_lr_on_plateau_uses_torch_scheduler(trainer):
-    plateau = ReduceLROnPlateau("val_loss", factor=0.5, patience=1)
+    plateau = ReduceLROnPlateau("val_loss", factor=0.5, patience=1, verbose=1)
     run_epochs(plateau, trainer, [1.0, 1.0, 1.0, 0.5, 0.5, 0.5], "val_loss")
     assert trainer.optimizer.param_groups[0]["lr"] == 0.25
     assert sum("learning rate" in m for m in trainer.messages) == 2

@@ -60,7 +60,7 @@ def test_train_evaluate_predict_info(split_folder, run_cwd, capsys):
     assert main(["info", str(run), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["classes"] == ["bar", "bright", "dark"] and info["input"] == "3x16x16"
-    assert info["best"].startswith("val_acc ") and info["best"].endswith("of 3") and "best.safetensors" in info["files"]
+    assert info["best"].startswith("val_acc ") and info["best"].endswith("of 3 (kept in best.safetensors)") and "best.safetensors" in info["files"]
     assert info["evaluated"].endswith("on 15 images (report.txt)")
 
 

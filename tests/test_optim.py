@@ -2,7 +2,7 @@ import torch
 
 from imgclf.config import TrainConfig
 from imgclf.models import create_model
-from imgclf.train.optim import create_optimizer, create_schedule
+from imgclf.training.optim import create_optimizer, create_schedule
 
 
 def lrs(cfg, steps_per_epoch=10):

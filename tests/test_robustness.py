@@ -4,6 +4,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import torch
 import imgclf
 from imgclf.cli import main
 from imgclf.errors import UserError
-from imgclf.train.callbacks import Callback
+from imgclf.training.callbacks import Callback
 
 from .conftest import EXPECTED, TINY, TINY_ARGS, write_class_folders, write_gallery
 
@@ -124,7 +125,7 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(long_data, tmp_path
     code = proc.wait(timeout=120)
     err = proc.stderr.read()
     if sig == signal.SIGTERM:  # finishes the step, saves, says how to resume
-        assert code == 128 + signal.SIGTERM and "during epoch 2, after step" in err
+        assert code == 128 + signal.SIGTERM and re.search(r"during epoch [2-9], after step \d+ of", err), err
         assert "imgclf train --resume --name cut" in err
         assert torch.load(tmp_path / "runs/cut/last.pt", weights_only=True)["step"] > 0
     else:
@@ -163,3 +164,26 @@ def test_a_resized_recompressed_copy_in_test_is_a_near_duplicate_leak(tmp_path):
     assert [(Path(report.files[i].path).name, Path(report.files[j].path).name) for i, j, _ in report.leaks] == \
         [("astro.png", "copy.jpg")]
     assert near_pairs(["ffffffffffffffff", "fffffffffffffff0", "0000000000000000"], 4) == [(0, 1, 4)]
+
+
+def test_sigterm_to_the_whole_process_group_checkpoints_like_sigterm_to_the_trainer(long_data, tmp_path):
+    """What timeout, systemd, Slurm and Kubernetes do: SIGTERM to every process, DataLoader workers included."""
+    data, _ = long_data
+    args = list(RUN_ARGS)
+    args[args.index("--workers") + 1] = "1"  # an augmentation worker process that gets the signal too
+    proc = subprocess.Popen([sys.executable, "-m", "imgclf", "train", str(data), *args, "--name", "group"],
+                            cwd=tmp_path, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=os.environ | {"OMP_NUM_THREADS": "1"})
+    run = tmp_path / "runs" / "group"
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.csv").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.02)
+    time.sleep(0.3)  # epoch 2 is under way, its workers running
+    os.killpg(proc.pid, signal.SIGTERM)
+    code = proc.wait(timeout=120)
+    err = proc.stderr.read()
+    assert code == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM" in err and "imgclf train --resume --name group" in err
+    assert "DataLoader worker" not in err and "Traceback" not in err
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] >= 1

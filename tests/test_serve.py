@@ -180,11 +180,11 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(run):
     import httpx
 
     calls = []
-    original = run.predict_proba
+    original = run.proba
 
-    def counting(x, batch_size=256):
+    def counting(x):
         calls.append(len(x))
-        return original(x, batch_size)
+        return original(x)
 
     app = create_app(run, batch_wait_ms=50)
     kinds = ["bar", "bright", "dark"] * 8
@@ -195,11 +195,11 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(run):
             return await asyncio.gather(*[c.post("/predict", files={"files": ("a.png", png(k, i))})
                                           for i, k in enumerate(kinds)])
 
-    run.predict_proba = counting
+    run.proba = counting
     try:
         responses = asyncio.run(go())
     finally:
-        run.predict_proba = original
+        run.proba = original
     assert [r.json()["predictions"][0]["top"][0]["label"] for r in responses] == [KO[k] for k in kinds]
     assert sum(calls) == len(kinds) and len(calls) < len(kinds) and max(calls) > 1
 
@@ -214,7 +214,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 
 def schema_operations() -> list[tuple[str, str, list[str]]]:
     """(path, method, query parameter names) of every operation the app's OpenAPI schema declares."""
-    from imgclf.classifier import Predictor
+    from imgclf.predictor import Predictor
 
     class Stub(Predictor):  # the schema does not depend on the model
         classes, config = ["a"], None
@@ -310,3 +310,39 @@ def test_each_request_gets_an_answer_even_on_a_new_event_loop(run):
     for kind in ("bar", "dark"):
         r = c.post("/predict", files={"files": ("a.png", png(kind))})
         assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["label"] == KO[kind]
+
+
+# Run in a fresh interpreter in which importing torch or timm fails.
+NO_TORCH = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'timm', 'torchvision'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_help_predict_and_serve_an_onnx_file_without_importing_torch(run, tmp_path):
+    exported = export(run, "onnx", dynamic_batch=True, output=tmp_path / "alone.onnx")
+    image = tmp_path / "bright.png"
+    image.write_bytes(png("bright"))
+    script = NO_TORCH + f"""
+from imgclf.cli import main
+try:
+    main(['--help'])
+except SystemExit as done:
+    assert done.code == 0
+assert main(['predict', {str(exported.path)!r}, {str(image)!r}, '--top-k', '1']) == 0
+from fastapi.testclient import TestClient
+from imgclf.predictor import load_predictor
+from imgclf.serve import create_app
+with TestClient(create_app(load_predictor({str(exported.path)!r}))) as client:
+    answer = client.post('/predict', files={{'files': ('x.png', open({str(image)!r}, 'rb').read())}})
+    assert answer.status_code == 200, answer.text
+    print('served', answer.json()['predictions'][0]['top'][0]['label'])
+assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'timm')]
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"bright.png  {KO['bright']}" in result.stdout and f"served {KO['bright']}" in result.stdout

@@ -13,9 +13,9 @@ import imgclf
 from imgclf.cli import main
 from imgclf.data.cache import ImageTensors
 from imgclf.models import create_model
-from imgclf.train.callbacks import Callback
-from imgclf.train.features import FeatureCache
-from imgclf.train.transfer import FineTune, backbone_blocks, freeze, param_groups, pre_logits, train_mode
+from imgclf.training.callbacks import Callback
+from imgclf.training.features import FeatureCache
+from imgclf.training.transfer import FineTune, backbone_blocks, freeze, param_groups, pre_logits, train_mode
 
 from .conftest import TINY
 

@@ -111,7 +111,7 @@ def _from_pixels(pixels: np.ndarray, pre: Preprocess) -> torch.Tensor:
 def decode_split(split: Split, pre: Preprocess, workers: int | None = None, desc: str = "",
                  quiet: bool = False) -> ImageTensors:
     """Decode every image of ``split`` the way ``pre`` says, to uint8; unreadable files are skipped."""
-    labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
+    labels = torch.tensor(np.asarray(split.labels, dtype=np.int64))  # a copy: pandas' arrays may be read-only
     if split.pixels is not None:
         return ImageTensors(_from_pixels(split.pixels, pre), labels)
     decoded = parallel_map(pre.load, split.paths, workers, desc, quiet)

