@@ -56,6 +56,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true", help="replace existing files instead of writing new numbered "
+                                                            "ones")
+
+
+def _add_photo_output(p: argparse.ArgumentParser, default: str) -> None:
+    """The lessons on a photo: its size, and where the picture goes."""
+    p.add_argument("--max-side", type=SIZE, default=None, help="shrink the photo first so that its longer side is "
+                                                                 "at most this (default: keep its size)")
+    p.add_argument("--output", default=None, help=f"where to save the picture (default: {default}, numbered when "
+                                                  f"taken)")
+    _add_overwrite(p)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", formatter_class=_Formatter, help="train a classifier",
                        description="Train a classifier on DATA: an image folder (one sub-folder per class, or "
@@ -225,23 +239,13 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--stride", type=SOME, default=1, help="step of the filter in pixels")
     k.add_argument("--padding", choices=("valid", "same"), default="valid", help="valid: no padding; same: zeros "
                                                                                    "around so the size is kept")
-    k.add_argument("--max-side", type=SIZE, default=None, help="shrink the photo first so that its longer side is "
-                                                                 "at most this (default: keep its size)")
-    k.add_argument("--output", default=None, help="where to save the picture (default: runs/viz/kernel.png, "
-                                                  "numbered when taken)")
-    k.add_argument("--overwrite", action="store_true", help="replace existing files instead of writing new "
-                                                         "numbered ones")
+    _add_photo_output(k, "runs/viz/kernel.png")
     q = lessons.add_parser("pool", formatter_class=_Formatter, help="an image through max or average pooling")
     q.add_argument("image", help="any image file (shown in gray)")
     q.add_argument("--size", type=SOME, default=2, help="pooling window")
     q.add_argument("--stride", type=SOME, default=None, help="step (default: the window size)")
     q.add_argument("--kind", choices=("max", "avg"), default="max", help="max or average")
-    q.add_argument("--max-side", type=SIZE, default=None, help="shrink the photo first so that its longer side is "
-                                                                 "at most this (default: keep its size)")
-    q.add_argument("--output", default=None, help="where to save the picture (default: runs/viz/pool.png, "
-                                                  "numbered when taken)")
-    q.add_argument("--overwrite", action="store_true", help="replace existing files instead of writing new "
-                                                         "numbered ones")
+    _add_photo_output(q, "runs/viz/pool.png")
     b = lessons.add_parser("bottleneck", formatter_class=_Formatter, help="a k x k convolution with and without a "
                                                                           "1x1 reduction: parameters and MACs")
     b.add_argument("--in", dest="shape", default="28x28x192", help="input HxWxC")
@@ -259,14 +263,12 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--data-root", default=None, help="where built-in datasets live")
     a.add_argument("--output-dir", default=None, help="where samples.png, class_counts.png and augmentation.png "
                                                       "go (default: runs/viz/data, numbered when taken)")
-    a.add_argument("--overwrite", action="store_true", help="replace existing files instead of writing new "
-                                                         "numbered ones")
+    _add_overwrite(a)
     f = lessons.add_parser("filters", formatter_class=_Formatter, help="a trained model's first-layer filters")
     f.add_argument("run", help="run directory or name, or a pretrained model name such as efficientnet_lite0")
     f.add_argument("--output", default=None, help="where to save the picture (default: RUN/filters.png, or "
                                                   "runs/viz/MODEL-filters.png for a model name; numbered when taken)")
-    f.add_argument("--overwrite", action="store_true", help="replace existing files instead of writing new "
-                                                         "numbered ones")
+    _add_overwrite(f)
     m = lessons.add_parser("features", formatter_class=_Formatter, help="the feature maps of one layer for an image")
     m.add_argument("run", help="run directory or name, or a pretrained model name such as efficientnet_lite0")
     m.add_argument("image", help="any image file")
@@ -274,8 +276,7 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
                                                  "activation after a convolution)")
     m.add_argument("--output", default=None, help="where to save the picture (default: RUN/features_LAYER.png, "
                                                   "or runs/viz/ for a model name; numbered when taken)")
-    m.add_argument("--overwrite", action="store_true", help="replace existing files instead of writing new "
-                                                         "numbered ones")
+    _add_overwrite(m)
 
     x = sub.add_parser("explain", formatter_class=_Formatter, help="Grad-CAM: where the model looked",
                        description="A Grad-CAM heat map over each image: the regions that raised the score of the "
@@ -288,8 +289,7 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
                                                  "the last layer with a spatial map of at least 2x2)")
     x.add_argument("--output-dir", default=None, help="where the pictures go (default: RUN/explain, or "
                                                       "runs/explain/MODEL for a model name)")
-    x.add_argument("--overwrite", action="store_true", help="replace existing files instead of writing new "
-                                                         "numbered ones")
+    _add_overwrite(x)
     x.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
     r = sub.add_parser("report", formatter_class=_Formatter, help="write the run's report.html",

@@ -27,7 +27,7 @@ DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adam": 0.0, "adamw": 0.05}
 
 def default_lr(optimizer: str, mode: str | None) -> float:
     """The learning rate used when --lr is not given, per optimizer and mode."""
-    return DEFAULT_LR[optimizer] * (FEATURE_EXTRACT_LR_SCALE if mode == "feature-extract" else 1)
+    return round(DEFAULT_LR[optimizer] * (FEATURE_EXTRACT_LR_SCALE if mode == "feature-extract" else 1), 12)
 
 
 def default_warmup_epochs(scheduler: str, epochs: int) -> float:
