@@ -36,8 +36,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.data is None and args.output_dir is None:
         out = clf.run.path  # the run's own split: its own report, rewritten
     else:  # other data never replaces the run's own evaluation
-        name = slug(Path(str(args.data).rstrip("/\\")).stem) if args.data else "own"
-        out = output_dir(args.output_dir, clf.run / "eval" / name, EVAL_FILES, args.overwrite)
+        default = clf.run / "eval" / slug(Path(str(args.data).rstrip("/\\")).stem) if args.data else clf.run.path
+        out = output_dir(args.output_dir, default, EVAL_FILES, args.overwrite)
     result = clf.evaluate(args.data, args.split, args.top_k, save_to=out)
     print(result.report())
     print(f"report, metrics and confusion matrix written to {out}")
@@ -117,8 +117,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for option, given in (("--output", args.output), ("--fix", args.fix)):
         if given:
             output_file(given, Path(given), args.overwrite, option)  # refuses an existing file before the work
-    report = check(args.data, args.data_root, DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels, args.min_size, args.near,
-                   args.workers, args.quiet)
+    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
+    report = check(args.data, args.data_root, max_pixels, args.min_size, args.near, args.workers, args.quiet)
     print(report.summary())
     if args.output:
         save_report(report, Path(args.output))
@@ -253,7 +253,6 @@ def cmd_viz(args: argparse.Namespace) -> None:
 def cmd_explain(args: argparse.Namespace) -> int:
     from .classifier import Classifier
     from .explain import explain_files
-
     from .run import slug
 
     clf = Classifier.load(args.run, device=args.device)
