@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -44,6 +45,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from .data.sources import has_label_column, is_pixel_csv
     from .predict import PredictionWriter, collect_inputs, format_table
     from .predictor import load_predictor
@@ -53,38 +56,52 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return _predict_binary(clf, args)
     if args.threshold is not None:
         raise UserError("--threshold goes with --positive CLASS")
+    if args.resume and not args.output:
+        raise UserError("--resume continues an --output file; give its name with --output")
     items = collect_inputs(args.inputs)  # every input checked before a file is written
     csvs = [i for i in items if is_pixel_csv(i)]
     k = max(1, min(args.top_k, len(clf.classes)))
     submission = len(items) == 1 and len(csvs) == 1 and not has_label_column(csvs[0])
-    writer = PredictionWriter(Path(args.output), k, submission, args.overwrite) if args.output else None
+    writer = PredictionWriter(Path(args.output), k, submission, args.overwrite, args.resume) if args.output else None
+    skip = set() if writer is None else \
+        {f"{csvs[0]}#{n}" for n in writer.done} if writer.submission else set(writer.done)
+    if skip:
+        print(f"resuming: {len(skip)} input(s) already in {args.output}", file=sys.stderr)
+    # Decoding runs in worker processes while the model runs here, once there is enough to share.
+    workers = args.workers if args.workers is not None else \
+        min(8, os.cpu_count() or 1) if len(items) - len(csvs) > 2 * args.batch_size else 0
     width = min(60, max(len(str(i)) + (7 if i in csvs else 0) for i in items))
     done = failed = labelled = right = 0
-    shown, complete = [], False
+    shown = []
+    bar = tqdm(total=None if csvs else len(items) - len(skip), unit="img", disable=True if writer is None else None,
+               desc="predicting", file=sys.stderr, leave=False)
     try:
-        for p in clf.iter_predict(items, top_k=args.top_k, batch_size=args.batch_size):
+        for p in clf.iter_predict(items, args.top_k, args.batch_size, workers, skip):
             done, failed = done + 1, failed + (p.error is not None)
             if p.truth is not None and p.error is None:
                 labelled, right = labelled + 1, right + (p.label == p.truth)
             if writer is not None:
                 writer.write(p)
+                if done % args.batch_size == 0:  # what is done is on disk: a killed run resumes from it
+                    writer.flush()
+                    bar.update(args.batch_size)
                 continue
             shown.append(p)
             if len(shown) == args.batch_size:  # printed as it goes: 100,000 files need not wait for the last
                 print(format_table(shown, width), flush=True)
                 shown = []
-        complete = True
     finally:
+        bar.close()
         if writer is not None:
-            writer.close(complete)
+            writer.close()
     if shown:
         print(format_table(shown, width))
     if writer is not None:
         what = "ImageId,Label rows (a Kaggle submission)" if writer.submission else "prediction(s)"
-        print(f"{done} {what} written to {args.output}")
+        print(f"{done} {what} written to {args.output}{f' ({len(skip)} were there)' if skip else ''}")
     if labelled:
         print(f"accuracy {right / labelled:.4f} on the {labelled} labelled row(s)")
-    if failed == done:
+    if done and failed == done:
         print(f"imgclf predict: error: none of the {done} input(s) could be predicted (reasons above)",
               file=sys.stderr)
         return 1

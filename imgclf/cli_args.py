@@ -183,6 +183,11 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", default=None, help="write predictions to a .csv or .json file (for a pixel CSV "
                                                   "without labels, a .csv is Kaggle's ImageId,Label submission)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    p.add_argument("--resume", action="store_true", help="continue an --output .csv file a stopped run left: the "
+                                                         "inputs already in it are skipped")
+    p.add_argument("--workers", type=COUNT, default=None, help="processes that decode images while the model runs, "
+                                                               "0 for none (default: the CPU count, at most 8, when "
+                                                               "there are more than two batches of files)")
     p.add_argument("--positive", default=None, help="answer yes/no per image: is it one of these classes "
                                                     "(comma-separated names or ids, e.g. hotdog or 281,282,283)? "
                                                     "Images in positive/ and negative/ (or X/ and not_X/) folders "

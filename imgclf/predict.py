@@ -91,21 +91,35 @@ def write_rows(rows: list[dict], path: Path, overwrite: bool = False) -> None:
 
 
 class PredictionWriter:
-    """Predictions to a file as they come, so a run over 100,000 images holds none of them in memory (CSV; JSON
-    is one document, written at the end). ``.csv`` rows: path, label, prob, then the other top-k classes and the
-    error; ``submission=True`` writes Kaggle's ``ImageId,Label`` instead (ids from 1, as in a digit-recognizer
-    submission). Refuses to replace an existing file unless ``overwrite``."""
+    """Predictions to a file as they come, so a run over 100,000 images holds none of them in memory and a run
+    killed half way leaves a valid CSV of what is done (rows are flushed a batch at a time). ``.csv`` rows: path,
+    label, prob, then the other top-k classes and the error; ``submission=True`` writes Kaggle's ``ImageId,Label``
+    instead (ids from 1). JSON is one document, written at the end. An existing file is refused unless
+    ``overwrite``, or continued with ``resume``: :attr:`done` names what it holds, and a last row cut off by a kill
+    is dropped."""
 
-    def __init__(self, path: Path, k: int, submission: bool = False, overwrite: bool = False) -> None:
-        check_output(path, overwrite)
-        self.path, self.k, self.submission, self.count = path, k, submission and path.suffix.lower() == ".csv", 0
-        self.part = path.with_name(path.name + ".part")  # renamed to ``path`` once complete
+    def __init__(self, path: Path, k: int, submission: bool = False, overwrite: bool = False,
+                 resume: bool = False) -> None:
+        check_output(path, overwrite or resume)
+        self.path, self.k, self.submission = path, k, submission and path.suffix.lower() == ".csv"
         self.rows: list[dict] = []
+        self.done: list[str] = []  # paths (or ImageIds) already in a resumed file
         self.file = self.writer = None
-        if path.suffix.lower() == ".csv":
-            self.file = self.part.open("w", newline="", encoding="utf-8")
+        self.count = 0
+        if path.suffix.lower() == ".json":
+            if resume:
+                raise UserError(f"--resume {path}: a JSON file is written at the end; resume with a .csv --output")
+            return
+        header = ["ImageId", "Label"] if self.submission else self._header()
+        if resume and path.exists():
+            self.done = self._rows_done(header)
+            self.file = path.open("a", newline="", encoding="utf-8")
             self.writer = csv.writer(self.file)
-            self.writer.writerow(["ImageId", "Label"] if self.submission else self._header())
+        else:
+            self.file = path.open("w", newline="", encoding="utf-8")
+            self.writer = csv.writer(self.file)
+            self.writer.writerow(header)
+        self.count = len(self.done)
 
     def _header(self) -> list[str]:
         columns = ["path"]
@@ -113,6 +127,17 @@ class PredictionWriter:
             suffix = str(i + 1) if i else ""
             columns += [f"label{suffix}", f"prob{suffix}"]
         return columns + ["error"]
+
+    def _rows_done(self, header: list[str]) -> list[str]:
+        text = self.path.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):  # killed while writing a row: drop the cut one
+            text = text[:text.rfind("\n") + 1]
+            self.path.write_text(text, encoding="utf-8")
+        rows = list(csv.reader(text.splitlines()))
+        if not rows or rows[0] != header:
+            raise UserError(f"--resume {self.path}: its columns ({', '.join(rows[0] if rows else [])}) are not "
+                            f"those of this prediction ({', '.join(header)}); use the same --top-k, or a new --output")
+        return [row[0] for row in rows[1:]]
 
     def write(self, p: Prediction) -> None:
         self.count += 1
@@ -126,14 +151,12 @@ class PredictionWriter:
                 row += [p.labels[i], f"{p.probs[i]:.6f}"] if i < len(p.labels) else ["", ""]
             self.writer.writerow(row + [p.error or ""])
 
-    def close(self, complete: bool = True) -> None:
-        """Finish the file; an incomplete one (the predictions failed half way) is removed, not left half
-        written."""
+    def flush(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+
+    def close(self) -> None:
         if self.file is not None:
             self.file.close()
-        elif complete:
-            self.part.write_text(json.dumps(self.rows, indent=1, ensure_ascii=False), encoding="utf-8")
-        if complete:
-            self.part.replace(self.path)
         else:
-            self.part.unlink(missing_ok=True)
+            self.path.write_text(json.dumps(self.rows, indent=1, ensure_ascii=False), encoding="utf-8")

@@ -7,7 +7,9 @@ and :class:`~imgclf.onnx_model.OnnxClassifier` (onnxruntime) implement :meth:`Pr
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -16,7 +18,7 @@ from PIL import Image
 
 from .binary import Decision, decide, positive_ids
 from .config import TrainConfig
-from .data.decode import BadImage
+from .data.decode import BadImage, Preprocess
 from .data.sources import is_pixel_csv, iter_pixel_csv
 from .errors import UserError
 from .predict import Prediction, collect_inputs, top_indices
@@ -25,6 +27,39 @@ if TYPE_CHECKING:
     from .run import RunDir
 
 Input = Union[str, Path, Image.Image, np.ndarray]
+Entry = tuple[str, Input, Union[str, None]]  # (name, image, true label)
+Decoded = tuple[Union[np.ndarray, None], dict[int, str]]  # (pixels of the readable images, {index: reason})
+
+
+def to_pixels(pre: Preprocess, item: Input) -> np.ndarray:
+    """One image as the model sees it before normalisation: uint8 (C, H, W); raises :class:`BadImage`."""
+    if isinstance(item, Image.Image):
+        return pre(item)
+    if isinstance(item, np.ndarray):
+        return pre(Image.fromarray(item))
+    return pre.load(item)
+
+
+def decode_batch(pre: Preprocess, items: list[Input]) -> Decoded:
+    """Decode a batch (in a worker process, or here): the readable images stacked, and why the others are not."""
+    pixels, errors = [], {}
+    for i, item in enumerate(items):
+        try:
+            pixels.append(to_pixels(pre, item))
+        except BadImage as exc:
+            errors[i] = str(exc)
+    return (np.stack(pixels) if pixels else None), errors
+
+
+def _chunks(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
+    batch: list[Entry] = []
+    for entry in entries:
+        batch.append(entry)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 class Predictor:
@@ -42,16 +77,11 @@ class Predictor:
     def pixels(self, item: Input) -> np.ndarray:
         """One image as the model sees it before normalisation: uint8 (C, H, W) at its size; a file that cannot
         be read raises :class:`~imgclf.data.decode.BadImage`."""
-        pre = self.config.preprocess
-        if isinstance(item, Image.Image):
-            return pre(item)
-        if isinstance(item, np.ndarray):
-            return pre(Image.fromarray(item))
-        return pre.load(item)
+        return to_pixels(self.config.preprocess, item)
 
-    def _items(self, inputs: Input | Iterable) -> Iterator[tuple[str, Input, str | None]]:
+    def _items(self, inputs: Input | Iterable, skip: set[str] = frozenset()) -> Iterator[Entry]:
         """(name, image, true label or None) per image, lazily: a pixel CSV is read in chunks, one image a row,
-        named ``file.csv#N`` (N from 1, Kaggle's ImageId)."""
+        named ``file.csv#N`` (N from 1, Kaggle's ImageId). Names in ``skip`` (done before) are left out."""
         items = [inputs] if isinstance(inputs, (str, Path, Image.Image, np.ndarray)) else list(inputs)
         if all(isinstance(i, (str, Path)) for i in items):
             items = collect_inputs([str(i) for i in items])
@@ -61,9 +91,11 @@ class Predictor:
                 for pixels, labels in iter_pixel_csv(item):
                     for k, arr in enumerate(pixels):
                         row += 1
-                        yield f"{item}#{row}", arr, None if labels is None else labels[k]
+                        if f"{item}#{row}" not in skip:
+                            yield f"{item}#{row}", arr, None if labels is None else labels[k]
             elif isinstance(item, (str, Path)):
-                yield str(item), item, None
+                if str(item) not in skip:
+                    yield str(item), item, None
             else:
                 yield f"<image {start}>", item, None
 
@@ -74,33 +106,39 @@ class Predictor:
         for name, probs, error, _ in self._scored(inputs, batch_size):
             yield name, probs, error
 
-    def _scored(self, inputs: Input | Iterable, batch_size: int
+    def _decoded(self, inputs: Input | Iterable, batch_size: int, workers: int, skip: set[str]
+                 ) -> Iterator[tuple[list[Entry], Decoded]]:
+        """Batches of entries with their decoded pixels, in order. With ``workers``, files are decoded in that many
+        processes while the model runs here, at most two batches per worker ahead (memory stays flat however
+        many files there are)."""
+        pre, batches = self.config.preprocess, _chunks(self._items(inputs, skip), batch_size)
+        if workers == 0:
+            for batch in batches:
+                yield batch, decode_batch(pre, [item for _, item, _ in batch])
+            return
+        with ProcessPoolExecutor(workers) as pool:
+            pending: deque[tuple[list[Entry], Future]] = deque()
+            for batch in batches:
+                pending.append((batch, pool.submit(decode_batch, pre, [item for _, item, _ in batch])))
+                if len(pending) > 2 * workers:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            for done, future in pending:
+                yield done, future.result()
+
+    def _scored(self, inputs: Input | Iterable, batch_size: int, workers: int = 0, skip: set[str] = frozenset()
                 ) -> Iterator[tuple[str, np.ndarray | None, str | None, str | None]]:
-        batch: list[tuple[str, Input, str | None]] = []
-        for entry in self._items(inputs):
-            batch.append(entry)
-            if len(batch) == batch_size:
-                yield from self._score_batch(batch)
-                batch = []
-        if batch:
-            yield from self._score_batch(batch)
+        for batch, (pixels, errors) in self._decoded(inputs, batch_size, workers, skip):
+            probs = iter(self.proba(pixels)) if pixels is not None else iter(())
+            for i, (name, _, truth) in enumerate(batch):
+                yield (name, None, errors[i], truth) if i in errors else (name, next(probs), None, truth)
 
-    def _score_batch(self, batch: list[tuple[str, Input, str | None]]
-                     ) -> Iterator[tuple[str, np.ndarray | None, str | None, str | None]]:
-        pixels, errors = [], {}
-        for i, (_, item, _) in enumerate(batch):
-            try:
-                pixels.append(self.pixels(item))
-            except BadImage as exc:
-                errors[i] = str(exc)
-        probs = iter(self.proba(np.stack(pixels))) if pixels else iter(())
-        for i, (name, _, truth) in enumerate(batch):
-            yield (name, None, errors[i], truth) if i in errors else (name, next(probs), None, truth)
-
-    def iter_predict(self, inputs: Input | Iterable, top_k: int = 5, batch_size: int = 64) -> Iterator[Prediction]:
-        """:meth:`predict`, one :class:`Prediction` at a time as the batches are computed (for 100,000 files)."""
+    def iter_predict(self, inputs: Input | Iterable, top_k: int = 5, batch_size: int = 64, workers: int = 0,
+                     skip: set[str] = frozenset()) -> Iterator[Prediction]:
+        """:meth:`predict`, one :class:`Prediction` at a time as the batches are computed, files decoded by
+        ``workers`` processes (for 100,000 files); inputs named in ``skip`` are left out (a resumed run)."""
         k = max(1, min(top_k, len(self.classes)))
-        for name, probs, error, truth in self._scored(inputs, batch_size):
+        for name, probs, error, truth in self._scored(inputs, batch_size, workers, skip):
             if probs is None:
                 yield Prediction(name, [], [], error, truth)
                 continue

