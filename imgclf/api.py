@@ -26,6 +26,7 @@ from .errors import Interrupted, UserError
 from .metrics import Evaluation
 from .models import count_parameters, create_model, default_img_size, is_cnn, pretrained_preprocess
 from .plots import plot_curves
+from .predictor import Predictor, load_predictor
 from .report import save_data_overview, write_report
 from .run import BEST, LAST, METRICS, RunDir, check_run_name, kept_epoch
 from .training.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, ReduceLROnPlateau
@@ -299,7 +300,8 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
     return clf
 
 
-def load(run: str | Path, weights: str | Path = "best", device: str = "auto") -> Classifier:
+def load(run: str | Path, weights: str | Path = "best", device: str = "auto") -> Predictor:
     """A trained classifier back from its run directory: its ``best`` weights, its ``last`` epoch's, or any
-    weights file of that run (e.g. one a :class:`~imgclf.callbacks.ModelCheckpoint` of yours wrote)."""
-    return Classifier.load(run, weights, device)
+    weights file of that run (e.g. one a :class:`~imgclf.callbacks.ModelCheckpoint` of yours wrote). An exported
+    ``.onnx`` file gives its onnxruntime classifier (the same predict API); a timm model name its ImageNet one."""
+    return load_predictor(run, weights, device)

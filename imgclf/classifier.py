@@ -11,6 +11,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .data.cache import ImageTensors, decode_split
+from .data.loader import inference_batch
 from .data.sources import Source, load_source
 from .data.split import with_validation
 from .data.transforms import normalize
@@ -59,9 +60,9 @@ class Classifier(Predictor):
 
         A timm model name that is not a run (``efficientnet_lite0``) gives its pretrained ImageNet classifier.
         """
-        if str(run).endswith(".onnx"):
-            from .onnx_model import OnnxClassifier
-            return OnnxClassifier.load(run)  # type: ignore[return-value]  # same predict interface, no training
+        if str(run).lower().endswith(".onnx"):
+            raise UserError(f"{run}: an exported ONNX file predicts and serves (imgclf predict / serve, "
+                            f"imgclf.load); this needs the PyTorch run directory it was exported from")
         if not Path(run).exists() and not (Path("runs") / run).exists() and timm.is_model(str(run)):
             return cls.from_pretrained(str(run), device)
         run_dir = RunDir.open(run)
@@ -102,8 +103,9 @@ class Classifier(Predictor):
         return self.predict_proba(torch.from_numpy(x)).numpy()
 
     @torch.inference_mode()
-    def predict_proba(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    def predict_proba(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """Class probabilities for uint8 images already at the model's size, (N, C, H, W) -> (N, classes)."""
+        batch_size = batch_size or inference_batch(tuple(x.shape[1:]))
         out = []
         for start in range(0, len(x), batch_size):
             batch = normalize(x[start:start + batch_size].to(self.device), self.mean, self.std,

@@ -103,3 +103,29 @@ def test_image_extensions_any_case_and_hidden_files(tmp_path):
     assert is_image_file(tmp_path / "A.JPG") and is_image_file(tmp_path / "b.TiFf")
     assert not is_image_file(tmp_path / ".DS_Store") and not is_image_file(tmp_path / "._a.jpg")
     assert not is_image_file(tmp_path / "notes.txt")
+
+
+def test_a_split_decodes_into_one_allocation_with_bad_files_leaving_no_gap(tmp_path):
+    from imgclf.data.cache import channel_stats, decode_split
+    from imgclf.data.sources import Split
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(80):  # enough for the worker processes to be used
+        path = tmp_path / f"{i:03d}.png"
+        if i in (0, 41, 79):
+            path.write_bytes(b"not a picture")
+        else:
+            Image.fromarray(rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    pre = Preprocess(3, 8)
+    images = decode_split(Split(np.arange(80) % 2, paths=paths), pre, workers=1)
+    good = [i for i in range(80) if i not in (0, 41, 79)]
+    assert images.x.shape == (77, 3, 8, 8) and images.y.tolist() == [i % 2 for i in good]
+    assert all(np.array_equal(images.x[k].numpy(), pre.load(paths[i])) for k, i in enumerate(good))
+    assert [p for p, _ in images.skipped] == [str(paths[i]) for i in (0, 41, 79)]
+    # the statistics in chunks of a few images equal numpy's over everything
+    mean, std = channel_stats(images.x, chunk_bytes=3 * 8 * 8 * 8 * 5)
+    as_float = images.x.double().div(255)
+    assert mean == pytest.approx(as_float.mean(dim=(0, 2, 3)).tolist(), abs=1e-4)
+    assert std == pytest.approx(as_float.std(dim=(0, 2, 3), correction=0).tolist(), abs=1e-4)

@@ -11,9 +11,10 @@ import onnx
 import pytest
 import torch
 
+import imgclf
+
 from imgclf import export as export_module
 from imgclf.api import train
-from imgclf.classifier import Classifier
 from imgclf.cli import main
 from imgclf.errors import UserError
 from imgclf.onnx_model import OnnxClassifier
@@ -101,7 +102,11 @@ def test_bad_requests_and_bad_files(run, tmp_path, capsys):
     onnx.save(proto, str(bare))
     assert main(["predict", str(bare), str(image)]) == 2
     assert "export the model with 'imgclf export RUN --format onnx'" in capsys.readouterr().err
-    assert isinstance(Classifier.load(run.run / "model.onnx"), OnnxClassifier)
+    assert isinstance(imgclf.load(run.run / "model.onnx"), OnnxClassifier)
+    for command in (["explain", str(run.run / "model.onnx"), str(image)], ["evaluate", str(run.run / "model.onnx")],
+                    ["info", str(run.run / "model.onnx")], ["report", str(run.run / "model.onnx")]):
+        assert main(command) == 2
+        assert "needs the PyTorch run directory" in capsys.readouterr().err
 
 
 def test_the_opset_asked_for(run):

@@ -1,6 +1,7 @@
 """Batches from decoded tensors: indexing for plain batches, per-image v2 transforms only when augmenting."""
 from __future__ import annotations
 
+import math
 import signal
 from collections.abc import Iterator
 
@@ -57,6 +58,12 @@ def train_loader(images: ImageTensors, batch_size: int, transform: v2.Transform 
         TensorImages(images, transform), batch_size=batch_size, shuffle=True, drop_last=False,
         num_workers=workers, collate_fn=_as_batch, generator=generator, pin_memory=pin_memory,
         worker_init_fn=_leave_signals_to_the_trainer if workers else None)
+
+
+def inference_batch(shape: tuple[int, ...], budget: int = 1 << 25) -> int:
+    """Images per forward pass without gradients, sized by their bytes as float32 (32 MB): 256 small images, 55
+    photos at 224 px, so a pass's activations stay bounded however large the images are."""
+    return max(1, min(256, budget // (4 * math.prod(shape))))
 
 
 def eval_batches(images: ImageTensors, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..data.cache import ImageTensors, row_digests
+from ..data.loader import inference_batch
 from ..data.transforms import normalize
 from .transfer import head_parameters, pre_logits
 
@@ -46,7 +47,7 @@ class FeatureCache:
     """
 
     def __init__(self, model: nn.Module, mean: list[float], std: list[float], device: torch.device,
-                 directory: Path | None = None, channels_last: bool = False, batch_size: int = 256) -> None:
+                 directory: Path | None = None, channels_last: bool = False, batch_size: int | None = None) -> None:
         self.model, self.device, self.channels_last, self.batch_size = model, device, channels_last, batch_size
         self.mean = torch.tensor(mean, device=device)
         self.std = torch.tensor(std, device=device)
@@ -80,12 +81,13 @@ class FeatureCache:
         self.dirty = False
 
     @torch.inference_mode()
-    def _compute(self, x: torch.Tensor) -> torch.Tensor:
+    def _compute(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Features of the images ``x[index]``, gathered a batch at a time (never a copy of them all)."""
         self.model.eval()
         out = []
-        for start in range(0, len(x), self.batch_size):
-            batch = normalize(x[start:start + self.batch_size].to(self.device), self.mean, self.std,
-                              self.channels_last)
+        step = self.batch_size or inference_batch(tuple(x.shape[1:]))
+        for start in range(0, len(index), step):
+            batch = normalize(x[index[start:start + step]].to(self.device), self.mean, self.std, self.channels_last)
             out.append(pre_logits(self.model, batch).float().cpu())
         return torch.cat(out)
 
@@ -97,7 +99,7 @@ class FeatureCache:
             if key not in self.index:
                 todo.setdefault(key, i)
         if todo:
-            new = self._compute(images.x[list(todo.values())])
+            new = self._compute(images.x, torch.tensor(list(todo.values()), dtype=torch.long))
             start = len(self.index)
             for j, key in enumerate(todo):
                 self.index[key] = start + j

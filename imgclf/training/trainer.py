@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..data.cache import ImageTensors
-from ..data.loader import eval_batches
+from ..data.loader import eval_batches, inference_batch
 from ..data.transforms import normalize
 from ..errors import Interrupted
 from .callbacks import Callback
@@ -218,9 +218,10 @@ class Trainer:
                 "images_per_s": seen / max(elapsed, 1e-9)}
 
     @torch.inference_mode()
-    def predict_logits(self, images: ImageTensors, batch_size: int = 512) -> torch.Tensor:
+    def predict_logits(self, images: ImageTensors, batch_size: int | None = None) -> torch.Tensor:
         """Logits (float32, on the CPU) for every image, in order."""
         self.model.eval()
+        batch_size = batch_size or inference_batch(tuple(images.x.shape[1:]))
         out = []
         for x, _ in eval_batches(images, batch_size):
             x = self.inputs(x)
