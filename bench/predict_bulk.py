@@ -52,6 +52,21 @@ def run(tree: Path, args: list[str], cwd: Path) -> tuple[float, float]:
     return time.perf_counter() - started, usage.ru_maxrss / 1024
 
 
+def code_trees(folder: Path, baseline: str) -> dict[str, Path]:
+    """This checkout and, given a commit, a git worktree of it in ``folder`` (see :func:`remove_baseline`)."""
+    base = folder / "baseline-tree"
+    if baseline and not base.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), baseline], check=True,
+                       capture_output=True)
+    return ({f"baseline ({baseline})": base} if baseline else {}) | {"this checkout": ROOT}
+
+
+def remove_baseline(folder: Path) -> None:
+    if (folder / "baseline-tree").exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder / "baseline-tree")],
+                       check=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=20000)
@@ -77,13 +92,7 @@ def main() -> None:
         model = model / "model.onnx"
         if not model.exists():
             run(ROOT, ["export", str(folder / "runs" / "bulk"), "--dynamic-batch"], folder)
-    trees = {"this checkout": ROOT}
-    base = folder / "baseline-tree"
-    if args.baseline:
-        if not base.exists():
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.baseline],
-                           check=True, capture_output=True)
-        trees = {f"baseline ({args.baseline})": base} | trees
+    trees = code_trees(folder, args.baseline)
     results = {}
     try:
         for label, tree in trees.items():
@@ -96,8 +105,7 @@ def main() -> None:
             print(f"{label}: {rows} rows in {seconds:.1f} s = {rows / seconds:.0f} images/s, peak RSS {rss:.0f} MB",
                   flush=True)
     finally:
-        if args.baseline:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
+        remove_baseline(folder)
     if len(results) == 2:
         (old, _, _), (new, _, _) = results.values()
         print(f"speed-up: {old / new:.2f}x")
