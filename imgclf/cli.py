@@ -337,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nimgclf {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("\ninterrupted; a training run continues with: imgclf train --resume --name RUN", file=sys.stderr)
+        hint = {"train": "; a training run continues with: imgclf train --resume --name RUN",
+                "predict": "; the rows done are in --output, and the same command with --resume adds the rest"}
+        print(f"\ninterrupted{hint.get(args.command, '')}", file=sys.stderr)
         return 130
     return code or 0
 

@@ -30,6 +30,18 @@ def bulk(tmp_path_factory) -> tuple[Path, Path]:
     return root / "runs" / "b", write_class_folders(root / "many", 400)
 
 
+def _running(marker: str) -> list[int]:
+    """Processes whose command line holds ``marker``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 def _rows(path: Path) -> list[list[str]]:
     with path.open(newline="", encoding="utf-8") as f:
         return list(csv.reader(f))
@@ -56,6 +68,10 @@ def test_a_killed_bulk_prediction_leaves_a_valid_csv_and_resumes(bulk, tmp_path)
         time.sleep(0.005)
     proc.kill()
     proc.wait(timeout=30)
+    deadline = time.monotonic() + 10  # its decode workers notice and exit: nothing is left running
+    while _running(str(out)):
+        assert time.monotonic() < deadline, "decode workers outlived the killed prediction"
+        time.sleep(0.1)
     partial = _rows(out)
     assert 40 <= len(partial) - 1 < 1200 and all(len(r) == len(partial[0]) for r in partial)
     assert main(["predict", str(run), str(many), "--output", str(out)]) == 2  # no silent overwrite
