@@ -288,9 +288,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> None:
     from .classifier import Classifier
     from .report import write_report
+    from .run import output_file
 
     clf = Classifier.load(args.run, device=args.device)
-    print(f"report written to {write_report(clf, gradcam=args.gradcam)}")
+    output = output_file(args.output, clf.run / "report.html", args.overwrite) if args.output else None
+    print(f"report written to {write_report(clf, gradcam=args.gradcam, output=output)}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:

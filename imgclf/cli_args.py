@@ -304,6 +304,9 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
                                    "split again and rewrites it.")
     r.add_argument("run", help="run directory (runs/NAME) or run name")
     r.add_argument("--no-gradcam", dest="gradcam", action="store_false", help="leave out the Grad-CAM examples")
+    r.add_argument("--output", default=None, help="where to write the page (default: RUN/report.html, the run's "
+                                                  "own, rewritten)")
+    _add_overwrite(r)
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
     o = sub.add_parser("export", formatter_class=_Formatter, help="export a run as ONNX or TorchScript",

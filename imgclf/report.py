@@ -117,8 +117,9 @@ def _evaluation_section(run: RunDir, evaluation: Evaluation, where: str) -> str:
 
 
 def write_report(clf: Classifier, evaluation: Evaluation | None = None, images: ImageTensors | None = None,
-                 where: str | None = None, gradcam: bool = True) -> Path:
-    """Write ``report.html`` (and any evaluation figure it needs) into the classifier's run directory.
+                 where: str | None = None, gradcam: bool = True, output: Path | None = None) -> Path:
+    """Write ``report.html`` (and any evaluation figure it needs) into the classifier's run directory, or the page
+    to ``output``.
 
     Without ``evaluation``, the run's test split (else validation split) is decoded and scored again.
     """
@@ -151,7 +152,8 @@ def write_report(clf: Classifier, evaluation: Evaluation | None = None, images: 
             f"</style></head><body><h1>{html.escape(title)}</h1><p class=muted>{html.escape(clf.config.model)} on "
             f"{html.escape(str(clf.config.data))}, {len(clf.classes)} classes; written "
             f"{time.strftime('%Y-%m-%d %H:%M')}</p><nav>{nav}</nav>{body}</body></html>")
-    path = run / REPORT
+    path = output or run / REPORT
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
 

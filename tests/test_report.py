@@ -69,6 +69,12 @@ def test_report_command_rewrites_it_and_info_gives_the_diagnosis(report_run, cap
     assert main(["info", str(run)]) == 0
     assert "diagnosis:" in capsys.readouterr().out
     assert main(["report", str(run.parent / "missing")]) == 2
+    mine = run.parent / "mine.html"
+    mine.write_text("mine")
+    assert main(["report", str(run), "--no-gradcam", "--output", str(mine)]) == 2  # never over a user's file
+    assert mine.read_text() == "mine" and "--overwrite" in capsys.readouterr().err
+    assert main(["report", str(run), "--no-gradcam", "--output", str(mine), "--overwrite"]) == 0
+    assert mine.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
 
 def test_the_report_renders_in_headless_chromium(report_run):
