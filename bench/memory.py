@@ -2,6 +2,7 @@
 costs, this checkout vs another commit, in one run.
 
     .venv/bin/python bench/memory.py [--sizes 1000,2000,4000] [--baseline e88814d] [--folder bench-runs/memory]
+                                     [--model cnn|efficientnet_lite0] [--cache ram|disk]
 
 The photos are bench/predict_bulk.py's synthetic 512x384 JPEGs, in 4 class folders. A decoded 224 px RGB image is
 147 KB, so a store that holds the decoded images once grows by about that per photo; the growth is the slope of
@@ -10,6 +11,7 @@ peak RSS (the largest single process, from ``wait4``) between the sizes.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from predict_bulk import code_trees, make_photos, remove_baseline, run
@@ -21,8 +23,10 @@ def main() -> None:
     parser.add_argument("--baseline", default="e88814d", help="the commit to compare with ('' for none)")
     parser.add_argument("--folder", default="bench-runs/memory")
     parser.add_argument("--model", default="cnn", help="e.g. cnn, or efficientnet_lite0 for feature extraction")
+    parser.add_argument("--cache", default=None, help="ram or disk for this checkout (the baseline has RAM only)")
     args = parser.parse_args()
     folder = Path(args.folder).resolve()
+    os.environ["IMGCLF_CACHE_DIR"] = str(folder / "cache")  # a disk store goes here, not to ~/.cache
     sizes = [int(n) for n in args.sizes.split(",")]
     make_photos(folder / "photos", max(sizes))
     trees = code_trees(folder, args.baseline)
@@ -37,9 +41,10 @@ def main() -> None:
                     (data / photo.parent.name).mkdir(parents=True, exist_ok=True)
                     (data / photo.parent.name / photo.name).symlink_to(photo)
             for label, tree in trees.items():
-                seconds, mb = run(tree, ["train", str(data), "--model", args.model, *extra, "--img-size", "224",
-                                              "--epochs", "1", "--quiet", "--no-plots", "--project",
-                                              str(folder / "runs")], folder)
+                cache = ["--cache", args.cache] if args.cache and tree == trees["this checkout"] else []
+                seconds, mb = run(tree, ["train", str(data), "--model", args.model, *extra, *cache, "--img-size",
+                                         "224", "--epochs", "1", "--quiet", "--no-plots", "--project",
+                                         str(folder / "runs")], folder)
                 results.setdefault(label, []).append((n, mb, seconds))
                 print(f"{label}: {n} photos, peak RSS {mb:,.0f} MB, {seconds:.0f} s", flush=True)
     finally:

@@ -217,11 +217,15 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
     plateau_from_callbacks(cfg, list(callbacks or []), log)
 
     try:
-        prepared = prepare(source, cfg.preprocess, quiet=cfg.quiet, max_bad_fraction=cfg.max_bad_fraction)
+        prepared = prepare(source, cfg.preprocess, quiet=cfg.quiet, max_bad_fraction=cfg.max_bad_fraction,
+                           cache=cfg.cache)
     except UserError:
         if not resume and not any(run.path.iterdir()):
             run.path.rmdir()  # nothing was written yet: leave no empty run behind
         raise
+    for name, images in prepared.splits.items():
+        if images.where != "ram":
+            log(f"{name}: decoded images in {images.where}")
     if prepared.skipped:
         log(f"skipped {len(prepared.skipped)} unreadable file(s), listed in {run / 'skipped.csv'}:")
         for path, reason in prepared.skipped[:10]:

@@ -149,7 +149,9 @@ class Classifier(Predictor):
         chosen = source.splits[split]
         if limit is not None and len(chosen) > limit:
             chosen = chosen.subset(np.sort(np.random.default_rng(cfg.seed).choice(len(chosen), limit, replace=False)))
-        images = decode_split(chosen, cfg.preprocess, desc=f"decoding {split}", quiet=cfg.quiet)
+        # a small subset (export's checks) stays in RAM; a whole split is kept the way the run keeps its data
+        images = decode_split(chosen, cfg.preprocess, desc=f"decoding {split}", quiet=cfg.quiet,
+                              cache="ram" if limit is not None else cfg.cache)
         images.y = torch.from_numpy(mapping)[images.y]
         return images, f"{data or cfg.data} ({split} split, {len(images)} images)"
 

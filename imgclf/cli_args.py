@@ -5,7 +5,7 @@ import argparse
 from typing import Callable
 
 from . import __version__
-from .config import (AUGMENTS, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, FEATURE_CACHES, FEATURE_EXTRACT_LR_SCALE, MODES,
+from .config import (AUGMENTS, CACHES, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, FEATURE_CACHES, FEATURE_EXTRACT_LR_SCALE, MODES,
                      OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TrainConfig)
 
 DEFAULTS = TrainConfig()
@@ -109,6 +109,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                                                 "architecture's size)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="input channels (default: 1 if every "
                                                                                 "image is grayscale, else 3)")
+    p.add_argument("--cache", choices=CACHES, default=DEFAULTS.cache,
+                   help="where the decoded images live: ram; disk (a store under $IMGCLF_CACHE_DIR, else "
+                        "~/.cache/imgclf/images, reused by later runs on the same files; memory stays flat); auto: "
+                        "ram while a split takes under a quarter of the available memory, else disk")
     p.add_argument("--resize", choices=RESIZE_MODES, default=DEFAULTS.resize,
                    help="crop: keep aspect ratio and crop the centre; squash: stretch")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS.optimizer, help="sgd = SGD with Nesterov momentum")

@@ -17,6 +17,7 @@ SCHEDULERS = ("onecycle", "cosine", "plateau", "none")
 AUGMENTS = ("none", "light", "standard")
 MODES = ("scratch", "feature-extract", "fine-tune")
 FEATURE_CACHES = ("disk", "memory", "off")
+CACHES = ("auto", "ram", "disk")  # where decoded images live (imgclf.data.store)
 RESIZE_MODES = ("crop", "squash")
 # Learning rates that work for each optimizer with the default batch size; --lr overrides.
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 3e-3}
@@ -57,6 +58,7 @@ class TrainConfig:
     backbone_lr_scale: float = 0.5
     freeze_bn: bool = False
     feature_cache: str = "disk"
+    cache: str = "auto"
     epochs: int = 20
     batch_size: int = 128
     img_size: int | None = None
@@ -101,7 +103,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Reject impossible values with a message naming the option and the allowed values."""
         choices = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "augment": AUGMENTS, "resize": RESIZE_MODES,
-                   "mode": MODES, "feature_cache": FEATURE_CACHES}
+                   "mode": MODES, "feature_cache": FEATURE_CACHES, "cache": CACHES}
         for key, allowed in choices.items():
             if getattr(self, key) not in (*allowed, None):
                 raise UserError(f"--{key.replace('_', '-')} {getattr(self, key)!r} is not one of: "

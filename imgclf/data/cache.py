@@ -18,16 +18,18 @@ from tqdm import tqdm
 
 from .decode import BadImage, Preprocess, is_gray
 from .sources import Split
+from .store import DiskRows, DiskWriter, cache_root, choose, open_store, store_key
 
 
 @dataclass
 class ImageTensors:
     """Decoded images ``x`` (uint8, N x C x H x W), class ids ``y``, and the files that were skipped."""
 
-    x: torch.Tensor
+    x: torch.Tensor | DiskRows  # indexable like a tensor either way
     y: torch.Tensor
     paths: list[str] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    where: str = "ram"  # how the pixels are held, for the log
 
     def __len__(self) -> int:
         return len(self.y)
@@ -114,11 +116,16 @@ def _from_pixels(pixels: np.ndarray, pre: Preprocess) -> torch.Tensor:
 
 
 def decode_split(split: Split, pre: Preprocess, workers: int | None = None, desc: str = "",
-                 quiet: bool = False) -> ImageTensors:
-    """Decode every image of ``split`` the way ``pre`` says, to uint8; unreadable files are skipped."""
+                 quiet: bool = False, cache: str = "ram") -> ImageTensors:
+    """Decode every image of ``split`` the way ``pre`` says, to uint8; unreadable files are skipped. ``cache``: keep
+    the pixels in RAM, in a disk store (reused by later runs on the same files), or ``auto`` (see
+    :func:`~imgclf.data.store.choose`)."""
     labels = torch.tensor(np.asarray(split.labels, dtype=np.int64))  # a copy: pandas' arrays may be read-only
-    if split.pixels is not None:
+    if split.pixels is not None:  # already in memory (a pixel CSV, a built-in data set)
         return ImageTensors(_from_pixels(split.pixels, pre), labels)
+    where, why = choose(cache, len(split.paths), pre)
+    if where == "disk":
+        return _decode_to_disk(split, pre, labels, workers, desc, quiet, why)
     # One allocation for the whole split, filled row by row as the workers deliver: the decoded images are held
     # once, never as a list and then a stacked copy. Unreadable files leave no gap (the next row takes the place).
     x = np.empty((len(split.paths), pre.channels, pre.size, pre.size), dtype=np.uint8)
@@ -129,7 +136,33 @@ def decode_split(split: Split, pre: Preprocess, workers: int | None = None, desc
         else:
             x[len(keep)] = decoded
             keep.append(i)
-    return ImageTensors(torch.from_numpy(x[:len(keep)]), labels[keep], [str(split.paths[i]) for i in keep], skipped)
+    return ImageTensors(torch.from_numpy(x[:len(keep)]), labels[keep], [str(split.paths[i]) for i in keep], skipped,
+                        f"ram ({why})")
+
+
+def _decode_to_disk(split: Split, pre: Preprocess, labels: torch.Tensor, workers: int | None, desc: str,
+                    quiet: bool, why: str) -> ImageTensors:
+    folder, key = cache_root(), store_key(split.paths, pre)
+    found = open_store(folder, key, pre)
+    if found is not None:
+        rows, keep, skipped = found
+        where = f"disk store {rows.path} ({why}; reused: nothing decoded)"
+    else:
+        writer = DiskWriter(folder, key, len(split.paths), pre)
+        keep, skipped = [], []
+        try:
+            for i, decoded in enumerate(parallel_imap(pre.load, split.paths, workers, desc, quiet)):
+                if isinstance(decoded, BadImage):
+                    skipped.append((str(split.paths[i]), str(decoded)))
+                else:
+                    writer.append(decoded)
+                    keep.append(i)
+        except BaseException:
+            writer.abandon()  # a half-written store is never left under the name a later run would read
+            raise
+        rows = writer.finish(keep, skipped)
+        where = f"disk store {rows.path} ({why})"
+    return ImageTensors(rows, labels[keep], [str(split.paths[i]) for i in keep], skipped, where)
 
 
 def row_digests(x: torch.Tensor) -> list[bytes]:

@@ -46,12 +46,12 @@ def input_shape(source: Source, model: str, img_size: int | None, channels: int 
 
 
 def prepare(source: Source, pre: Preprocess, workers: int | None = None, quiet: bool = False,
-            max_bad_fraction: float = 1.0) -> Prepared:
+            max_bad_fraction: float = 1.0, cache: str = "ram") -> Prepared:
     """Decode every split of ``source``; files that cannot be read are skipped and listed, unless they are more
     than ``max_bad_fraction`` of all the files: then training on what is left would mislead, and it is an error."""
     splits, skipped = {}, []
     for name, split in source.splits.items():
-        tensors = decode_split(split, pre, workers, f"decoding {name}", quiet)
+        tensors = decode_split(split, pre, workers, f"decoding {name}", quiet, cache)
         skipped += tensors.skipped
         splits[name] = tensors
     total = sum(len(split) for split in source.splits.values())

@@ -22,7 +22,9 @@ def plot_samples(x: torch.Tensor, y: torch.Tensor, classes: list[str], path: Pat
     for c in range(len(classes)):
         ids = np.flatnonzero(labels == c)
         picks.append(rng.choice(ids, min(len(ids), per_class), replace=False) if len(ids) else ids)
-    images = to_hwc(x)
+    # only the picked images are read (the whole set may be a disk store), then found by their index
+    chosen = np.unique(np.concatenate(picks)).astype(np.int64)
+    images = dict(zip(chosen.tolist(), to_hwc(x[torch.from_numpy(chosen)]))) if len(chosen) else {}
     if len(classes) <= ROWS_PER_CLASS_UP_TO:
         n_rows, n_cols = len(classes), per_class
         fig, axes = subplots(n_rows, n_cols, (1.2 * n_cols + 1.5, 1.25 * n_rows + 0.6))

@@ -1,0 +1,182 @@
+"""Where the decoded images of a split live: in RAM (one uint8 tensor) or on disk (one file per split, read a batch at
+a time through the page cache, so memory does not grow with the data set).
+
+Both look the same to their users (the loader, evaluation, the feature cache, the plots): ``len``, ``shape``,
+indexing by an int, a slice or a tensor of indices, and iteration over rows, each giving uint8 torch tensors.
+
+A disk store sits under ``$IMGCLF_CACHE_DIR/images`` (else ``~/.cache/imgclf/images``), named by a key over the
+files (paths, sizes, modification times) and the preprocessing, so a second run on the same data decodes nothing.
+It is written to a temporary name and renamed when complete, with its description (key, shape, which files were
+skipped and why) beside it; a store whose file does not match its description is rebuilt, never read as data.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError, warn
+from .decode import Preprocess
+
+# auto keeps a split in RAM while its decoded size is under this share of the memory available now.
+RAM_SHARE = 0.25
+
+
+def cache_root() -> Path:
+    """``$IMGCLF_CACHE_DIR/images``, else ``~/.cache/imgclf/images``."""
+    return Path(os.environ.get("IMGCLF_CACHE_DIR", "~/.cache/imgclf")).expanduser() / "images"
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (Linux' MemAvailable; elsewhere the free pages)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def choose(cache: str, n: int, pre: Preprocess) -> tuple[str, str]:
+    """(ram or disk, why) for a split of ``n`` files; ``auto`` picks RAM while the decoded split is small."""
+    size = n * pre.channels * pre.size * pre.size
+    if cache != "auto":
+        return cache, f"--cache {cache}"
+    room = available_memory()
+    if size <= RAM_SHARE * room:
+        return "ram", f"{size / 1e9:.2f} GB decoded, under a quarter of the {room / 1e9:.1f} GB available"
+    return "disk", f"{size / 1e9:.2f} GB decoded, over a quarter of the {room / 1e9:.1f} GB of memory available"
+
+
+def store_key(paths: list[Path], pre: Preprocess) -> str:
+    """A hash of the files (path, size, modification time) and of how they are decoded."""
+    digest = hashlib.blake2b(repr(pre).encode(), digest_size=16)
+    for path in paths:
+        try:
+            stat = path.stat()
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode())
+    return digest.hexdigest()
+
+
+class DiskRows:
+    """Decoded uint8 images (N, C, H, W) in a file, read with ``pread``: the page cache keeps what fits, the process
+    holds only the batches it asked for."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
+        self.path, self.shape = Path(path), torch.Size(shape)
+        self.row = math.prod(shape[1:])
+        self.fd = os.open(self.path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getstate__(self) -> dict:  # worker processes open the file themselves
+        return {"path": self.path, "shape": tuple(self.shape)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], state["shape"])
+
+    def __del__(self) -> None:
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def _read(self, start: int, count: int) -> np.ndarray:
+        data = os.pread(self.fd, count * self.row, start * self.row)
+        return np.frombuffer(data, np.uint8).reshape(count, *self.shape[1:])
+
+    def __getitem__(self, index: int | slice | torch.Tensor | np.ndarray | list) -> torch.Tensor:
+        if isinstance(index, (int, np.integer)):
+            i = int(index) + (len(self) if index < 0 else 0)
+            if not 0 <= i < len(self):
+                raise IndexError(f"row {index} of {len(self)}")
+            return torch.from_numpy(self._read(i, 1)[0].copy())
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return self[torch.arange(start, stop, step)]
+            return torch.from_numpy(self._read(start, max(0, stop - start)).copy())
+        rows = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), *self.shape[1:]), np.uint8)
+        order = np.argsort(rows, kind="stable")  # read in file order, runs of consecutive rows in one call
+        k = 0
+        while k < len(order):
+            first, run = rows[order[k]], 1
+            while k + run < len(order) and rows[order[k + run]] == first + run:
+                run += 1
+            out[order[k:k + run]] = self._read(int(first), run)
+            k += run
+        return torch.from_numpy(out)
+
+    def __iter__(self):
+        chunk = max(1, (1 << 24) // max(1, self.row))  # 16 MB at a time
+        for start in range(0, len(self), chunk):
+            yield from self[start:start + chunk]
+
+
+class DiskWriter:
+    """Rows appended in order to a temporary file in ``folder``; :meth:`finish` describes and renames it."""
+
+    def __init__(self, folder: Path, key: str, n: int, pre: Preprocess) -> None:
+        self.folder, self.key, self.row = folder, key, pre.channels * pre.size * pre.size
+        self.shape = (pre.channels, pre.size, pre.size)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(folder).free
+        except OSError as exc:
+            raise UserError(f"cannot write the decoded-image store in {folder} ({exc.strerror or exc}); set "
+                            f"$IMGCLF_CACHE_DIR to a writable folder, or use --cache ram") from None
+        if n * self.row > 0.95 * free:
+            raise UserError(f"the decoded images need {n * self.row / 1e9:.1f} GB in {folder}, which has "
+                            f"{free / 1e9:.1f} GB free; set $IMGCLF_CACHE_DIR to a larger disk, or use --cache ram")
+        self.tmp = folder / f"{key}.u8.tmp-{os.getpid()}"
+        self.file = self.tmp.open("wb")
+        self.count = 0
+
+    def append(self, pixels: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(pixels, np.uint8).tobytes())
+        self.count += 1
+
+    def finish(self, keep: list[int], skipped: list[tuple[str, str]]) -> DiskRows:
+        self.file.close()
+        data = self.folder / f"{self.key}.u8"
+        meta = {"key": self.key, "shape": [self.count, *self.shape], "keep": keep, "skipped": skipped}
+        os.replace(self.tmp, data)
+        tmp_meta = self.folder / f"{self.key}.json.tmp-{os.getpid()}"
+        tmp_meta.write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(tmp_meta, self.folder / f"{self.key}.json")  # last: a store without it is not complete
+        return DiskRows(data, tuple(meta["shape"]))
+
+    def abandon(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def open_store(folder: Path, key: str, pre: Preprocess) -> tuple[DiskRows, list[int], list[tuple[str, str]]] | None:
+    """A complete disk store for ``key``: (rows, kept file indices, skipped files); None when there is none, or
+    when it does not match its description (a warning says it is rebuilt)."""
+    data, meta_path = folder / f"{key}.u8", folder / f"{key}.json"
+    if not meta_path.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        shape = tuple(meta["shape"])
+        ok = meta["key"] == key and shape[1:] == (pre.channels, pre.size, pre.size) and data.exists() and \
+            data.stat().st_size == math.prod(shape) and len(meta["keep"]) == shape[0]
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        warn(f"the decoded-image store {data} is damaged or incomplete; decoding again")
+        meta_path.unlink(missing_ok=True)
+        data.unlink(missing_ok=True)
+        return None
+    return DiskRows(data, shape), meta["keep"], [tuple(s) for s in meta["skipped"]]

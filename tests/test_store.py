@@ -1,0 +1,125 @@
+"""The decoded-image store (issue 13, part 1): RAM and disk give the same pixels; a disk store is reused, never read
+when incomplete or damaged, and keeps memory flat."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imgclf.cli import main
+from imgclf.data.cache import decode_split
+from imgclf.data.decode import Preprocess
+from imgclf.data.sources import Split
+from imgclf.data.store import DiskRows, cache_root
+from imgclf.errors import UserError
+
+from .conftest import TINY_ARGS, write_class_folders
+
+
+def _files(folder: Path, n: int, size: int = 20, bad: tuple[int, ...] = (3,)) -> Split:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        path = folder / f"{i:03d}.png"
+        if i in bad:
+            path.write_bytes(b"broken")
+        else:
+            Image.fromarray(rng.integers(0, 255, (size, size + 4, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return Split(np.arange(n) % 3, paths=paths)
+
+
+def test_ram_and_disk_hold_the_same_pixels_and_the_disk_store_is_reused(tmp_path, monkeypatch):
+    split, pre = _files(tmp_path / "img", 40), Preprocess(3, 16)
+    ram = decode_split(split, pre, workers=0, cache="ram")
+    disk = decode_split(split, pre, workers=0, cache="disk")
+    assert isinstance(disk.x, DiskRows) and "disk store" in disk.where and len(disk.x) == len(ram.x) == 39
+    assert torch.equal(disk.x[0:39], ram.x) and torch.equal(disk.y, ram.y) and disk.skipped == ram.skipped
+    index = torch.tensor([5, 2, 3, 4, 30, 0])  # any order, runs of neighbours read together
+    assert torch.equal(disk.x[index], ram.x[index]) and torch.equal(disk.x[-1], ram.x[-1])
+    assert torch.equal(torch.stack(list(disk.x)), ram.x)
+    decoded = []
+    monkeypatch.setattr(Preprocess, "load", lambda self, path: decoded.append(path))
+    again = decode_split(split, pre, workers=0, cache="disk")
+    assert decoded == [] and "reused: nothing decoded" in again.where and torch.equal(again.x[0:39], ram.x)
+    assert again.skipped == ram.skipped
+
+
+def test_a_store_that_does_not_match_its_description_is_rebuilt(tmp_path, capsys):
+    split, pre = _files(tmp_path / "img", 12, bad=()), Preprocess(3, 16)
+    first = decode_split(split, pre, workers=0, cache="disk")
+    store = first.x.path
+    with store.open("r+b") as f:  # damaged on disk: cut short
+        f.truncate(store.stat().st_size // 2)
+    del first
+    rebuilt = decode_split(split, pre, workers=0, cache="disk")
+    assert "damaged or incomplete; decoding again" in capsys.readouterr().err
+    assert len(rebuilt.x) == 12 and store.stat().st_size == 12 * 3 * 16 * 16
+
+
+def test_a_store_left_half_written_is_never_read(tmp_path):
+    split, pre = _files(tmp_path / "img", 12, bad=()), Preprocess(3, 16)
+    ram = decode_split(split, pre, workers=0, cache="ram")
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    from imgclf.data.store import store_key
+
+    key = store_key(split.paths, pre)
+    (root / f"{key}.u8.tmp-1").write_bytes(b"\xff" * 100)  # what a run killed while decoding leaves
+    (root / f"{key}.u8").write_bytes(b"\xff" * (12 * 768))  # data without its description: not complete
+    disk = decode_split(split, pre, workers=0, cache="disk")
+    assert "reused" not in disk.where and torch.equal(disk.x[0:12], ram.x)
+
+
+def test_an_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("IMGCLF_CACHE_DIR", str(blocker))
+    with pytest.raises(UserError, match="cannot write the decoded-image store.*IMGCLF_CACHE_DIR"):
+        decode_split(_files(tmp_path / "img", 4, bad=()), Preprocess(3, 16), workers=0, cache="disk")
+
+
+def test_training_from_the_disk_store_and_again_without_decoding(image_folder, run_cwd):
+    for name in ("one", "two"):
+        assert main(["train", str(image_folder), "--epochs", "2", "--name", name, "--cache", "disk",
+                     *TINY_ARGS]) == 0
+    first, second = ((run_cwd / "runs" / n / "train.log").read_text() for n in ("one", "two"))
+    assert "train: decoded images in disk store" in first and "reused: nothing decoded" in second
+    assert (run_cwd / "runs" / "one" / "best.safetensors").exists()
+
+
+# Decode N 224 px photos into the store asked for, read every batch once, print the peak RSS in KB (VmHWM: since
+# exec, unlike ru_maxrss, which counts the memory of the forking parent too).
+MEASURE = """
+import sys, torch
+from pathlib import Path
+from imgclf.data.cache import decode_split
+from imgclf.data.decode import Preprocess
+from imgclf.data.sources import Split
+paths = sorted(Path(sys.argv[1]).glob('*.png'))
+images = decode_split(Split([0] * len(paths), paths=paths), Preprocess(3, 224), workers=0, cache=sys.argv[2])
+for start in range(0, len(images), 32):
+    assert images.x[torch.arange(start, min(start + 32, len(images)))].shape[0] > 0
+print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])
+"""
+
+
+def test_the_disk_store_keeps_memory_flat(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    for i in range(600):  # 600 x 147 KB = 88 MB decoded
+        Image.fromarray(np.roll(small, i, axis=0)).resize((256, 224)).save(folder / f"{i:04d}.png")
+    peak = {}
+    for cache in ("ram", "disk"):
+        out = subprocess.run([sys.executable, "-c", MEASURE, str(folder), cache], capture_output=True, text=True,
+                             check=True)
+        peak[cache] = int(out.stdout.split()[-1])
+    assert peak["ram"] - peak["disk"] > 60_000, peak  # KB: the decoded images are not in the process
