@@ -129,15 +129,26 @@ def decode_split(split: Split, pre: Preprocess, workers: int | None = None, desc
     # One allocation for the whole split, filled row by row as the workers deliver: the decoded images are held
     # once, never as a list and then a stacked copy. Unreadable files leave no gap (the next row takes the place).
     x = np.empty((len(split.paths), pre.channels, pre.size, pre.size), dtype=np.uint8)
+
+    def put(pixels: np.ndarray, row: int) -> None:
+        x[row] = pixels
+    keep, skipped = _decode_into(put, split, pre, workers, desc, quiet)
+    return ImageTensors(torch.from_numpy(x[:len(keep)]), labels[keep], [str(split.paths[i]) for i in keep], skipped,
+                        f"ram ({why})")
+
+
+def _decode_into(put: Callable[[np.ndarray, int], None], split: Split, pre: Preprocess, workers: int | None,
+                 desc: str, quiet: bool) -> tuple[list[int], list[tuple[str, str]]]:
+    """Decode the split's files in order, handing each readable image to ``put`` with its row: (indices of the
+    files kept, (path, reason) of those skipped)."""
     keep, skipped = [], []
     for i, decoded in enumerate(parallel_imap(pre.load, split.paths, workers, desc, quiet)):
         if isinstance(decoded, BadImage):
             skipped.append((str(split.paths[i]), str(decoded)))
         else:
-            x[len(keep)] = decoded
+            put(decoded, len(keep))
             keep.append(i)
-    return ImageTensors(torch.from_numpy(x[:len(keep)]), labels[keep], [str(split.paths[i]) for i in keep], skipped,
-                        f"ram ({why})")
+    return keep, skipped
 
 
 def _decode_to_disk(split: Split, pre: Preprocess, labels: torch.Tensor, workers: int | None, desc: str,
@@ -149,14 +160,8 @@ def _decode_to_disk(split: Split, pre: Preprocess, labels: torch.Tensor, workers
         where = f"disk store {rows.path} ({why}; reused: nothing decoded)"
     else:
         writer = DiskWriter(folder, key, len(split.paths), pre)
-        keep, skipped = [], []
         try:
-            for i, decoded in enumerate(parallel_imap(pre.load, split.paths, workers, desc, quiet)):
-                if isinstance(decoded, BadImage):
-                    skipped.append((str(split.paths[i]), str(decoded)))
-                else:
-                    writer.append(decoded)
-                    keep.append(i)
+            keep, skipped = _decode_into(lambda pixels, _row: writer.append(pixels), split, pre, workers, desc, quiet)
         except BaseException:
             writer.abandon()  # a half-written store is never left under the name a later run would read
             raise

@@ -106,15 +106,16 @@ class DiskRows:
                 return self[torch.arange(start, stop, step)]
             return torch.from_numpy(self._read(start, max(0, stop - start)).copy())
         rows = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index, dtype=np.int64).reshape(-1)
+        rows = np.where(rows < 0, rows + len(self), rows)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"rows out of 0..{len(self) - 1}")
         out = np.empty((len(rows), *self.shape[1:]), np.uint8)
-        order = np.argsort(rows, kind="stable")  # read in file order, runs of consecutive rows in one call
-        k = 0
-        while k < len(order):
-            first, run = rows[order[k]], 1
-            while k + run < len(order) and rows[order[k + run]] == first + run:
-                run += 1
-            out[order[k:k + run]] = self._read(int(first), run)
-            k += run
+        # Read in file order, each run of consecutive rows in one call.
+        order = np.argsort(rows, kind="stable")
+        ranked = rows[order]
+        starts = np.flatnonzero(np.diff(ranked, prepend=-2) != 1)
+        for begin, end in zip(starts, [*starts[1:], len(ranked)]):
+            out[order[begin:end]] = self._read(int(ranked[begin]), int(end - begin))
         return torch.from_numpy(out)
 
     def __iter__(self):
