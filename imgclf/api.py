@@ -255,8 +255,9 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
 
     model, params, mean, std, splits, extra = _transfer_setup(cfg, net, prepared.splits, device, log)
     transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip) if mean is not None else None
+    # Random resized crops come from the whole photo where the files are decoded per batch (--cache none).
     loader = train_loader(splits["train"], cfg.batch_size, transform, cfg.workers, cfg.seed,
-                          pin_memory=device.type == "cuda")
+                          pin_memory=device.type == "cuda", full_res=cfg.augment == "standard")
     optimizer = create_optimizer(params, cfg)
     trainer = Trainer(
         model, optimizer, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), loader, splits.get("val"),

@@ -111,8 +111,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                                                                 "image is grayscale, else 3)")
     p.add_argument("--cache", choices=CACHES, default=DEFAULTS.cache,
                    help="where the decoded images live: ram; disk (a store under $IMGCLF_CACHE_DIR, else "
-                        "~/.cache/imgclf/images, reused by later runs on the same files; memory stays flat); auto: "
-                        "ram while a split takes under a quarter of the available memory, else disk")
+                        "~/.cache/imgclf/images, reused by later runs on the same files; memory stays flat); none: "
+                        "decode the files per batch in the loader's workers (no store; --augment standard then crops "
+                        "from the full-resolution photo); auto: ram while a split takes under a quarter of the "
+                        "available memory, else disk while it fits there, else none")
     p.add_argument("--resize", choices=RESIZE_MODES, default=DEFAULTS.resize,
                    help="crop: keep aspect ratio and crop the centre; squash: stretch")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS.optimizer, help="sgd = SGD with Nesterov momentum")

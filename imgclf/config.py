@@ -17,7 +17,7 @@ SCHEDULERS = ("onecycle", "cosine", "plateau", "none")
 AUGMENTS = ("none", "light", "standard")
 MODES = ("scratch", "feature-extract", "fine-tune")
 FEATURE_CACHES = ("disk", "memory", "off")
-CACHES = ("auto", "ram", "disk")  # where decoded images live (imgclf.data.store)
+CACHES = ("auto", "ram", "disk", "none")  # where decoded images live (imgclf.data.store)
 RESIZE_MODES = ("crop", "squash")
 # Learning rates that work for each optimizer with the default batch size; --lr overrides.
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 3e-3}

@@ -1,5 +1,5 @@
-"""The decoded-image store (issue 13, part 1): RAM and disk give the same pixels; a disk store is reused, never read
-when incomplete or damaged, and keeps memory flat."""
+"""The decoded-image store (issue 13, part 1): RAM, disk and none give the same pixels; a disk store is reused, never
+read when incomplete or damaged, and keeps memory flat; files decoded per batch survive a file broken after the scan."""
 from __future__ import annotations
 
 import subprocess
@@ -15,7 +15,8 @@ from imgclf.cli import main
 from imgclf.data.cache import decode_split
 from imgclf.data.decode import Preprocess
 from imgclf.data.sources import Split
-from imgclf.data.store import DiskRows, cache_root
+from imgclf.data.loader import TensorImages
+from imgclf.data.store import DiskRows, FileRows, cache_root
 from imgclf.errors import UserError
 
 from .conftest import TINY_ARGS, write_class_folders
@@ -49,6 +50,37 @@ def test_ram_and_disk_hold_the_same_pixels_and_the_disk_store_is_reused(tmp_path
     again = decode_split(split, pre, workers=0, cache="disk")
     assert decoded == [] and "reused: nothing decoded" in again.where and torch.equal(again.x[0:39], ram.x)
     assert again.skipped == ram.skipped
+
+
+def test_files_decoded_per_batch_give_the_same_pixels(tmp_path):
+    split, pre = _files(tmp_path / "img", 20), Preprocess(3, 16)
+    ram = decode_split(split, pre, workers=0, cache="ram")
+    none = decode_split(split, pre, workers=0, cache="none")
+    assert isinstance(none.x, FileRows) and none.where.startswith("files, decoded per batch")
+    assert none.skipped == ram.skipped and torch.equal(none.y, ram.y) and none.paths == ram.paths
+    index = torch.tensor([7, 0, 7, 18])
+    assert torch.equal(none.x[0:19], ram.x) and torch.equal(none.x[index], ram.x[index])
+    assert torch.equal(torch.stack(list(none.x)), ram.x)
+
+
+def test_a_file_broken_after_the_scan_is_left_out_of_its_batch(tmp_path, capsys):
+    split, pre = _files(tmp_path / "img", 6, bad=()), Preprocess(3, 16)
+    none = decode_split(split, pre, workers=0, cache="none")
+    Path(none.paths[2]).write_bytes(b"gone bad")
+    x, y = TensorImages(none).__getitems__([0, 2, 4])
+    assert x.shape == (2, 3, 16, 16) and y.tolist() == [none.y[0].item(), none.y[4].item()]
+    assert "000.png" not in capsys.readouterr().err
+    assert torch.equal(none.x[2], torch.zeros(3, 16, 16, dtype=torch.uint8))  # evaluation: black, and said
+    assert "002.png: not an image" in capsys.readouterr().err
+
+
+def test_full_resolution_crops_for_standard_augmentation(tmp_path):
+    split = _files(tmp_path / "img", 4, size=64, bad=())
+    none = decode_split(split, Preprocess(3, 16), workers=0, cache="none")
+    seen = []
+    dataset = TensorImages(none, lambda img: seen.append(tuple(img.shape)) or img[:, :16, :16], full_res=True)
+    x, _ = dataset.__getitems__([0, 1])
+    assert seen == [(3, 64, 68)] * 2 and x.shape == (2, 3, 16, 16)  # the photo itself, not its 16 px crop
 
 
 def test_a_store_that_does_not_match_its_description_is_rebuilt(tmp_path, capsys):
@@ -92,6 +124,15 @@ def test_training_from_the_disk_store_and_again_without_decoding(image_folder, r
     first, second = ((run_cwd / "runs" / n / "train.log").read_text() for n in ("one", "two"))
     assert "train: decoded images in disk store" in first and "reused: nothing decoded" in second
     assert (run_cwd / "runs" / "one" / "best.safetensors").exists()
+
+
+def test_training_on_files_decoded_per_batch(image_folder, run_cwd):
+    assert main(["train", str(image_folder), "--epochs", "2", "--name", "none", "--cache", "none",
+                 "--augment", "standard", *TINY_ARGS[:-3], "--workers", "1", "--no-plots"]) == 0
+    log = (run_cwd / "runs" / "none" / "train.log").read_text()
+    assert "train: decoded images in files, decoded per batch (--cache none)" in log
+    rows = (run_cwd / "runs" / "none" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and (run_cwd / "runs" / "none" / "best.safetensors").exists()
 
 
 # Decode N 224 px photos into the store asked for, read every batch once, print the peak RSS in KB (VmHWM: since

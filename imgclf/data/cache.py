@@ -18,14 +18,14 @@ from tqdm import tqdm
 
 from .decode import BadImage, Preprocess, is_gray
 from .sources import Split
-from .store import DiskRows, DiskWriter, cache_root, choose, open_store, store_key
+from .store import DiskRows, DiskWriter, FileRows, cache_root, choose, open_store, store_key
 
 
 @dataclass
 class ImageTensors:
     """Decoded images ``x`` (uint8, N x C x H x W), class ids ``y``, and the files that were skipped."""
 
-    x: torch.Tensor | DiskRows  # indexable like a tensor either way
+    x: torch.Tensor | DiskRows | FileRows  # indexable like a tensor every way
     y: torch.Tensor
     paths: list[str] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -124,6 +124,8 @@ def decode_split(split: Split, pre: Preprocess, workers: int | None = None, desc
     if split.pixels is not None:  # already in memory (a pixel CSV, a built-in data set)
         return ImageTensors(_from_pixels(split.pixels, pre), labels)
     where, why = choose(cache, len(split.paths), pre)
+    if where == "none":
+        return _files_as_they_are(split, pre, labels, workers, desc, quiet, why)
     if where == "disk":
         return _decode_to_disk(split, pre, labels, workers, desc, quiet, why)
     # One allocation for the whole split, filled row by row as the workers deliver: the decoded images are held
@@ -170,14 +172,40 @@ def _decode_to_disk(split: Split, pre: Preprocess, labels: torch.Tensor, workers
     return ImageTensors(rows, labels[keep], [str(split.paths[i]) for i in keep], skipped, where)
 
 
-def row_digests(x: torch.Tensor) -> list[bytes]:
-    """A 16-byte hash of each decoded image: equal pixels, equal digest."""
+def _files_as_they_are(split: Split, pre: Preprocess, labels: torch.Tensor, workers: int | None, desc: str,
+                       quiet: bool, why: str) -> ImageTensors:
+    """``--cache none``: only the headers are read now (files that are not images are skipped as usual); the pixels
+    are decoded whenever a batch needs them."""
+    keep, skipped = [], []
+    for i, head in enumerate(parallel_imap(_header, split.paths, workers, desc.replace("decoding", "scanning"),
+                                           quiet)):
+        if isinstance(head, BadImage):
+            skipped.append((str(split.paths[i]), str(head)))
+        else:
+            keep.append(i)
+    paths = [split.paths[i] for i in keep]
+    return ImageTensors(FileRows(paths, pre), labels[keep], [str(p) for p in paths], skipped,
+                        f"files, decoded per batch ({why})")
+
+
+def row_digests(x: torch.Tensor | DiskRows | FileRows) -> list[bytes]:
+    """A 16-byte hash of each decoded image: equal pixels, equal digest (for files not decoded ahead, a hash of
+    the file's bytes and the preprocessing)."""
+    if isinstance(x, FileRows):
+        return x.digests()
     return [hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest() for row in x]
 
 
-def channel_stats(x: torch.Tensor, chunk_bytes: int = 1 << 25) -> tuple[list[float], list[float]]:
+# Images decoded per batch (--cache none) give their channel statistics from this many, evenly spread.
+STATS_SAMPLE = 2000
+
+
+def channel_stats(x: torch.Tensor | DiskRows | FileRows, chunk_bytes: int = 1 << 25
+                  ) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images, in [0, 1] units, in chunks of about ``chunk_bytes`` of float64
     (32 MB: 5,000 images of 28 px, 27 of 224 px), so the memory it needs does not grow with the images' size."""
+    if isinstance(x, FileRows) and len(x) > STATS_SAMPLE:
+        x = x.subset(np.linspace(0, len(x) - 1, STATS_SAMPLE).round().astype(int).tolist())
     total = torch.zeros(x.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
     chunk = max(1, chunk_bytes // max(1, x[0].numel() * 8)) if len(x) else 1

@@ -9,13 +9,20 @@ import torch
 from torchvision.transforms import v2
 
 from .cache import ImageTensors
+from .store import FileRows
 
 
 class TensorImages(torch.utils.data.Dataset):
-    """Decoded uint8 images as a dataset; ``__getitems__`` builds a whole batch with one index operation."""
+    """Decoded uint8 images as a dataset; ``__getitems__`` builds a whole batch with one index operation.
 
-    def __init__(self, images: ImageTensors, transform: v2.Transform | None = None) -> None:
+    Over files decoded per batch (``--cache none``) a batch leaves out a file that no longer decodes, and with
+    ``full_res`` the augmentation gets each photo at its own resolution (a random resized crop of the whole photo,
+    not of the centre crop the other stores keep).
+    """
+
+    def __init__(self, images: ImageTensors, transform: v2.Transform | None = None, full_res: bool = False) -> None:
         self.x, self.y, self.transform = images.x, images.y, transform
+        self.full_res = full_res and transform is not None and isinstance(self.x, FileRows)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -25,6 +32,13 @@ class TensorImages(torch.utils.data.Dataset):
         return (self.transform(x) if self.transform else x), self.y[i]
 
     def __getitems__(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(self.x, FileRows):
+            images, good = self.x.read(index, self.full_res)
+            labels = self.y[torch.as_tensor([index[j] for j in good], dtype=torch.long)]
+            if self.transform is not None:
+                images = [self.transform(img) for img in images]
+            x = torch.stack(images) if images else torch.empty((0, *self.x.shape[1:]), dtype=torch.uint8)
+            return x, labels
         idx = torch.as_tensor(index)
         x = self.x[idx]
         if self.transform is not None:
@@ -46,17 +60,19 @@ def _leave_signals_to_the_trainer(_worker_id: int) -> None:
 
 
 def train_loader(images: ImageTensors, batch_size: int, transform: v2.Transform | None, workers: int,
-                 seed: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """Shuffled batches; worker processes only when there is per-image augmentation work to overlap.
+                 seed: int, pin_memory: bool = False, sampler: torch.utils.data.Sampler | None = None,
+                 full_res: bool = False) -> torch.utils.data.DataLoader:
+    """Shuffled batches (by ``sampler`` when given, e.g. one process's shard); worker processes only when there is
+    per-image work to overlap: augmentation, or decoding files (``--cache none``).
 
     Workers are started afresh each epoch (not persistent) so their random seeds come from ``generator`` at the
     epoch's start: an epoch is reproducible from that state alone, which makes resuming exact.
     """
     generator = torch.Generator().manual_seed(seed)
-    workers = workers if transform is not None else 0
+    workers = workers if transform is not None or isinstance(images.x, FileRows) else 0
     return torch.utils.data.DataLoader(
-        TensorImages(images, transform), batch_size=batch_size, shuffle=True, drop_last=False,
-        num_workers=workers, collate_fn=_as_batch, generator=generator, pin_memory=pin_memory,
+        TensorImages(images, transform, full_res), batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+        drop_last=False, num_workers=workers, collate_fn=_as_batch, generator=generator, pin_memory=pin_memory,
         worker_init_fn=_leave_signals_to_the_trainer if workers else None)
 
 

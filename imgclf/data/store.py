@@ -1,7 +1,8 @@
-"""Where the decoded images of a split live: in RAM (one uint8 tensor) or on disk (one file per split, read a batch at
-a time through the page cache, so memory does not grow with the data set).
+"""Where the decoded images of a split live: in RAM (one uint8 tensor), on disk (one file per split, read a batch at
+a time through the page cache, so memory does not grow with the data set), or nowhere (``none``: the files are
+decoded again whenever they are read, in the DataLoader's worker processes during training).
 
-Both look the same to their users (the loader, evaluation, the feature cache, the plots): ``len``, ``shape``,
+All three look the same to their users (the loader, evaluation, the feature cache, the plots): ``len``, ``shape``,
 indexing by an int, a slice or a tensor of indices, and iteration over rows, each giving uint8 torch tensors.
 
 A disk store sits under ``$IMGCLF_CACHE_DIR/images`` (else ``~/.cache/imgclf/images``), named by a key over the
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError, warn
-from .decode import Preprocess
+from .decode import BadImage, Preprocess, open_image, to_mode
 
 # auto keeps a split in RAM while its decoded size is under this share of the memory available now.
 RAM_SHARE = 0.25
@@ -45,14 +46,29 @@ def available_memory() -> int:
 
 
 def choose(cache: str, n: int, pre: Preprocess) -> tuple[str, str]:
-    """(ram or disk, why) for a split of ``n`` files; ``auto`` picks RAM while the decoded split is small."""
+    """(ram, disk or none, why) for a split of ``n`` files. ``auto``: RAM while the decoded split is under a quarter
+    of the memory available, else disk while it fits on the cache's disk, else none."""
     size = n * pre.channels * pre.size * pre.size
     if cache != "auto":
         return cache, f"--cache {cache}"
     room = available_memory()
     if size <= RAM_SHARE * room:
         return "ram", f"{size / 1e9:.2f} GB decoded, under a quarter of the {room / 1e9:.1f} GB available"
-    return "disk", f"{size / 1e9:.2f} GB decoded, over a quarter of the {room / 1e9:.1f} GB of memory available"
+    free = free_space(cache_root())
+    if size <= 0.9 * free:
+        return "disk", f"{size / 1e9:.2f} GB decoded, over a quarter of the {room / 1e9:.1f} GB of memory available"
+    return "none", (f"{size / 1e9:.2f} GB decoded, over a quarter of the {room / 1e9:.1f} GB of memory available and "
+                    f"more than the {free / 1e9:.1f} GB free in {cache_root()}: decoded again every epoch")
+
+
+def free_space(folder: Path) -> int:
+    """Bytes free on the disk that holds ``folder`` (or would: its nearest existing parent)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0
 
 
 def store_key(paths: list[Path], pre: Preprocess) -> str:
@@ -181,3 +197,73 @@ def open_store(folder: Path, key: str, pre: Preprocess) -> tuple[DiskRows, list[
         data.unlink(missing_ok=True)
         return None
     return DiskRows(data, shape), meta["keep"], [tuple(s) for s in meta["skipped"]]
+
+
+class FileRows:
+    """``--cache none``: the files themselves, decoded whenever rows are read. Nothing is held or written, so it
+    serves data sets larger than the disk budget; training reads it in DataLoader worker processes.
+
+    A file that decoded when it was scanned but fails now gives a black image and a warning when read through
+    indexing (evaluation, plots); the training loader leaves it out of its batch instead (:meth:`read`).
+    """
+
+    lazy = True  # reading decodes: the loader needs worker processes even without augmentation
+
+    def __init__(self, paths: list[Path], pre: Preprocess) -> None:
+        self.paths, self.pre = list(paths), pre
+        self.shape = torch.Size((len(self.paths), pre.channels, pre.size, pre.size))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read(self, rows: list[int], full: bool = False) -> tuple[list[torch.Tensor], list[int]]:
+        """(images, the positions in ``rows`` of those that decoded): each at the model's size, or ``full``-resolution
+        (same mode) for an augmentation that crops from the whole photo. Files that fail are warned about, left out."""
+        images, good = [], []
+        for j, i in enumerate(rows):
+            try:
+                im = open_image(self.paths[i])
+                arr = np.asarray(to_mode(im, self.pre.channels)) if full else self.pre(im)
+            except BadImage as exc:
+                warn(f"{self.paths[i]}: {exc} (it could be read when the data was scanned); left out")
+                continue
+            arr = (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)) if full else arr
+            images.append(torch.from_numpy(np.ascontiguousarray(arr)))
+            good.append(j)
+        return images, good
+
+    def _rows(self, rows: list[int]) -> torch.Tensor:
+        out = torch.zeros((len(rows), *self.shape[1:]), dtype=torch.uint8)
+        images, good = self.read(rows)
+        for image, j in zip(images, good):
+            out[j] = image
+        return out
+
+    def __getitem__(self, index: int | slice | torch.Tensor | np.ndarray | list) -> torch.Tensor:
+        if isinstance(index, (int, np.integer)):
+            return self._rows([range(len(self))[index]])[0]
+        if isinstance(index, slice):
+            return self._rows(list(range(len(self)))[index])
+        rows = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index, dtype=np.int64).reshape(-1)
+        return self._rows([range(len(self))[int(i)] for i in rows])
+
+    def __iter__(self):
+        for start in range(0, len(self), 64):
+            yield from self[start:start + 64]
+
+    def subset(self, rows: list[int]) -> "FileRows":
+        return FileRows([self.paths[i] for i in rows], self.pre)
+
+    def digests(self) -> list[bytes]:
+        """A 16-byte hash per file, of its bytes and of the preprocessing: equal files decode to equal pixels, and
+        hashing bytes costs no decode."""
+        out = []
+        for path in self.paths:
+            digest = hashlib.blake2b(repr(self.pre).encode(), digest_size=16)
+            try:
+                with open(path, "rb") as f:
+                    digest.update(f.read())
+            except OSError:
+                digest.update(str(path).encode())
+            out.append(digest.digest())
+        return out

@@ -176,6 +176,9 @@ class Trainer:
                 ready = time.perf_counter()
                 continue
             waited += time.perf_counter() - ready
+            if not len(y):  # every file of the batch failed to decode (--cache none); each was warned about
+                ready = time.perf_counter()
+                continue
             x = self.inputs(x)
             y = y.to(self.device, non_blocking=True)
             with autocast_for(self.device, self.amp):
