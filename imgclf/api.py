@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed as ddp
 from .classifier import Classifier
 from .config import TrainConfig
 from .data.cache import ImageTensors, channel_stats
@@ -103,6 +104,8 @@ def fit_batch_size(cfg: TrainConfig, n_train: int, log: Callable[[str], None]) -
 
 
 def _logger(run: RunDir, quiet: bool) -> Callable[[str], None]:
+    if not ddp.is_main():  # one process of a run writes its log and prints
+        return lambda message: None
     log_file = run / "train.log"
 
     def log(message: str) -> None:
@@ -118,6 +121,10 @@ def _resume_config(project: str, name: str | None, epochs: int | None) -> tuple[
     if not (run / LAST).exists():
         raise UserError(f"--resume: {run.path} has no checkpoint ({LAST}) to resume from")
     cfg = run.config()
+    if cfg.processes != ddp.world_size():
+        how = f"--devices {cfg.processes}" if cfg.processes > 1 else "one process (no --devices)"
+        raise UserError(f"--resume: {run.path} was trained by {cfg.processes} process(es), this is "
+                        f"{ddp.world_size()}; resume it with {how}, so every process continues its own shard")
     if epochs is not None and epochs != cfg.epochs:
         if cfg.scheduler in ("onecycle", "cosine"):
             raise UserError(f"--resume: the {cfg.scheduler} schedule of {run.path} was planned for {cfg.epochs} "
@@ -149,11 +156,16 @@ def _transfer_setup(cfg: TrainConfig, net: nn.Module, splits: dict[str, ImageTen
         log(f"feature extraction: {why}, so the frozen backbone runs on every batch (no feature cache); "
             f"--augment none caches the features and makes every epoch after the first cost only the head")
         return net, head, cfg.mean, cfg.std, splits, []
-    cache = FeatureCache(net, cfg.mean, cfg.std, device, default_cache_dir() if cfg.feature_cache == "disk" else
-                         None, cfg.channels_last)
+    if ddp.world_size() > 1 and cfg.feature_cache == "memory":
+        log("feature extraction with several processes: the features go to the disk cache, computed once per "
+            "machine (--feature-cache disk)")
+        cfg.feature_cache = "disk"
     started = time.perf_counter()
-    features = {name: cache(images) for name, images in splits.items() if name in ("train", "val")}
-    cache.save()  # one write for all splits
+    with ddp.local_main_first():  # local rank 0 computes them, the machine's other processes read its cache file
+        cache = FeatureCache(net, cfg.mean, cfg.std, device, default_cache_dir() if cfg.feature_cache == "disk"
+                             else None, cfg.channels_last)
+        features = {name: cache(images) for name, images in splits.items() if name in ("train", "val")}
+        cache.save()  # one write for all splits
     where = f"cache {cache.path}" if cache.path else "memory"
     log(f"feature extraction: {cache.computed} image(s) through the frozen backbone, {cache.reused} found in the "
         f"cache, in {time.perf_counter() - started:.1f} s ({where}); training the head on "
@@ -170,7 +182,26 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
     name, ...). ``callbacks`` are added to the defaults (progress bar, CSV log, best checkpoint, and early
     stopping / reduce-LR-on-plateau when asked for); one of the same class as a default replaces it.
     Everything is written to ``runs/<name>/``.
+
+    In a process started by ``torchrun`` (or ``imgclf train --devices N``) the processes train one model together
+    with DistributedDataParallel; global rank 0 writes the run directory and evaluates the result alone.
     """
+    if not ddp.launched():
+        return _train(data, model, epochs, resume, exist_ok, callbacks, options, None)
+    device = ddp.setup(options.get("device", "auto"))
+    try:
+        return _train(data, model, epochs, resume, exist_ok, callbacks, options, device)
+    except RuntimeError as exc:
+        if not ddp.lost_peer(exc):
+            raise
+        raise Interrupted(f"another process of this run stopped ({str(exc).splitlines()[0][:160]}), so this one "
+                          f"stops too", 1) from None
+    finally:
+        ddp.teardown()
+
+
+def _train(data: str | None, model: str, epochs: int | None, resume: bool, exist_ok: bool,
+           callbacks: list[Callback] | None, options: dict[str, Any], device: torch.device | None) -> Classifier:
     if resume:
         run, cfg = _resume_config(options.get("project", "runs"), options.get("name"), epochs)
         cfg.quiet = options.get("quiet", cfg.quiet)
@@ -209,18 +240,25 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
             cfg.monitor = cfg.monitor.replace("val", "train")
         model_net = create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size, cfg.pretrained,
                                  cfg.weights)  # before the run directory exists, so a bad model leaves nothing
-        run = RunDir.create(cfg.project, cfg.name, f"{source.name}-{cfg.model.split(':')[0]}", exist_ok)
-        cfg.name = run.name
+        run = RunDir.create(cfg.project, cfg.name, f"{source.name}-{cfg.model.split(':')[0]}", exist_ok) \
+            if ddp.is_main() else None
+        run = RunDir(ddp.broadcast(run.path if run else None))  # rank 0 chose the folder; the others use it
+        cfg.name, cfg.processes = run.name, ddp.world_size()
     else:
         model_net = create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size)
     log = _logger(run, cfg.quiet)
     plateau_from_callbacks(cfg, list(callbacks or []), log)
 
+    if ddp.world_size() > 1 and cfg.cache in ("auto", "ram"):
+        log(f"{ddp.world_size()} processes share one decoded-image store on disk through the page cache (--cache "
+            f"disk), built once per machine, instead of a copy in each process's memory")
+        cfg.cache = "disk"
     try:
-        prepared = prepare(source, cfg.preprocess, quiet=cfg.quiet, max_bad_fraction=cfg.max_bad_fraction,
-                           cache=cfg.cache)
+        with ddp.local_main_first():  # the machine's local rank 0 decodes; the others then find its store
+            prepared = prepare(source, cfg.preprocess, quiet=cfg.quiet or not ddp.is_main(),
+                               max_bad_fraction=cfg.max_bad_fraction, cache=cfg.cache)
     except UserError:
-        if not resume and not any(run.path.iterdir()):
+        if not resume and ddp.is_main() and not any(run.path.iterdir()):
             run.path.rmdir()  # nothing was written yet: leave no empty run behind
         raise
     for name, images in prepared.splits.items():
@@ -230,7 +268,8 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
         log(f"skipped {len(prepared.skipped)} unreadable file(s), listed in {run / 'skipped.csv'}:")
         for path, reason in prepared.skipped[:10]:
             log(f"  {path}: {reason}")
-    run.save_skipped(prepared.skipped)
+    if ddp.is_main():
+        run.save_skipped(prepared.skipped)
     if prepared.leaked:
         log(f"warning: {len(prepared.leaked)} validation/test image(s) are exact copies of training images (e.g. "
             f"{prepared.leaked[0]}), so their scores will be too good; imgclf check DATA --fix clean.csv writes a "
@@ -238,12 +277,13 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
     if cfg.mean is None:
         cfg.mean, cfg.std = channel_stats(prepared.splits["train"].x)
     fit_batch_size(cfg, len(prepared.splits["train"]), log)
-    cfg.save(run / "config.yaml")
-    run.save_labels(prepared.classes)
-    if cfg.plots and not resume:
-        save_data_overview(run, prepared, cfg)
+    if ddp.is_main():
+        cfg.save(run / "config.yaml")
+        run.save_labels(prepared.classes)
+        if cfg.plots and not resume:
+            save_data_overview(run, prepared, cfg)
 
-    device = resolve_device(cfg.device)
+    device = device or resolve_device(cfg.device)
     net = model_net.to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -255,14 +295,18 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
 
     model, params, mean, std, splits, extra = _transfer_setup(cfg, net, prepared.splits, device, log)
     transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip) if mean is not None else None
+    per_process = ddp.per_process_batch(cfg.batch_size, len(splits["train"]), log)
     # Random resized crops come from the whole photo where the files are decoded per batch (--cache none).
-    loader = train_loader(splits["train"], cfg.batch_size, transform, cfg.workers, cfg.seed,
-                          pin_memory=device.type == "cuda", full_res=cfg.augment == "standard")
+    loader = train_loader(splits["train"], per_process, transform, cfg.workers, cfg.seed + ddp.rank(),
+                          pin_memory=device.type == "cuda", sampler=ddp.shard_sampler(len(splits["train"]), cfg.seed),
+                          full_res=cfg.augment == "standard")
     optimizer = create_optimizer(params, cfg)
+    model = ddp.parallel(model, device, cfg.sync_bn, find_unused=cfg.mode == "fine-tune")
     trainer = Trainer(
         model, optimizer, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), loader, splits.get("val"),
         mean, std, device, cfg.epochs, schedule=create_schedule(optimizer, cfg, len(loader)),
-        callbacks=extra + with_user_callbacks(default_callbacks(cfg, run), list(callbacks or []), run), amp=cfg.amp,
+        callbacks=ddp.process_callbacks(extra + with_user_callbacks(default_callbacks(cfg, run),
+                                                                    list(callbacks or []), run)), amp=cfg.amp,
         channels_last=cfg.channels_last, checkpoint_path=run / LAST, log=log, full_model=net,
         weights_metadata={"model": cfg.model, "classes": json.dumps(prepared.classes, ensure_ascii=False)})
     if resume:
@@ -277,10 +321,17 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
                         f"{max(1, cfg.batch_size // 2)} (or a smaller --img-size); the last checkpoint is "
                         f"{run / LAST}") from None
     except Interrupted as exc:
-        raise Interrupted(f"{exc}; continue with: imgclf train --resume --name {run.name} --project {cfg.project}",
-                          exc.exit_code) from None
-    if not (run / BEST).exists():
+        devices = f" --devices {cfg.processes}" if cfg.processes > 1 else ""
+        raise Interrupted(f"{exc}; continue with: imgclf train --resume --name {run.name} --project {cfg.project}"
+                          f"{devices}", exc.exit_code) from None
+    if ddp.is_main() and not (run / BEST).exists():
         trainer.save_weights(run / BEST)
+    if ddp.world_size() > 1:
+        log(ddp.same_weights(net))
+        ddp.barrier()
+        ddp.teardown()  # rank 0 evaluates alone; the other processes are done
+        if not ddp.is_main():
+            return Classifier.load(run.path, device="cpu")
     kept = kept_epoch(run / BEST)
     rows = run.metrics()
     if kept is not None and rows:

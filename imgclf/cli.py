@@ -18,14 +18,19 @@ if TYPE_CHECKING:
     from .predictor import Predictor
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> int | None:
+    from . import distributed
+
+    if args.devices > 1 and not distributed.launched():  # this process becomes the launcher of N trainers
+        return distributed.launch(args.devices, args.argv[1:], args.device)
     from .api import train
 
     options = {k: v for k, v in vars(args).items() if k not in ("command", "data", "model", "epochs", "resume",
-                                                                 "exist_ok")}
+                                                                 "exist_ok", "devices", "argv")}
     if args.resume:
         options = {k: options[k] for k in ("name", "project", "quiet")}
     train(args.data, args.model, args.epochs, resume=args.resume, exist_ok=args.exist_ok, **options)
+    return None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -329,14 +334,20 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user mistakes print one line and exit 2; Ctrl-C exits 130."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what --devices hands on to the processes it launches
+    # In a run of several processes every one meets the same mistake; the first says so, the others stay quiet.
+    say = os.environ.get("RANK", "0") == "0"
     try:
         code = COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"imgclf {args.command}: error: {exc}", file=sys.stderr)
+        if say:
+            print(f"imgclf {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except Interrupted as exc:
-        print(f"\nimgclf {args.command}: {exc}", file=sys.stderr)
+        if say:
+            print(f"\nimgclf {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         hint = {"train": "; a training run continues with: imgclf train --resume --name RUN",

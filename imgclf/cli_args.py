@@ -109,6 +109,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                                                 "architecture's size)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="input channels (default: 1 if every "
                                                                                 "image is grayscale, else 3)")
+    p.add_argument("--devices", type=SOME, default=1,
+                   help="training processes on this machine, through torch.distributed.run: one per GPU (NCCL), or "
+                        "that many CPU processes (gloo); --batch-size stays the global batch, split between them. "
+                        "For several machines use torchrun -m imgclf train (see the README)")
+    p.add_argument("--sync-bn", action="store_true", help="with several GPU processes: batch-norm statistics over "
+                                                          "the global batch (SyncBatchNorm)")
     p.add_argument("--cache", choices=CACHES, default=DEFAULTS.cache,
                    help="where the decoded images live: ram; disk (a store under $IMGCLF_CACHE_DIR, else "
                         "~/.cache/imgclf/images, reused by later runs on the same files; memory stays flat); none: "

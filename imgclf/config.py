@@ -81,6 +81,8 @@ class TrainConfig:
     project: str = "runs"
     data_root: str | None = None
     device: str = "auto"
+    processes: int = 1  # training processes, as used (torchrun / --devices); resume needs as many
+    sync_bn: bool = False
     amp: bool = True
     channels_last: bool = True
     workers: int | None = None

@@ -233,6 +233,8 @@ class ProgressBar(Callback):
         if "val_loss" in logs:
             parts += [f"val_loss {logs['val_loss']:.4f}", f"val_acc {logs['val_acc']:.4f}"]
         parts += [f"lr {logs['lr']:.2e}", f"{logs['time']:.1f}s"]
+        if getattr(trainer, "processes", 1) > 1:
+            parts.append(f"{trainer.processes} processes")
         trainer.log("  ".join(parts))
 
     def on_train_end(self, trainer: "Trainer") -> None:

@@ -3,6 +3,10 @@
 Readable top to bottom: ``fit`` -> ``train_one_epoch`` -> ``validate``. Batches arrive as uint8 tensors and are
 normalised on the device, so only a quarter of the bytes cross to a GPU. Without ``mean``/``std`` the batches are
 used as they are: cached backbone features feeding a head.
+
+With several processes (``model`` in DistributedDataParallel, the loader on a shard sampler) the loop is the same;
+what differs is summed over the processes: the epoch's metrics, the validation, the decision to stop on a signal.
+Every process saves its random state into the checkpoint, which rank 0 alone writes.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from .. import distributed as ddp
 from ..data.cache import ImageTensors
 from ..data.loader import eval_batches, inference_batch
 from ..data.transforms import normalize
@@ -72,7 +77,10 @@ class Trainer:
                  weights_metadata: dict[str, str] | None = None, log: Callable[[str], None] = print,
                  full_model: nn.Module | None = None) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
-        self.full_model = full_model if full_model is not None else model
+        # Inference runs on the module itself: a DistributedDataParallel forward would wait for the other processes.
+        self.eval_model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        self.full_model = full_model if full_model is not None else self.eval_model
+        self.processes = ddp.world_size()
         self.train_loader, self.val, self.device, self.epochs = train_loader, val, device, epochs
         self.schedule, self.callbacks = schedule, list(callbacks or [])
         self.mean = torch.tensor(mean, device=device) if mean is not None else None
@@ -105,7 +113,10 @@ class Trainer:
                 for epoch in range(self.start_epoch, self.epochs):
                     for cb in self.callbacks:
                         cb.on_epoch_begin(self, epoch)
+                    if hasattr(self.train_loader.sampler, "set_epoch"):  # each epoch its own shuffle of the shards
+                        self.train_loader.sampler.set_epoch(epoch)
                     logs = self.train_one_epoch(epoch)
+                    ddp.average_buffers(self.eval_model)
                     if self.val is not None and len(self.val):
                         started = time.perf_counter()
                         logs["val_loss"], logs["val_acc"] = self.validate(self.val)
@@ -114,7 +125,7 @@ class Trainer:
                     for cb in self.callbacks:
                         cb.on_epoch_end(self, epoch, logs)
                     self.save_checkpoint(epoch + 1)
-                    if self.stop_signal is not None:
+                    if self._stopping():
                         self._interrupted(epoch + 1, 0)
                     if self.stop_training:
                         break
@@ -142,7 +153,15 @@ class Trainer:
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
+    def _stopping(self) -> bool:
+        """Has a stop signal arrived? Asked of every process at once, so that all stop after the same step."""
+        if not ddp.any_process(self.stop_signal is not None):
+            return False
+        self.stop_signal = self.stop_signal or signal.SIGTERM  # the signal reached another process
+        return True
+
     def _interrupted(self, epoch: int, step: int) -> None:
+        ddp.barrier()  # the others wait for rank 0 to finish writing the checkpoint
         name = signal.Signals(self.stop_signal).name
         where = f"during epoch {epoch + 1}, after step {step} of {self.steps_per_epoch}" if step else \
             f"after epoch {epoch}"
@@ -208,35 +227,51 @@ class Trainer:
                                              f"({lr:.3g}) is probably too high; try a lower --lr")
                 for cb in self.callbacks:
                     cb.on_batch_end(self, step, live)
-            if self.stop_signal is not None and step < self.steps_per_epoch:
+            if step < self.steps_per_epoch and self._stopping():
                 self.done_steps = step
-                self.partial = {"loss_sum": loss_sum.item(), "correct": int(correct.item()), "seen": seen}
+                total_loss, total_correct, total_seen = ddp.all_reduce_sum([loss_sum.item(), correct.item(), seen])
+                self.partial = {"loss_sum": total_loss, "correct": int(total_correct), "seen": int(total_seen)}
                 self.save_checkpoint(epoch)
                 self._interrupted(epoch, step)
             ready = time.perf_counter()
         self.done_steps, self.partial = 0, {"loss_sum": 0.0, "correct": 0, "seen": 0}
+        total_loss, total_correct, seen = ddp.all_reduce_sum([loss_sum.item(), correct.item(), seen])
         elapsed = time.perf_counter() - started
-        return {"train_loss": (loss_sum / max(seen, 1)).item(), "train_acc": correct.item() / max(seen, 1),
+        return {"train_loss": total_loss / max(seen, 1), "train_acc": total_correct / max(seen, 1),
                 "lr": lr, "time": elapsed, "data_wait": waited / max(elapsed, 1e-9),
                 "images_per_s": seen / max(elapsed, 1e-9)}
 
     @torch.inference_mode()
     def predict_logits(self, images: ImageTensors, batch_size: int | None = None) -> torch.Tensor:
         """Logits (float32, on the CPU) for every image, in order."""
-        self.model.eval()
+        self.eval_model.eval()
         batch_size = batch_size or inference_batch(tuple(images.x.shape[1:]))
         out = []
         for x, _ in eval_batches(images, batch_size):
             x = self.inputs(x)
             with autocast_for(self.device, self.amp):
-                out.append(self.model(x).float().cpu())
+                out.append(self.eval_model(x).float().cpu())
         return torch.cat(out) if out else torch.empty(0)
 
+    @torch.inference_mode()
     def validate(self, images: ImageTensors) -> tuple[float, float]:
-        """(cross-entropy, accuracy) on ``images``; plain cross-entropy, without label smoothing."""
-        logits = self.predict_logits(images)
-        loss = nn.functional.cross_entropy(logits, images.y).item()
-        return loss, (logits.argmax(1) == images.y).float().mean().item()
+        """(cross-entropy, accuracy) on ``images``; plain cross-entropy, without label smoothing. With several
+        processes each takes every N-th image and the sums are added up: the figures are for the whole split."""
+        if self.processes == 1:
+            logits = self.predict_logits(images)
+            loss = nn.functional.cross_entropy(logits, images.y).item()
+            return loss, (logits.argmax(1) == images.y).float().mean().item()
+        self.eval_model.eval()
+        mine = torch.arange(ddp.rank(), len(images), self.processes)
+        loss_sum = correct = 0.0
+        for index in mine.split(inference_batch(tuple(images.x.shape[1:]))):
+            with autocast_for(self.device, self.amp):
+                logits = self.eval_model(self.inputs(images.x[index])).float().cpu()
+            y = images.y[index]
+            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+        loss_sum, correct, count = ddp.all_reduce_sum([loss_sum, correct, len(mine)])
+        return loss_sum / max(count, 1), correct / max(count, 1)
 
     # ---- persistence ----------------------------------------------------------------------------------------
     def save_weights(self, path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -253,16 +288,21 @@ class Trainer:
             "schedule": self.schedule.state_dict() if self.schedule else None,
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "callbacks": [cb.state_dict() for cb in self.callbacks],
-            "rng": rng_state(), "loader_rng": self.train_loader.generator.get_state(),
-            "step": self.done_steps, "epoch_rng": self.epoch_rng, "partial": self.partial,
+            "step": self.done_steps, "partial": self.partial, "processes": self.processes,
+            # Each process's random state, in rank order (augmentation and the epoch's worker seeds differ by rank).
+            "ranks": ddp.gather({"rng": rng_state(), "loader_rng": self.train_loader.generator.get_state(),
+                                 "epoch_rng": self.epoch_rng}),
         }
 
     def save_checkpoint(self, epoch: int) -> None:
-        """Everything needed to resume after ``epoch`` completed epochs, written atomically."""
+        """Everything needed to resume after ``epoch`` completed epochs, written atomically (by rank 0)."""
         if self.checkpoint_path is None:
             return
+        state = self.state_dict(epoch)  # every process takes part: it gathers their random states
+        if not ddp.is_main():
+            return
         tmp = self.checkpoint_path.with_name(self.checkpoint_path.name + ".tmp")
-        torch.save(self.state_dict(epoch), tmp)
+        torch.save(state, tmp)
         tmp.replace(self.checkpoint_path)
 
     def load_checkpoint(self, path: Path) -> None:
@@ -276,11 +316,13 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         for cb, cb_state in zip(self.callbacks, state["callbacks"]):
             cb.load_state_dict(cb_state)
+        mine = state["ranks"][ddp.rank()] if "ranks" in state else state  # "ranks": since distributed training
         if state.get("step"):  # mid-epoch: applied once the epoch's finished batches have been skipped
-            self.resume_rng = state["rng"]
+            self.resume_rng = mine["rng"]
         else:
-            set_rng_state(state["rng"])
-        self.train_loader.generator.set_state(state["loader_rng"])
+            set_rng_state(mine["rng"])
+        self.train_loader.generator.set_state(mine["loader_rng"])
         self.start_epoch, self.global_step = state["epoch"], state["global_step"]
-        self.done_steps, self.epoch_rng = state.get("step", 0), state.get("epoch_rng")
-        self.partial = state.get("partial") or self.partial
+        self.done_steps, self.epoch_rng = state.get("step", 0), mine.get("epoch_rng")
+        if ddp.is_main():  # the epoch's sums so far, over every process: counted once, by rank 0
+            self.partial = state.get("partial") or self.partial
