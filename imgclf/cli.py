@@ -22,7 +22,7 @@ def cmd_train(args: argparse.Namespace) -> int | None:
     from . import distributed
 
     if args.devices > 1 and not distributed.launched():  # this process becomes the launcher of N trainers
-        return distributed.launch(args.devices, args.argv[1:], args.device)
+        return distributed.launch(args.devices, args.argv[1:], args.device, args.sync_bn)
     from .api import train
 
     options = {k: v for k, v in vars(args).items() if k not in ("command", "data", "model", "epochs", "resume",

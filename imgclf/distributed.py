@@ -217,11 +217,14 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def check_devices(n: int, device: str) -> None:
-    """Refuse more GPU processes than GPUs; warn when CPU processes outnumber the cores."""
+def check_devices(n: int, device: str, sync_bn: bool = False) -> None:
+    """Refuse more GPU processes than GPUs, and GPU options without GPUs; warn when CPU processes outnumber the
+    cores."""
     gpus = torch.cuda.device_count() if device in ("auto", "cuda") and torch.cuda.is_available() else 0
     if device == "cuda" and gpus == 0:
         raise UserError("--devices with --device cuda: no GPU is visible here; use --device cpu for CPU processes")
+    if sync_bn and gpus == 0:
+        raise UserError("--sync-bn needs GPU processes (SyncBatchNorm runs on CUDA); leave it out on the CPU")
     if gpus and n > gpus:
         raise UserError(f"--devices {n}: this machine has {gpus} GPU(s); use --devices {gpus} or fewer (or "
                         f"--device cpu for {n} CPU processes)")
@@ -230,7 +233,7 @@ def check_devices(n: int, device: str) -> None:
         warn(f"--devices {n}: more processes than this machine's {cores} CPU core(s); they will share them")
 
 
-def launch(n: int, argv: list[str], device: str = "auto") -> int:
+def launch(n: int, argv: list[str], device: str = "auto", sync_bn: bool = False) -> int:
     """Run ``imgclf train ARGV`` in ``n`` processes through torch.distributed.run (torchrun --standalone), and
     return the exit code: 0, the training processes' own code for a user error or a stop (each has said why), or 1
     with one line naming the process that failed (the launcher stops the others at once)."""
@@ -239,7 +242,7 @@ def launch(n: int, argv: list[str], device: str = "auto") -> int:
     from torch.distributed.launcher.api import elastic_launch
     from torch.distributed.run import config_from_args, get_args_parser
 
-    check_devices(n, device)
+    check_devices(n, device, sync_bn)
     port = os.environ.get("MASTER_PORT")
     if port is not None and not _port_free(int(port)):
         raise UserError(f"port {port} (from $MASTER_PORT) is in use on this machine; unset MASTER_PORT to let "

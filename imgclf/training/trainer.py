@@ -287,12 +287,23 @@ class Trainer:
             "model": self.full_model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict() if self.schedule else None,
             "scaler": self.scaler.state_dict() if self.scaler else None,
-            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys()},
             "step": self.done_steps, "partial": self.partial, "processes": self.processes,
             # Each process's random state, in rank order (augmentation and the epoch's worker seeds differ by rank).
             "ranks": ddp.gather({"rng": rng_state(), "loader_rng": self.train_loader.generator.get_state(),
                                  "epoch_rng": self.epoch_rng}),
         }
+
+    def _callback_keys(self) -> list[tuple[str, Callback]]:
+        """Each callback under its class name and its rank among those of its class ("EarlyStopping:0"): a resumed
+        run, or another process, may hold a different set (no progress bar when quiet, no writers off rank 0)."""
+        seen: dict[str, int] = {}
+        keys = []
+        for cb in self.callbacks:
+            name = type(cb).__name__
+            keys.append((f"{name}:{seen.get(name, 0)}", cb))
+            seen[name] = seen.get(name, 0) + 1
+        return keys
 
     def save_checkpoint(self, epoch: int) -> None:
         """Everything needed to resume after ``epoch`` completed epochs, written atomically (by rank 0)."""
@@ -314,8 +325,12 @@ class Trainer:
             self.schedule.load_state_dict(state["schedule"])
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
-        for cb, cb_state in zip(self.callbacks, state["callbacks"]):
-            cb.load_state_dict(cb_state)
+        saved = state["callbacks"]
+        if isinstance(saved, list):  # checkpoints before callbacks were named: by position
+            saved = dict(zip((key for key, _ in self._callback_keys()), saved))
+        for key, cb in self._callback_keys():
+            if key in saved:  # a callback of this run and of the saved one (not a progress bar added by --quiet)
+                cb.load_state_dict(saved[key])
         mine = state["ranks"][ddp.rank()] if "ranks" in state else state  # "ranks": since distributed training
         if state.get("step"):  # mid-epoch: applied once the epoch's finished batches have been skipped
             self.resume_rng = mine["rng"]
