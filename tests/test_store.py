@@ -2,8 +2,10 @@
 read when incomplete or damaged, and keeps memory flat; files decoded per batch survive a file broken after the scan."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +109,39 @@ def test_a_store_left_half_written_is_never_read(tmp_path):
     (root / f"{key}.u8").write_bytes(b"\xff" * (12 * 768))  # data without its description: not complete
     disk = decode_split(split, pre, workers=0, cache="disk")
     assert "reused" not in disk.where and torch.equal(disk.x[0:12], ram.x)
+
+
+KILLED = """
+import sys, time
+from pathlib import Path
+from imgclf.data.cache import decode_split
+from imgclf.data.decode import Preprocess
+from imgclf.data.sources import Split
+slow = Preprocess.load
+def load(self, path):
+    time.sleep(0.05)
+    return slow(self, path)
+Preprocess.load = load
+paths = sorted(Path(sys.argv[1]).glob('*.png'))
+decode_split(Split([0] * len(paths), paths=paths), Preprocess(3, 16), workers=0, cache='disk')
+"""
+
+
+def test_a_run_killed_while_decoding_leaves_nothing_read_as_data(tmp_path):
+    split = _files(tmp_path / "img", 120, bad=())
+    root = cache_root()
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(tmp_path / "img")])
+    deadline = time.time() + 60
+    while time.time() < deadline and not (list(root.glob("*.u8.tmp-*")) and
+                                          list(root.glob("*.u8.tmp-*"))[0].stat().st_size > 768 * 10):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(root.glob("*.u8.tmp-*")) and not list(root.glob("*.json"))  # killed halfway, never described
+    ram = decode_split(split, Preprocess(3, 16), workers=0, cache="ram")
+    disk = decode_split(split, Preprocess(3, 16), workers=0, cache="disk")
+    assert "reused" not in disk.where and torch.equal(disk.x[0:120], ram.x)
+    assert not list(root.glob("*.u8.tmp-*"))  # the dead run's half-written file is cleared away
 
 
 def test_an_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -156,6 +157,7 @@ def _decode_into(put: Callable[[np.ndarray, int], None], split: Split, pre: Prep
 def _decode_to_disk(split: Split, pre: Preprocess, labels: torch.Tensor, workers: int | None, desc: str,
                     quiet: bool, why: str) -> ImageTensors:
     folder, key = cache_root(), store_key(split.paths, pre)
+    started = time.perf_counter()
     found = open_store(folder, key, pre)
     if found is not None:
         rows, keep, skipped = found
@@ -168,7 +170,8 @@ def _decode_to_disk(split: Split, pre: Preprocess, labels: torch.Tensor, workers
             writer.abandon()  # a half-written store is never left under the name a later run would read
             raise
         rows = writer.finish(keep, skipped)
-        where = f"disk store {rows.path} ({why})"
+        where = f"disk store {rows.path} ({why}; {rows.path.stat().st_size / 1e6:,.0f} MB built in " \
+                f"{time.perf_counter() - started:.1f} s)"
     return ImageTensors(rows, labels[keep], [str(split.paths[i]) for i in keep], skipped, where)
 
 

@@ -140,6 +140,17 @@ class DiskRows:
             yield from self[start:start + chunk]
 
 
+def _alive(pid: str) -> bool:
+    """Whether process ``pid`` still runs (on this machine), so its half-written store is not removed under it."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class DiskWriter:
     """Rows appended in order to a temporary file in ``folder``; :meth:`finish` describes and renames it."""
 
@@ -155,6 +166,9 @@ class DiskWriter:
         if n * self.row > 0.95 * free:
             raise UserError(f"the decoded images need {n * self.row / 1e9:.1f} GB in {folder}, which has "
                             f"{free / 1e9:.1f} GB free; set $IMGCLF_CACHE_DIR to a larger disk, or use --cache ram")
+        for stale in folder.glob(f"{key}.u8.tmp-*"):  # left by a run killed while decoding these files
+            if not _alive(stale.name.rsplit("-", 1)[-1]):
+                stale.unlink(missing_ok=True)
         self.tmp = folder / f"{key}.u8.tmp-{os.getpid()}"
         self.file = self.tmp.open("wb")
         self.count = 0
