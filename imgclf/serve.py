@@ -164,7 +164,9 @@ def decode(data: bytes, predictor: Predictor, limits: Limits) -> np.ndarray:
     if not data:
         raise ApiError(422, "empty file")
     try:
-        return predictor.pixels(open_image(io.BytesIO(data), limits.max_pixels))
+        # decoded as a file would be in training and predict (a large JPEG at a reduced scale)
+        pre = predictor.config.preprocess
+        return predictor.pixels(open_image(io.BytesIO(data), limits.max_pixels, pre.least_side))
     except BadImage as exc:
         raise ApiError(_STATUS.get(exc.kind, 422), str(exc)) from None
 

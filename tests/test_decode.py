@@ -129,3 +129,14 @@ def test_a_split_decodes_into_one_allocation_with_bad_files_leaving_no_gap(tmp_p
     as_float = images.x.double().div(255)
     assert mean == pytest.approx(as_float.mean(dim=(0, 2, 3)).tolist(), abs=1e-4)
     assert std == pytest.approx(as_float.std(dim=(0, 2, 3), correction=0).tolist(), abs=1e-4)
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_the_resize_barely_sees(tmp_path):
+    path = tmp_path / "photo.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).resize((2400, 1800)).save(path, quality=90)
+    pre = Preprocess(3, 96)
+    assert pre.least_side == 192 and open_image(path, least_side=pre.least_side).size == (300, 225)  # 1/8 scale
+    assert open_image(tmp_path / "photo.jpg").size == (2400, 1800)
+    fast, full = pre.load(path).astype(int), pre(open_image(path)).astype(int)
+    assert np.abs(fast - full).max() <= 3 and np.abs(fast - full).mean() < 0.5
