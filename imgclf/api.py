@@ -249,7 +249,8 @@ def _train(data: str | None, model: str, epochs: int | None, resume: bool, exist
     log = _logger(run, cfg.quiet)
     plateau_from_callbacks(cfg, list(callbacks or []), log)
 
-    if ddp.world_size() > 1 and cfg.cache in ("auto", "ram"):
+    files = any(split.pixels is None for split in source.splits.values())  # pixels in memory need no store
+    if ddp.world_size() > 1 and cfg.cache in ("auto", "ram") and files:
         log(f"{ddp.world_size()} processes share one decoded-image store on disk through the page cache (--cache "
             f"disk), built once per machine, instead of a copy in each process's memory")
         cfg.cache = "disk"

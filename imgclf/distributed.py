@@ -252,6 +252,9 @@ def launch(n: int, argv: list[str], device: str = "auto", sync_bn: bool = False)
     # Each process gets its share of the cores rather than torchrun's default of one thread.
     gpus = device in ("auto", "cuda") and torch.cuda.is_available()
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // (1 if gpus else n))))
+    # DDP's once-per-process notice that fine-tuning's unfrozen epochs leave no parameter unused (find_unused is for
+    # the frozen ones) would print from every process; torch's C++ errors still show.
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     args = get_args_parser().parse_args([*endpoint, "--nproc-per-node", str(n), "--max-restarts", "0",
                                          "--module", "imgclf", "train", *argv])
     config, cmd, cmd_args = config_from_args(args)

@@ -199,3 +199,17 @@ def test_the_disk_store_keeps_memory_flat(tmp_path):
                              check=True)
         peak[cache] = int(out.stdout.split()[-1])
     assert peak["ram"] - peak["disk"] > 60_000, peak  # KB: the decoded images are not in the process
+
+
+def test_auto_picks_ram_then_disk_then_none_and_says_why(monkeypatch):
+    from imgclf.data import store
+
+    pre = Preprocess(3, 224)  # 150,528 bytes an image
+    monkeypatch.setattr(store, "available_memory", lambda: 4_000_000_000)
+    monkeypatch.setattr(store, "free_space", lambda folder: 10_000_000_000)
+    assert store.choose("auto", 1_000, pre)[0] == "ram"  # 0.15 GB, under a quarter of 4 GB
+    where, why = store.choose("auto", 20_000, pre)  # 3.0 GB
+    assert where == "disk" and "over a quarter of the 4.0 GB" in why
+    where, why = store.choose("auto", 100_000, pre)  # 15 GB: more than the disk has
+    assert where == "none" and "more than the 10.0 GB free" in why and "decoded again every epoch" in why
+    assert store.choose("ram", 100_000, pre) == ("ram", "--cache ram")
