@@ -22,7 +22,7 @@ from .data.sources import load_source
 from .data.split import with_validation
 from .data.transforms import augmentation
 from .device import resolve_device
-from .diagnose import diagnose
+from .diagnose import collapse_note, diagnose
 from .errors import Interrupted, UserError
 from .metrics import Evaluation
 from .models import count_parameters, create_model, default_img_size, is_cnn, pretrained_preprocess
@@ -33,6 +33,7 @@ from .run import BEST, LAST, METRICS, RunDir, check_run_name, kept_epoch
 from .training.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, ReduceLROnPlateau
 from .training.optim import MIN_SCHEDULED_STEPS, create_optimizer, create_schedule
 from .training.features import FeatureCache, default_cache_dir
+from .training.loss import create_loss
 from .training.trainer import Trainer
 from .training.transfer import FineTune, freeze, param_groups
 
@@ -68,7 +69,7 @@ def default_callbacks(cfg: TrainConfig, run: RunDir) -> list[Callback]:
     callbacks += [CSVLogger(run / METRICS),
                   ModelCheckpoint(run / BEST, cfg.monitor, save_best_only=True, min_delta=cfg.min_delta)]
     if cfg.scheduler == "plateau":
-        loss_monitor = cfg.monitor.replace("acc", "loss")
+        loss_monitor = cfg.monitor.split("_")[0] + "_loss"  # val_acc, val_macro_f1 -> val_loss
         callbacks.append(ReduceLROnPlateau(loss_monitor, cfg.plateau_factor, cfg.plateau_patience, verbose=1,
                                            min_delta=cfg.min_delta))
     if cfg.patience > 0:
@@ -236,8 +237,8 @@ def _train(data: str | None, model: str, epochs: int | None, resume: bool, exist
             cfg.crop_pct, cfg.interpolation = pre["crop_pct"], pre["interpolation"]
             cfg.mean, cfg.std = cfg.mean or pre["mean"], cfg.std or pre["std"]
         cfg.flip = source.flip_ok if cfg.flip is None else cfg.flip
-        if "val" not in source.splits and cfg.monitor.startswith("val"):
-            cfg.monitor = cfg.monitor.replace("val", "train")
+        if "val" not in source.splits and cfg.monitor.startswith("val"):  # training logs loss and accuracy only
+            cfg.monitor = "train_loss" if cfg.monitor == "val_loss" else "train_acc"
         model_net = create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size, cfg.pretrained,
                                  cfg.weights)  # before the run directory exists, so a bad model leaves nothing
         run = RunDir.create(cfg.project, cfg.name, f"{source.name}-{cfg.model.split(':')[0]}", exist_ok) \
@@ -299,12 +300,14 @@ def _train(data: str | None, model: str, epochs: int | None, resume: bool, exist
     per_process = ddp.per_process_batch(cfg.batch_size, len(splits["train"]), log)
     # Random resized crops come from the whole photo where the files are decoded per batch (--cache none).
     loader = train_loader(splits["train"], per_process, transform, cfg.workers, cfg.seed + ddp.rank(),
-                          pin_memory=device.type == "cuda", sampler=ddp.shard_sampler(len(splits["train"]), cfg.seed),
+                          pin_memory=device.type == "cuda",
+                          sampler=ddp.shard_sampler(splits["train"].y, cfg.seed, cfg.sampler == "balanced"),
                           full_res=cfg.augment == "standard")
     optimizer = create_optimizer(params, cfg)
     model = ddp.parallel(model, device, cfg.sync_bn, find_unused=cfg.mode == "fine-tune")
     trainer = Trainer(
-        model, optimizer, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), loader, splits.get("val"),
+        model, optimizer, create_loss(splits["train"].y, prepared.classes, cfg.class_weights, cfg.sampler,
+                                      cfg.label_smoothing, log).to(device), loader, splits.get("val"),
         mean, std, device, cfg.epochs, schedule=create_schedule(optimizer, cfg, len(loader)),
         callbacks=ddp.process_callbacks(extra + with_user_callbacks(default_callbacks(cfg, run),
                                                                     list(callbacks or []), run)), amp=cfg.amp,
@@ -348,8 +351,11 @@ def _train(data: str | None, model: str, epochs: int | None, resume: bool, exist
         images = prepared.splits[final]
         clf.evaluation = Evaluation(prepared.classes, images.y.numpy(), clf.predict_proba(images.x).numpy())
         clf.evaluation.save(run.path, images.x, figures=cfg.plots)
-        log(f"{final} accuracy {clf.evaluation.accuracy:.4f}{clf.evaluation.top_k_text} on {len(images)} images "
-            f"with the best weights")
+        ev = clf.evaluation
+        log(f"{final} accuracy {ev.accuracy:.4f}{ev.top_k_text}, balanced accuracy {ev.balanced_accuracy:.4f}, "
+            f"macro F1 {ev.macro_f1:.4f} on {len(images)} images with the best weights")
+        if note := collapse_note(ev.y_true, ev.y_pred, prepared.classes, f"{final} split"):
+            log(note)
         if cfg.plots and cfg.report:
             where = f"{final} split, {len(images)} images"
             log(f"report: {write_report(clf, clf.evaluation, images, where)}")

@@ -21,6 +21,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from .config import IMBALANCE_WARN
 from .data.cache import parallel_map
 from .data.decode import BadImage, is_image_file, open_image, to_mode
 from .data.sources import Source, load_source
@@ -172,9 +173,14 @@ class CheckReport:
         return round(max(train) / min(train), 2) if train else None
 
     @property
+    def imbalanced(self) -> bool:
+        """The largest training class has more than IMBALANCE_WARN (10) times the images of the smallest."""
+        return self.imbalance is not None and self.imbalance > IMBALANCE_WARN
+
+    @property
     def problems(self) -> int:
-        """Findings that should stop a careful user: unreadable files and leakage."""
-        return sum(f.status == "unreadable" for f in self.files) + len(self.leaks)
+        """Findings that should stop a careful user: unreadable files, leakage, strongly imbalanced classes."""
+        return sum(f.status == "unreadable" for f in self.files) + len(self.leaks) + int(self.imbalanced)
 
     def to_json(self) -> dict:
         return {"data": self.data, "classes": self.classes, "counts": self.counts(), "imbalance": self.imbalance,
@@ -221,6 +227,10 @@ class CheckReport:
             lines.append(f"  {c:<{width}}  " + "  ".join(f"{counts[s][c]:>6}" for s in counts))
         if self.imbalance is not None:
             lines.append(f"  imbalance (largest / smallest class in train): {self.imbalance}")
+        if self.imbalanced:
+            lines.append(f"\nIMBALANCE: the largest class has {self.imbalance} times the images of the smallest (over "
+                         f"{IMBALANCE_WARN:g}); a model can score well by answering the majority class. Train with "
+                         f"--class-weights balanced or --sampler balanced, and judge it by --monitor val_macro_f1")
         if self.empty_classes:
             lines.append(f"  empty class folder(s): {', '.join(self.empty_classes)}")
         lines.append(f"\n{self.problems} problem(s) found" if self.problems else "\nno problems found")

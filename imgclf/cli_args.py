@@ -5,8 +5,9 @@ import argparse
 from typing import Callable
 
 from . import __version__
-from .config import (AUGMENTS, CACHES, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, FEATURE_CACHES, FEATURE_EXTRACT_LR_SCALE, MODES,
-                     OPTIMIZERS, RESIZE_MODES, SCHEDULERS, TrainConfig)
+from .config import (AUGMENTS, CACHES, CLASS_WEIGHTS, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, FEATURE_CACHES,
+                     FEATURE_EXTRACT_LR_SCALE, MODES, MONITORS, OPTIMIZERS, RESIZE_MODES, SAMPLERS, SCHEDULERS,
+                     TrainConfig)
 
 DEFAULTS = TrainConfig()
 
@@ -136,6 +137,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="epochs of learning-rate warm-up (default: a quarter of training for onecycle, 1 for cosine)")
     p.add_argument("--label-smoothing", type=FRACTION, default=DEFAULTS.label_smoothing,
                    help="label smoothing of the cross-entropy loss")
+    p.add_argument("--class-weights", choices=CLASS_WEIGHTS, default=DEFAULTS.class_weights,
+                   help="balanced: weigh each class's loss by the inverse of its share of the training images "
+                        "(scikit-learn's compute_class_weight), for imbalanced data")
+    p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULTS.sampler,
+                   help="balanced: draw training images with replacement so that every class is equally likely "
+                        "(a weighted random sampler, sharded between processes); random: each image once an epoch")
     p.add_argument("--augment", choices=AUGMENTS, default=None,
                    help="light: shifts and flips; standard: crops, rotations, colour jitter and flips (default: "
                         "light, none for feature-extract)")
@@ -147,7 +154,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
     p.add_argument("--max-bad-fraction", type=number(float, 0, 1), default=DEFAULTS.max_bad_fraction,
                    help="stop before training when more than this share of the images cannot be read")
-    p.add_argument("--monitor", default=DEFAULTS.monitor, help="metric for the best checkpoint and early stopping")
+    p.add_argument("--monitor", choices=MONITORS, default=DEFAULTS.monitor,
+                   help="metric for the best checkpoint and early stopping (balanced accuracy and macro F1 do not "
+                        "hide a minority class)")
     p.add_argument("--patience", type=COUNT, default=DEFAULTS.patience, help="early-stopping patience; 0 = off")
     p.add_argument("--min-delta", type=number(float, 0), default=DEFAULTS.min_delta, help="smallest change that counts")
     p.add_argument("--plateau-patience", type=COUNT, default=DEFAULTS.plateau_patience,

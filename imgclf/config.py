@@ -17,7 +17,12 @@ SCHEDULERS = ("onecycle", "cosine", "plateau", "none")
 AUGMENTS = ("none", "light", "standard")
 MODES = ("scratch", "feature-extract", "fine-tune")
 FEATURE_CACHES = ("disk", "memory", "off")
-CACHES = ("auto", "ram", "disk", "none")  # where decoded images live (imgclf.data.store)
+CACHES = ("auto", "ram", "disk", "none")
+MONITORS = ("val_acc", "val_loss", "val_balanced_acc", "val_macro_f1", "train_acc", "train_loss")
+CLASS_WEIGHTS = ("none", "balanced")  # balanced: scikit-learn's inverse-frequency weights in the loss
+SAMPLERS = ("random", "balanced")  # balanced: every class equally likely in each batch
+# Above this ratio of the largest to the smallest training class, training warns and ``imgclf check`` counts a problem.
+IMBALANCE_WARN = 10.0  # where decoded images live (imgclf.data.store)
 RESIZE_MODES = ("crop", "squash")
 # Learning rates that work for each optimizer with the default batch size; --lr overrides.
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 3e-3}
@@ -73,6 +78,8 @@ class TrainConfig:
     scheduler: str = "onecycle"
     warmup_epochs: float | None = None
     label_smoothing: float = 0.1
+    class_weights: str = "none"
+    sampler: str = "random"
     augment: str | None = None
     flip: bool | None = None
     val_split: float = 0.1
@@ -105,7 +112,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Reject impossible values with a message naming the option and the allowed values."""
         choices = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "augment": AUGMENTS, "resize": RESIZE_MODES,
-                   "mode": MODES, "feature_cache": FEATURE_CACHES, "cache": CACHES}
+                   "mode": MODES, "feature_cache": FEATURE_CACHES, "cache": CACHES,
+                   "class_weights": CLASS_WEIGHTS, "sampler": SAMPLERS}
         for key, allowed in choices.items():
             if getattr(self, key) not in (*allowed, None):
                 raise UserError(f"--{key.replace('_', '-')} {getattr(self, key)!r} is not one of: "
@@ -148,8 +156,8 @@ class TrainConfig:
             raise UserError(f"--max-bad-fraction must be in [0, 1], got {self.max_bad_fraction}")
         if self.backbone_lr_scale <= 0:
             raise UserError(f"--backbone-lr-scale must be positive, got {self.backbone_lr_scale}")
-        if self.monitor not in ("val_acc", "val_loss", "train_loss", "train_acc"):
-            raise UserError(f"--monitor {self.monitor!r} is not one of: val_acc, val_loss, train_acc, train_loss")
+        if self.monitor not in MONITORS:
+            raise UserError(f"--monitor {self.monitor!r} is not one of: {', '.join(MONITORS)}")
 
     def resolve_mode(self) -> None:
         """Fill in every "choose for me" value that does not need the data: ``mode`` (fine-tune when starting

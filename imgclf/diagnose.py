@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .training.monitor import best_epoch
 
 # A validation loss this much above its minimum (relative) counts as rising, not noise.
@@ -65,4 +67,40 @@ def diagnose(rows: list[dict[str, float]], monitor: str = "val_acc", kept: int |
         return Diagnosis("under-fitting", f"under-fitting: training accuracy is only {rows[-1]['train_acc']:.1%}. "
                                           f"{summary}. Remedies: train longer (--epochs), a larger model, a tuned "
                                           f"--lr, less regularisation (dropout, augmentation).", gap, None, kept)
+    minority = minority_note(rows[-1])
+    if minority:
+        return Diagnosis("minority missed", f"{minority} {summary}.", gap, None, kept)
     return Diagnosis("good fit", f"no sign of over-fitting: {summary}.", gap, None, kept)
+
+
+# Validation accuracy this far above balanced accuracy (in points) means the minority classes are mostly missed.
+MINORITY_GAP = 15.0
+IMBALANCE_REMEDIES = "--class-weights balanced or --sampler balanced, judged by --monitor val_macro_f1"
+
+
+def minority_note(row: dict[str, float]) -> str | None:
+    """A sentence when the epoch's validation accuracy hides the minority classes (balanced accuracy far below)."""
+    if "val_balanced_acc" not in row or 100 * (row["val_acc"] - row["val_balanced_acc"]) < MINORITY_GAP:
+        return None
+    return (f"the minority classes are mostly missed: validation accuracy {row['val_acc']:.4f} but balanced accuracy "
+            f"{row['val_balanced_acc']:.4f} (the mean of the classes' recalls) at epoch {int(row['epoch'])}; try "
+            f"{IMBALANCE_REMEDIES}.")
+
+
+def collapse_note(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], where: str) -> str | None:
+    """A warning when a model answers (almost) one class, or scores no better than always answering the most
+    common one, on the evaluated images."""
+    if not len(y_true):
+        return None
+    predicted = np.bincount(y_pred, minlength=len(classes))
+    true = np.bincount(y_true, minlength=len(classes))
+    top, share = int(predicted.argmax()), predicted.max() / len(y_pred)
+    majority, rate = int(true.argmax()), true.max() / len(y_true)
+    accuracy = float((y_true == y_pred).mean())
+    if share >= 0.95 and true[top] / len(y_true) < 0.95:
+        return (f"warning: the model answers {classes[top]!r} for {share:.0%} of the {where} images: it has "
+                f"(almost) collapsed to one class; try {IMBALANCE_REMEDIES}")
+    if accuracy <= rate + 0.005 and rate < 1.0:
+        return (f"warning: accuracy {accuracy:.4f} on the {where} is no better than always answering the most common "
+                f"class {classes[majority]!r} ({rate:.4f}); try {IMBALANCE_REMEDIES}")
+    return None

@@ -145,11 +145,16 @@ def per_process_batch(batch_size: int, n_train: int, log: Callable[[str], None])
     return per
 
 
-def shard_sampler(n: int, seed: int) -> torch.utils.data.DistributedSampler | None:
-    """Every epoch a fresh seeded shuffle, cut into one disjoint shard per process (None for one process)."""
+def shard_sampler(labels: torch.Tensor, seed: int, balanced: bool = False) -> torch.utils.data.Sampler | None:
+    """Every epoch a fresh seeded shuffle, cut into one disjoint shard per process (None for one process: the
+    loader shuffles); ``balanced``: classes drawn equally often (:class:`~imgclf.data.sampler.BalancedSampler`)."""
+    if balanced:
+        from .data.sampler import BalancedSampler
+
+        return BalancedSampler(labels, seed, world_size(), rank())
     if world_size() == 1:
         return None
-    return torch.utils.data.DistributedSampler(range(n), world_size(), rank(), shuffle=True, seed=seed)
+    return torch.utils.data.DistributedSampler(range(len(labels)), world_size(), rank(), shuffle=True, seed=seed)
 
 
 def parallel(model: nn.Module, device: torch.device, sync_bn: bool, find_unused: bool) -> nn.Module:

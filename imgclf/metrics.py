@@ -1,5 +1,5 @@
-"""Evaluation metrics from scikit-learn: accuracy, top-k accuracy, per-class report, confusion matrix, the
-most-confused pairs and the top losses."""
+"""Evaluation metrics from scikit-learn: accuracy, balanced accuracy and macro F1 (which do not hide a minority
+class), top-k accuracy, per-class report, confusion matrix, the most-confused pairs and the top losses."""
 from __future__ import annotations
 
 import csv
@@ -9,13 +9,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix,
-                             precision_recall_fscore_support, top_k_accuracy_score)
+from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix, f1_score,
+                             precision_recall_fscore_support, recall_score, top_k_accuracy_score)
 
 
 # What Evaluation.save writes (figures only when asked and when there is something to draw).
 EVAL_FILES = ["report.txt", "eval.json", "confusion_matrix.csv", "confusion_matrix.png",
               "confusion_matrix_normalized.png", "per_class.png", "most_confused.png", "top_losses.png"]
+
+
+def confusion_scores(confusion: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy (mean recall of the classes present) and macro F1 (over every class, 0 for one
+    never predicted nor present: scikit-learn's ``zero_division=0``) from a confusion matrix (rows: true). Training
+    validates this way because confusion matrices add up over processes, where predictions would have to travel."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    hits, true, predicted = np.diag(confusion), confusion.sum(1), confusion.sum(0)
+    recall = np.divide(hits, true, out=np.zeros_like(hits), where=true > 0)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(hits), where=precision + recall > 0)
+    return {"acc": float(hits.sum() / max(confusion.sum(), 1)),
+            "balanced_acc": float(recall[true > 0].mean()) if (true > 0).any() else 0.0,
+            "macro_f1": float(f1.mean()) if len(f1) else 0.0}
 
 
 @dataclass
@@ -34,6 +48,19 @@ class Evaluation:
     @property
     def accuracy(self) -> float:
         return float(accuracy_score(self.y_true, self.y_pred))
+
+    @property
+    def balanced_accuracy(self) -> float:
+        """The mean of the classes' recalls: 0.5 for a two-class model that always answers the majority class."""
+        # recall averaged over the classes present: scikit-learn's balanced_accuracy_score, without its warning
+        # when the model predicts a class this set does not hold
+        return float(recall_score(self.y_true, self.y_pred, labels=np.unique(self.y_true), average="macro",
+                                  zero_division=0))
+
+    @property
+    def macro_f1(self) -> float:
+        return float(f1_score(self.y_true, self.y_pred, labels=range(len(self.classes)), average="macro",
+                              zero_division=0))
 
     @property
     def k(self) -> int:
@@ -86,14 +113,16 @@ class Evaluation:
         pairs = "".join(f"  {t} -> {p}: {count} ({share:.1%} of {t})\n"
                         for t, p, count, share in self.most_confused()) or "  none\n"
         top = f"top-{self.k} accuracy: {self.top_k_accuracy:.4f}\n" if self.k > 1 else ""
-        return (f"images: {len(self.y_true)}\naccuracy: {self.accuracy:.4f}\n{top}\n{table}"
+        return (f"images: {len(self.y_true)}\naccuracy: {self.accuracy:.4f}\nbalanced accuracy: "
+                f"{self.balanced_accuracy:.4f}\nmacro F1: {self.macro_f1:.4f}\n{top}\n{table}"
                 f"\nmost-confused pairs (true -> predicted):\n{pairs}")
 
     def as_dict(self) -> dict:
         per_class = classification_report(self.y_true, self.y_pred, labels=range(len(self.classes)),
                                           target_names=self.classes, output_dict=True, zero_division=0)
         top = {f"top{self.k}_accuracy": self.top_k_accuracy} if self.k > 1 else {}
-        return {"images": int(len(self.y_true)), "accuracy": self.accuracy, **top,
+        return {"images": int(len(self.y_true)), "accuracy": self.accuracy,
+                "balanced_accuracy": self.balanced_accuracy, "macro_f1": self.macro_f1, **top,
                 "per_class": {c: per_class[c] for c in self.classes},
                 "most_confused": [{"true": t, "predicted": p, "count": n, "share": s}
                                   for t, p, n, s in self.most_confused()]}

@@ -30,6 +30,7 @@ from ..data.cache import ImageTensors
 from ..data.loader import eval_batches, inference_batch
 from ..data.transforms import normalize
 from ..errors import Interrupted
+from ..metrics import confusion_scores
 from .callbacks import Callback
 from .optim import StepSchedule
 from .transfer import train_mode
@@ -119,7 +120,7 @@ class Trainer:
                     ddp.average_buffers(self.eval_model)
                     if self.val is not None and len(self.val):
                         started = time.perf_counter()
-                        logs["val_loss"], logs["val_acc"] = self.validate(self.val)
+                        logs.update({f"val_{k}": v for k, v in self.validate(self.val).items()})
                         logs["val_time"] = time.perf_counter() - started
                     self.history.append(logs)
                     for cb in self.callbacks:
@@ -254,24 +255,27 @@ class Trainer:
         return torch.cat(out) if out else torch.empty(0)
 
     @torch.inference_mode()
-    def validate(self, images: ImageTensors) -> tuple[float, float]:
-        """(cross-entropy, accuracy) on ``images``; plain cross-entropy, without label smoothing. With several
-        processes each takes every N-th image and the sums are added up: the figures are for the whole split."""
-        if self.processes == 1:
-            logits = self.predict_logits(images)
-            loss = nn.functional.cross_entropy(logits, images.y).item()
-            return loss, (logits.argmax(1) == images.y).float().mean().item()
+    def validate(self, images: ImageTensors) -> dict[str, float]:
+        """Plain cross-entropy (no label smoothing, no class weights), accuracy, balanced accuracy and macro F1 on
+        ``images``. With several processes each takes every N-th image, and the loss sums and confusion matrices
+        are added up: the figures are for the whole split."""
         self.eval_model.eval()
         mine = torch.arange(ddp.rank(), len(images), self.processes)
-        loss_sum = correct = 0.0
+        loss_sum, confusion = 0.0, None
         for index in mine.split(inference_batch(tuple(images.x.shape[1:]))):
+            rows = index if self.processes > 1 else slice(int(index[0]), int(index[-1]) + 1)  # one read, in order
             with autocast_for(self.device, self.amp):
-                logits = self.eval_model(self.inputs(images.x[index])).float().cpu()
+                logits = self.eval_model(self.inputs(images.x[rows])).float().cpu()
             y = images.y[index]
             loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-        loss_sum, correct, count = ddp.all_reduce_sum([loss_sum, correct, len(mine)])
-        return loss_sum / max(count, 1), correct / max(count, 1)
+            k = logits.shape[1]
+            batch = torch.bincount(y * k + logits.argmax(1), minlength=k * k).reshape(k, k)
+            confusion = batch if confusion is None else confusion + batch
+        # A process whose shard is empty (fewer images than processes) still takes part, with zeros.
+        k = max(ddp.gather(confusion.shape[0] if confusion is not None else 0))
+        confusion = confusion if confusion is not None else torch.zeros(k, k, dtype=torch.long)
+        totals = ddp.all_reduce_sum([loss_sum, len(mine), *confusion.flatten().tolist()])
+        return {"loss": totals[0] / max(totals[1], 1), **confusion_scores(np.array(totals[2:]).reshape(k, k))}
 
     # ---- persistence ----------------------------------------------------------------------------------------
     def save_weights(self, path: Path, metadata: dict[str, str] | None = None) -> None:

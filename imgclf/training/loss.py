@@ -1,0 +1,56 @@
+"""The training loss, and what imbalanced classes change in it.
+
+Cross-entropy with label smoothing; with ``--class-weights balanced`` each class's term is weighted by scikit-learn's
+inverse-frequency weight (n_images / (n_classes * n_class_images)), so a minority class counts as much as the
+majority in the gradient. A strongly imbalanced training split is said at the start of training, with the options
+that act on it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from sklearn.utils.class_weight import compute_class_weight
+from torch import nn
+
+from ..config import IMBALANCE_WARN
+
+
+def imbalance_ratio(labels: torch.Tensor | np.ndarray) -> float | None:
+    """Largest over smallest class count among the classes present (None without labels)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    counts = counts[counts > 0]
+    return float(counts.max() / counts.min()) if len(counts) else None
+
+
+def class_weights(labels: torch.Tensor | np.ndarray, n_classes: int) -> torch.Tensor:
+    """scikit-learn's ``balanced`` weights for the classes in ``labels``; 1 for a class with no training image."""
+    labels = np.asarray(labels, dtype=np.int64)
+    present = np.unique(labels)
+    weights = np.ones(n_classes)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def create_loss(labels: torch.Tensor, classes: list[str], weighting: str, sampler: str, label_smoothing: float,
+                log: Callable[[str], None]) -> nn.Module:
+    """The cross-entropy the run trains with (weighted when ``weighting`` is balanced), after saying how
+    imbalanced the training split is when that matters."""
+    ratio = imbalance_ratio(labels)
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+    if ratio is not None and ratio > IMBALANCE_WARN:
+        big, small = int(counts.argmax()), int(np.where(counts > 0, counts, counts.max() + 1).argmin())
+        acting = [o for o, on in (("--class-weights balanced", weighting == "balanced"),
+                                  ("--sampler balanced", sampler == "balanced")) if on]
+        advice = f"acting on it: {' and '.join(acting)}" if acting else \
+            "a model can score well by answering the majority class; try --class-weights balanced or --sampler " \
+            "balanced, and --monitor val_macro_f1"
+        log(f"warning: the training classes are imbalanced, {ratio:.1f} to 1 ({classes[big]!r} {counts[big]} "
+            f"images, {classes[small]!r} {counts[small]}); {advice}")
+    weight = None
+    if weighting == "balanced":
+        weight = class_weights(labels, len(classes))
+        shown = ", ".join(f"{c} {w:.2f}" for c, w in zip(classes[:8], weight.tolist()))
+        log(f"class weights in the loss (balanced): {shown}{', ...' if len(classes) > 8 else ''}")
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)

@@ -1,0 +1,116 @@
+"""Imbalanced classes (issue 14, part 2): class weights and the balanced sampler change what the model sees and raise
+minority recall on a skewed set; metrics that do not hide the minority; check, the training log and the diagnosis
+say so."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import balanced_accuracy_score, f1_score
+from sklearn.utils.class_weight import compute_class_weight
+
+import imgclf
+from imgclf.cli import main
+from imgclf.data.sampler import BalancedSampler
+from imgclf.diagnose import collapse_note, diagnose
+from imgclf.metrics import confusion_scores
+from imgclf.training.loss import class_weights
+
+
+def write_skewed(root: Path, train: dict[str, int], test: dict[str, int] | None = None, seed: int = 0) -> Path:
+    """Noise images; the 'square' class has a faint brighter square: learnable, but only if the model looks."""
+    rng = np.random.default_rng(seed)
+    for split, counts in (("train", train), ("test", test or {})):
+        for kind, n in counts.items():
+            (root / split / kind).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = rng.integers(0, 120, (16, 16, 3), dtype=np.uint8)
+                if kind == "square":
+                    img[4:12, 4:12] = np.clip(img[4:12, 4:12].astype(int) + 40, 0, 255)
+                Image.fromarray(img).save(root / split / kind / f"{i:03d}.png")
+    return root
+
+
+def test_scores_from_the_confusion_matrix_are_scikit_learns():
+    rng = np.random.default_rng(0)
+    y_true, y_pred = rng.integers(0, 4, 300), rng.integers(0, 3, 300)  # class 3 is never predicted
+    confusion = np.zeros((4, 4), int)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    scores = confusion_scores(confusion)
+    assert scores["balanced_acc"] == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert scores["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0))
+    assert scores["acc"] == pytest.approx((y_true == y_pred).mean())
+
+
+def test_the_balanced_sampler_draws_every_class_equally_and_shards_one_draw():
+    labels = torch.tensor([0] * 950 + [1] * 50)
+    sampler = BalancedSampler(labels, seed=3)
+    drawn = labels[list(sampler)]
+    assert len(drawn) == 1000 and 0.43 < drawn.float().mean() < 0.57  # 5% of the images, half of the draws
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) != first  # a new draw every epoch, the same one for the same epoch
+    sampler.set_epoch(0)
+    assert list(sampler) == first
+    shards = [list(BalancedSampler(labels, seed=3, replicas=2, rank=r)) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 500
+    whole = torch.multinomial(sampler.weights, 1000, replacement=True,
+                              generator=torch.Generator().manual_seed(3)).tolist()
+    assert shards[0] == whole[0::2] and shards[1] == whole[1::2]
+
+
+def test_class_weights_are_scikit_learns_balanced_weights():
+    labels = np.array([0] * 90 + [2] * 10)  # class 1 has no training image
+    weights = class_weights(labels, 3)
+    expected = compute_class_weight("balanced", classes=np.array([0, 2]), y=labels)
+    assert weights.tolist() == pytest.approx([expected[0], 1.0, expected[1]])
+
+
+def test_weights_and_the_sampler_raise_minority_recall_on_a_skewed_set(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = write_skewed(tmp_path / "skew", {"noise": 200, "square": 10}, {"noise": 40, "square": 40})
+    recall, logs = {}, {}
+    for name, options in (("plain", {}), ("weights", {"class_weights": "balanced"}),
+                          ("sampler", {"sampler": "balanced"})):
+        clf = imgclf.train(str(data), model="cnn:8-m-16-m-fc16", epochs=3, batch_size=16, quiet=True, workers=0,
+                           plots=False, lr=0.003, name=name, **options)
+        recall[name] = clf.evaluation.precision_recall()[1][clf.classes.index("square")]
+        logs[name] = (tmp_path / "runs" / name / "train.log").read_text()
+    assert recall["plain"] < 0.2 and recall["weights"] > 0.8 and recall["sampler"] > 0.8, recall
+    assert "imbalanced, 20.0 to 1 ('noise' 180 images, 'square' 9); a model can score well by answering the " \
+           "majority class; try --class-weights balanced or --sampler balanced" in logs["plain"]
+    assert "acting on it: --class-weights balanced" in logs["weights"] and "class weights in the loss" in \
+        logs["weights"]
+    assert "answering the most common" in logs["plain"] or "collapsed to one class" in logs["plain"]
+    assert "balanced accuracy 0.5000" in logs["plain"]
+
+
+def test_monitor_macro_f1_and_the_new_validation_columns(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = write_skewed(tmp_path / "skew", {"noise": 40, "square": 20})
+    assert main(["train", str(data / "train"), "--model", "cnn:8-m-16-m-fc16", "--epochs", "2", "--batch-size", "8",
+                 "--quiet", "--workers", "0", "--no-plots", "--monitor", "val_macro_f1", "--name", "f1"]) == 0
+    header = (tmp_path / "runs" / "f1" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val_balanced_acc", "val_macro_f1"} <= set(header)
+    assert "best: val_macro_f1" in (tmp_path / "runs" / "f1" / "train.log").read_text()
+
+
+def test_check_counts_a_strong_imbalance_as_a_problem(tmp_path, capsys):
+    data = write_skewed(tmp_path / "skew", {"noise": 44, "square": 4})
+    assert main(["check", str(data / "train"), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "IMBALANCE: the largest class has 11.0 times the images of the smallest" in out
+    assert "--class-weights balanced or --sampler balanced" in out and "1 problem(s) found" in out
+
+
+def test_the_diagnosis_says_when_the_minority_is_missed():
+    rows = [{"epoch": e, "train_loss": 0.2, "train_acc": 0.95, "val_loss": 0.25, "val_acc": 0.95,
+             "val_balanced_acc": 0.5} for e in (1, 2, 3)]
+    text = diagnose(rows).text
+    assert "minority classes are mostly missed" in text and "no sign of over-fitting" not in text
+    y_true = np.array([0] * 50 + [1] * 50)
+    assert "collapsed to one class" in collapse_note(y_true, np.zeros(100, int), ["a", "b"], "test split")
+    assert collapse_note(y_true, y_true, ["a", "b"], "test split") is None
