@@ -34,6 +34,7 @@ from .training.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpo
 from .training.optim import MIN_SCHEDULED_STEPS, create_optimizer, create_schedule
 from .training.features import FeatureCache, default_cache_dir
 from .training.loss import create_loss
+from .training.mix import mixing
 from .training.trainer import Trainer
 from .training.transfer import FineTune, freeze, param_groups
 
@@ -97,7 +98,7 @@ def fit_batch_size(cfg: TrainConfig, n_train: int, log: Callable[[str], None]) -
             f"so that no batch of the {n_train} training images holds a single image"
         log(f"batch size {batch} instead of {cfg.batch_size}: {why}")
         cfg.batch_size = batch
-    steps = cfg.epochs * math.ceil(n_train / batch)
+    steps = cfg.epochs * math.ceil(math.ceil(n_train / batch) / cfg.accumulate)  # optimizer steps
     if cfg.scheduler in ("onecycle", "cosine") and steps < MIN_SCHEDULED_STEPS:
         log(f"{steps} training step(s) in all are too few for the {cfg.scheduler} schedule (it needs "
             f"{MIN_SCHEDULED_STEPS}): the learning rate stays at {cfg.lr:g} (scheduler: none)")
@@ -303,15 +304,18 @@ def _train(data: str | None, model: str, epochs: int | None, resume: bool, exist
                           pin_memory=device.type == "cuda",
                           sampler=ddp.shard_sampler(splits["train"].y, cfg.seed, cfg.sampler == "balanced"),
                           full_res=cfg.augment == "standard")
+    mix, mix_loss = mixing(cfg.mixup, cfg.cutmix, len(prepared.classes), cfg.label_smoothing)
     optimizer = create_optimizer(params, cfg)
     model = ddp.parallel(model, device, cfg.sync_bn, find_unused=cfg.mode == "fine-tune")
     trainer = Trainer(
-        model, optimizer, create_loss(splits["train"].y, prepared.classes, cfg.class_weights, cfg.sampler,
-                                      cfg.label_smoothing, log).to(device), loader, splits.get("val"),
-        mean, std, device, cfg.epochs, schedule=create_schedule(optimizer, cfg, len(loader)),
+        model, optimizer, mix_loss or create_loss(splits["train"].y, prepared.classes, cfg.class_weights,
+                                                  cfg.sampler, cfg.label_smoothing, log).to(device),
+        loader, splits.get("val"),
+        mean, std, device, cfg.epochs, schedule=create_schedule(optimizer, cfg, math.ceil(len(loader) / cfg.accumulate)),
         callbacks=ddp.process_callbacks(extra + with_user_callbacks(default_callbacks(cfg, run),
                                                                     list(callbacks or []), run)), amp=cfg.amp,
         channels_last=cfg.channels_last, checkpoint_path=run / LAST, log=log, full_model=net,
+        mix=mix, accumulate=cfg.accumulate,
         weights_metadata={"model": cfg.model, "classes": json.dumps(prepared.classes, ensure_ascii=False)})
     if resume:
         trainer.load_checkpoint(run / LAST)

@@ -140,6 +140,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class-weights", choices=CLASS_WEIGHTS, default=DEFAULTS.class_weights,
                    help="balanced: weigh each class's loss by the inverse of its share of the training images "
                         "(scikit-learn's compute_class_weight), for imbalanced data")
+    p.add_argument("--mixup", type=number(float, 0), default=DEFAULTS.mixup,
+                   help="mixup alpha (timm): blend pairs of training images and their labels; 0.2 is usual; 0 = off")
+    p.add_argument("--cutmix", type=number(float, 0), default=DEFAULTS.cutmix,
+                   help="cutmix alpha (timm): paste a patch of one image into another, labels by area; 1.0 is usual")
+    p.add_argument("--accumulate", type=SOME, default=DEFAULTS.accumulate,
+                   help="batches whose gradients add up to one optimizer step (a larger effective batch)")
     p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULTS.sampler,
                    help="balanced: draw training images with replacement so that every class is equally likely "
                         "(a weighted random sampler, sharded between processes); random: each image once an epoch")

@@ -80,6 +80,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     class_weights: str = "none"
     sampler: str = "random"
+    mixup: float = 0.0  # timm Mixup alpha; 0 = off
+    cutmix: float = 0.0  # timm CutMix alpha; 0 = off
+    accumulate: int = 1  # batches per optimizer step
     augment: str | None = None
     flip: bool | None = None
     val_split: float = 0.1
@@ -121,7 +124,8 @@ class TrainConfig:
         at_least = {"epochs": (self.epochs, 1), "batch_size": (self.batch_size, 1), "seed": (self.seed, 0),
                     "patience": (self.patience, 0), "plateau_patience": (self.plateau_patience, 0),
                     "workers": (self.workers, 0), "weight_decay": (self.weight_decay, 0),
-                    "warmup_epochs": (self.warmup_epochs, 0), "min_delta": (self.min_delta, 0)}
+                    "warmup_epochs": (self.warmup_epochs, 0), "min_delta": (self.min_delta, 0),
+                    "mixup": (self.mixup, 0), "cutmix": (self.cutmix, 0), "accumulate": (self.accumulate, 1)}
         for key, (value, low) in at_least.items():
             if value is not None and value < low:
                 raise UserError(f"--{key.replace('_', '-')} must be at least {low}, got {value}")
@@ -181,6 +185,13 @@ class TrainConfig:
         if self.warmup_epochs is None:
             self.warmup_epochs = default_warmup_epochs(self.scheduler, self.epochs)
         self.workers = self.workers if self.workers is not None else default_workers()
+        mixing = self.mixup > 0 or self.cutmix > 0
+        if mixing and self.mode == "feature-extract" and self.augment == "none" and self.feature_cache != "off":
+            raise UserError("--mixup/--cutmix mix images, and feature extraction trains on cached features; add "
+                            "--augment light (the backbone then sees every mixed batch) or leave them out")
+        if mixing and self.class_weights != "none":
+            raise UserError("--class-weights does not apply to the soft targets of --mixup/--cutmix; use --sampler "
+                            "balanced for imbalanced classes instead")
         self.validate()
 
     @property

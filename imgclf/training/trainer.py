@@ -76,7 +76,7 @@ class Trainer:
                  schedule: StepSchedule | None = None, callbacks: list[Callback] | None = None,
                  amp: bool = True, channels_last: bool = True, checkpoint_path: Path | None = None,
                  weights_metadata: dict[str, str] | None = None, log: Callable[[str], None] = print,
-                 full_model: nn.Module | None = None) -> None:
+                 full_model: nn.Module | None = None, mix: Callable | None = None, accumulate: int = 1) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         # Inference runs on the module itself: a DistributedDataParallel forward would wait for the other processes.
         self.eval_model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
@@ -91,6 +91,9 @@ class Trainer:
             if device.type == "cuda" else None
         self.checkpoint_path, self.weights_metadata, self.log = checkpoint_path, weights_metadata or {}, log
         self.steps_per_epoch = len(train_loader)
+        # ``mix`` (Mixup/CutMix) turns (x, y) into (x, soft targets) for ``loss_fn``; ``accumulate`` batches make one
+        # optimizer step (their gradients summed, each loss divided by ``accumulate``).
+        self.mix, self.accumulate = mix, accumulate
         self.start_epoch, self.global_step, self.stop_training = 0, 0, False
         self.history: list[dict[str, float]] = []
         # Where an interrupted epoch stands: the shuffle's random state at its start, the steps done, their sums.
@@ -201,21 +204,31 @@ class Trainer:
                 continue
             x = self.inputs(x)
             y = y.to(self.device, non_blocking=True)
-            with autocast_for(self.device, self.amp):
-                logits = self.model(x)
-                loss = self.loss_fn(logits, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None and self.scaler.is_enabled():
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.optimizer.step()
-            self.global_step += 1
-            lr = self.optimizer.param_groups[0]["lr"]
-            if self.schedule is not None:
-                self.schedule.step(self.global_step)
+            x, target = self.mix(x, y) if self.mix is not None else (x, y)
+            boundary = step % self.accumulate == 0 or step == self.steps_per_epoch  # this batch ends a step
+            if (step - 1) % self.accumulate == 0:
+                self.optimizer.zero_grad(set_to_none=True)
+            # Gradients of the batches inside an accumulation are not exchanged between processes: once a step.
+            no_sync = self.model.no_sync() if not boundary and self.processes > 1 else contextlib.nullcontext()
+            with no_sync:
+                with autocast_for(self.device, self.amp):
+                    logits = self.model(x)
+                    loss = self.loss_fn(logits, target)
+                scaled = loss / self.accumulate if self.accumulate > 1 else loss
+                if self.scaler is not None and self.scaler.is_enabled():
+                    self.scaler.scale(scaled).backward()
+                else:
+                    scaled.backward()
+            if boundary:
+                if self.scaler is not None and self.scaler.is_enabled():
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
+                self.global_step += 1
+                lr = self.optimizer.param_groups[0]["lr"]
+                if self.schedule is not None:
+                    self.schedule.step(self.global_step)
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -228,7 +241,7 @@ class Trainer:
                                              f"({lr:.3g}) is probably too high; try a lower --lr")
                 for cb in self.callbacks:
                     cb.on_batch_end(self, step, live)
-            if step < self.steps_per_epoch and self._stopping():
+            if boundary and step < self.steps_per_epoch and self._stopping():
                 self.done_steps = step
                 total_loss, total_correct, total_seen = ddp.all_reduce_sum([loss_sum.item(), correct.item(), seen])
                 self.partial = {"loss_sum": total_loss, "correct": int(total_correct), "seen": int(total_seen)}

@@ -1,0 +1,64 @@
+"""The modern recipe from timm (issue 14, part 4, first pieces): Mixup/CutMix and gradient accumulation."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from imgclf.cli import main
+from imgclf.data.cache import ImageTensors
+from imgclf.data.loader import train_loader
+from imgclf.training.mix import MixBatch
+from imgclf.training.trainer import Trainer
+
+from .conftest import TINY_ARGS
+
+
+def test_mixing_blends_pairs_and_their_labels_and_leaves_an_odd_batch_alone():
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    mix = MixBatch(mixup=0.4, cutmix=0.0, num_classes=3, label_smoothing=0.1)
+    mixed, target = mix(x.clone(), y)
+    assert not torch.equal(mixed, x) and target.shape == (8, 3)
+    assert torch.allclose(target.sum(1), torch.ones(8))
+    assert ((target > 0.05).sum(1) >= 2).any()  # an image of one class and its partner's share of another
+    odd, plain = mix(x[:7].clone(), y[:7])
+    assert torch.equal(odd, x[:7]) and torch.allclose(plain.max(1).values, torch.full((7,), 0.9 + 0.1 / 3))
+
+
+def _fit(batch: int, accumulate: int) -> torch.Tensor:
+    torch.manual_seed(0)
+    features = ImageTensors(torch.randn(16, 5), torch.arange(16) % 3)
+    head = nn.Linear(5, 3)
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.5)
+    loader = train_loader(features, batch, None, 0, seed=1)
+    Trainer(head, optimizer, nn.CrossEntropyLoss(), loader, None, None, None, torch.device("cpu"), 1,
+            log=lambda m: None, accumulate=accumulate).fit()
+    return head.weight.detach()
+
+
+def test_accumulating_two_half_batches_is_one_full_batch():
+    assert torch.allclose(_fit(8, 1), _fit(4, 2), atol=1e-6)
+    assert not torch.allclose(_fit(8, 1), _fit(4, 1), atol=1e-4)  # the same images in smaller steps differ
+
+
+def test_training_with_mixup_cutmix_and_accumulation(image_folder, run_cwd):
+    assert main(["train", str(image_folder), "--epochs", "2", "--mixup", "0.2", "--cutmix", "1.0", "--accumulate",
+                 "2", "--name", "mix", "--scheduler", "none", *TINY_ARGS]) == 0
+    run = run_cwd / "runs" / "mix"
+    config = (run / "config.yaml").read_text()
+    assert "mixup: 0.2" in config and "cutmix: 1.0" in config and "accumulate: 2" in config
+    state = torch.load(run / "last.pt", weights_only=True)
+    batches = math.ceil(32 / 8)  # 32 training images (36, less a tenth for validation), batch 8
+    assert state["global_step"] == 2 * math.ceil(batches / 2)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--mixup", "0.2", "--class-weights", "balanced"], "--class-weights does not apply to the soft targets"),
+    (["--cutmix", "1", "--pretrained", "--model", "resnet18", "--mode", "feature-extract"], "trains on cached features"),
+])
+def test_mixing_that_cannot_work_is_refused(image_folder, run_cwd, capsys, extra, message):
+    assert main(["train", str(image_folder), *TINY_ARGS, *extra]) == 2
+    assert message in capsys.readouterr().err and not (run_cwd / "runs").exists()
