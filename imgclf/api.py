@@ -315,7 +315,7 @@ def _train(data: str | None, model: str, epochs: int | None, resume: bool, exist
         callbacks=ddp.process_callbacks(extra + with_user_callbacks(default_callbacks(cfg, run),
                                                                     list(callbacks or []), run)), amp=cfg.amp,
         channels_last=cfg.channels_last, checkpoint_path=run / LAST, log=log, full_model=net,
-        mix=mix, accumulate=cfg.accumulate,
+        mix=mix, accumulate=cfg.accumulate, monitor=cfg.monitor, ema_decay=cfg.ema_decay if cfg.ema else None,
         weights_metadata={"model": cfg.model, "classes": json.dumps(prepared.classes, ensure_ascii=False)})
     if resume:
         trainer.load_checkpoint(run / LAST)

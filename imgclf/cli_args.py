@@ -146,6 +146,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="cutmix alpha (timm): paste a patch of one image into another, labels by area; 1.0 is usual")
     p.add_argument("--accumulate", type=SOME, default=DEFAULTS.accumulate,
                    help="batches whose gradients add up to one optimizer step (a larger effective batch)")
+    p.add_argument("--ema", action="store_true",
+                   help="keep an exponential moving average of the weights (timm ModelEmaV3, warm-up on), validate "
+                        "it every epoch and keep it as the epoch's weights when it scores better")
+    p.add_argument("--ema-decay", type=number(float, 0, below=1), default=DEFAULTS.ema_decay,
+                   help="the EMA's decay per step (its horizon is about 1 / (1 - decay) steps)")
     p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULTS.sampler,
                    help="balanced: draw training images with replacement so that every class is equally likely "
                         "(a weighted random sampler, sharded between processes); random: each image once an epoch")

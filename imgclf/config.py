@@ -83,6 +83,8 @@ class TrainConfig:
     mixup: float = 0.0  # timm Mixup alpha; 0 = off
     cutmix: float = 0.0  # timm CutMix alpha; 0 = off
     accumulate: int = 1  # batches per optimizer step
+    ema: bool = False  # an exponential moving average of the weights (timm ModelEmaV3), kept when it validates better
+    ema_decay: float = 0.999
     augment: str | None = None
     flip: bool | None = None
     val_split: float = 0.1
@@ -129,6 +131,8 @@ class TrainConfig:
         for key, (value, low) in at_least.items():
             if value is not None and value < low:
                 raise UserError(f"--{key.replace('_', '-')} must be at least {low}, got {value}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise UserError(f"--ema-decay must be between 0 and 1, got {self.ema_decay}")
         if not 0.0 <= self.momentum < 1.0:
             raise UserError(f"--momentum must be in [0, 1), got {self.momentum}")
         if not 0.0 < self.plateau_factor < 1.0:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -18,12 +19,13 @@ from .conftest import TINY_ARGS
 
 def test_mixing_blends_pairs_and_their_labels_and_leaves_an_odd_batch_alone():
     torch.manual_seed(0)
+    np.random.seed(0)  # timm draws the mixing proportion from numpy
     x, y = torch.randn(8, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-    mix = MixBatch(mixup=0.4, cutmix=0.0, num_classes=3, label_smoothing=0.1)
+    mix = MixBatch(mixup=1.0, cutmix=0.0, num_classes=3, label_smoothing=0.1)
     mixed, target = mix(x.clone(), y)
     assert not torch.equal(mixed, x) and target.shape == (8, 3)
     assert torch.allclose(target.sum(1), torch.ones(8))
-    assert ((target > 0.05).sum(1) >= 2).any()  # an image of one class and its partner's share of another
+    assert ((target > 0.15) & (target < 0.85)).any()  # an image of one class holds a share of its partner's
     odd, plain = mix(x[:7].clone(), y[:7])
     assert torch.equal(odd, x[:7]) and torch.allclose(plain.max(1).values, torch.full((7,), 0.9 + 0.1 / 3))
 
@@ -62,3 +64,33 @@ def test_training_with_mixup_cutmix_and_accumulation(image_folder, run_cwd):
 def test_mixing_that_cannot_work_is_refused(image_folder, run_cwd, capsys, extra, message):
     assert main(["train", str(image_folder), *TINY_ARGS, *extra]) == 2
     assert message in capsys.readouterr().err and not (run_cwd / "runs").exists()
+
+
+def test_ema_weights_differ_from_the_live_ones_and_resume(image_folder, run_cwd):
+    assert main(["train", str(image_folder), "--epochs", "3", "--ema", "--ema-decay", "0.9", "--name", "ema",
+                 "--scheduler", "none", *TINY_ARGS]) == 0
+    run = run_cwd / "runs" / "ema"
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val_live_acc", "val_ema_acc", "ema"} <= set(header)
+    state = torch.load(run / "last.pt", weights_only=True)
+    live, ema = state["model"], state["ema"]
+    assert any(not torch.equal(live[k], ema[k]) for k in live if live[k].is_floating_point())  # the average lags
+    assert main(["train", "--resume", "--name", "ema", "--epochs", "4", "--quiet"]) == 0  # the EMA resumes too
+
+
+def test_an_epoch_whose_ema_scores_better_offers_the_ema_weights(monkeypatch):
+    torch.manual_seed(0)
+    backbone, head = nn.Linear(4, 5), nn.Linear(5, 3)
+    full = nn.Sequential(backbone, head)  # the head alone trains on cached features
+    features = ImageTensors(torch.randn(12, 5), torch.arange(12) % 3)
+    trainer = Trainer(head, torch.optim.SGD(head.parameters(), lr=0.5), nn.CrossEntropyLoss(),
+                      train_loader(features, 4, None, 0, seed=1), features, None, None, torch.device("cpu"), 1,
+                      log=lambda m: None, full_model=full, ema_decay=0.5)
+    scores = iter([{"loss": 1.0, "acc": 0.5}, {"loss": 0.9, "acc": 0.75}])  # live, then EMA
+    monkeypatch.setattr(trainer, "validate", lambda images, model=None: next(scores))
+    trainer.fit()
+    assert trainer.use_ema and trainer.history[-1]["val_acc"] == 0.75 and trainer.history[-1]["ema"] == 1.0
+    weights = trainer.epoch_weights()
+    assert torch.equal(weights["1.weight"], trainer.ema.module.weight) and not torch.equal(weights["1.weight"],
+                                                                                           head.weight)
+    assert weights["0.weight"] is full.state_dict(keep_vars=True)["0.weight"]  # the frozen backbone as it is

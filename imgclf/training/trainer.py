@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from safetensors.torch import save_file
+from timm.utils import ModelEmaV3
 from torch import nn
 
 from .. import distributed as ddp
@@ -76,7 +77,8 @@ class Trainer:
                  schedule: StepSchedule | None = None, callbacks: list[Callback] | None = None,
                  amp: bool = True, channels_last: bool = True, checkpoint_path: Path | None = None,
                  weights_metadata: dict[str, str] | None = None, log: Callable[[str], None] = print,
-                 full_model: nn.Module | None = None, mix: Callable | None = None, accumulate: int = 1) -> None:
+                 full_model: nn.Module | None = None, mix: Callable | None = None, accumulate: int = 1,
+                 ema_decay: float | None = None, monitor: str = "val_acc") -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         # Inference runs on the module itself: a DistributedDataParallel forward would wait for the other processes.
         self.eval_model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
@@ -94,6 +96,11 @@ class Trainer:
         # ``mix`` (Mixup/CutMix) turns (x, y) into (x, soft targets) for ``loss_fn``; ``accumulate`` batches make one
         # optimizer step (their gradients summed, each loss divided by ``accumulate``).
         self.mix, self.accumulate = mix, accumulate
+        # With ``ema_decay`` an exponential moving average of the weights (timm's ModelEmaV3, decay warming up) is
+        # updated after every step and validated beside them; an epoch whose EMA scores better by ``monitor`` offers
+        # the EMA as its weights (``use_ema``) to the checkpoints.
+        self.ema = ModelEmaV3(self.eval_model, decay=ema_decay, use_warmup=True) if ema_decay else None
+        self.monitor, self.use_ema = monitor, False
         self.start_epoch, self.global_step, self.stop_training = 0, 0, False
         self.history: list[dict[str, float]] = []
         # Where an interrupted epoch stands: the shuffle's random state at its start, the steps done, their sums.
@@ -124,6 +131,8 @@ class Trainer:
                     if self.val is not None and len(self.val):
                         started = time.perf_counter()
                         logs.update({f"val_{k}": v for k, v in self.validate(self.val).items()})
+                        if self.ema is not None:
+                            self._weigh_ema(logs)
                         logs["val_time"] = time.perf_counter() - started
                     self.history.append(logs)
                     for cb in self.callbacks:
@@ -156,6 +165,18 @@ class Trainer:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+
+    def _weigh_ema(self, logs: dict[str, float]) -> None:
+        """Validate the EMA weights; when they beat the live ones by the monitored metric, the epoch's val_* figures
+        and its weights are the EMA's. Both are logged (val_live_*, val_ema_*)."""
+        ema = self.validate(self.val, self.ema.module)
+        key = self.monitor[4:] if self.monitor.startswith("val_") and self.monitor[4:] in ema else "acc"
+        live = {k[4:]: v for k, v in logs.items() if k.startswith("val_") and k[4:] in ema}
+        better = ema[key] < live[key] if key == "loss" else ema[key] > live[key]
+        logs.update({f"val_live_{key}": live[key], f"val_ema_{key}": ema[key], "ema": float(better)})
+        self.use_ema = better
+        if better:
+            logs.update({f"val_{k}": v for k, v in ema.items()})
 
     def _stopping(self) -> bool:
         """Has a stop signal arrived? Asked of every process at once, so that all stop after the same step."""
@@ -226,6 +247,8 @@ class Trainer:
                 else:
                     self.optimizer.step()
                 self.global_step += 1
+                if self.ema is not None:
+                    self.ema.update(self.eval_model, step=self.global_step)
                 lr = self.optimizer.param_groups[0]["lr"]
                 if self.schedule is not None:
                     self.schedule.step(self.global_step)
@@ -268,17 +291,18 @@ class Trainer:
         return torch.cat(out) if out else torch.empty(0)
 
     @torch.inference_mode()
-    def validate(self, images: ImageTensors) -> dict[str, float]:
-        """Plain cross-entropy (no label smoothing, no class weights), accuracy, balanced accuracy and macro F1 on
-        ``images``. With several processes each takes every N-th image, and the loss sums and confusion matrices
-        are added up: the figures are for the whole split."""
-        self.eval_model.eval()
+    def validate(self, images: ImageTensors, model: nn.Module | None = None) -> dict[str, float]:
+        """Plain cross-entropy (no label smoothing, no class weights), accuracy, balanced accuracy and macro F1 of
+        ``model`` (default: the one trained) on ``images``. With several processes each takes every N-th image, and
+        the loss sums and confusion matrices are added up: the figures are for the whole split."""
+        model = model if model is not None else self.eval_model
+        model.eval()
         mine = torch.arange(ddp.rank(), len(images), self.processes)
         loss_sum, confusion = 0.0, None
         for index in mine.split(inference_batch(tuple(images.x.shape[1:]))):
             rows = index if self.processes > 1 else slice(int(index[0]), int(index[-1]) + 1)  # one read, in order
             with autocast_for(self.device, self.amp):
-                logits = self.eval_model(self.inputs(images.x[rows])).float().cpu()
+                logits = model(self.inputs(images.x[rows])).float().cpu()
             y = images.y[index]
             loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
             k = logits.shape[1]
@@ -293,10 +317,20 @@ class Trainer:
     # ---- persistence ----------------------------------------------------------------------------------------
     def save_weights(self, path: Path, metadata: dict[str, str] | None = None) -> None:
         """The model's weights as safetensors, written atomically (temporary file, then rename)."""
-        state = {k: v.detach().contiguous().cpu() for k, v in self.full_model.state_dict().items()}
+        state = {k: v.detach().contiguous().cpu() for k, v in self.epoch_weights().items()}
         tmp = path.with_name(path.name + ".tmp")
         save_file(state, str(tmp), metadata=self.weights_metadata | (metadata or {}))
         tmp.replace(path)
+
+    def epoch_weights(self) -> dict[str, torch.Tensor]:
+        """The full model's state: its live weights, or, in an epoch whose EMA scored better, the EMA's in place of
+        the trained module's (the whole network, when only its head is trained on cached features)."""
+        full = self.full_model.state_dict(keep_vars=True)
+        if not self.use_ema:
+            return full
+        name_of = {id(t): n for n, t in self.eval_model.state_dict(keep_vars=True).items()}
+        ema = self.ema.module.state_dict()
+        return {k: ema[name_of[id(t)]] if id(t) in name_of else t for k, t in full.items()}
 
     def state_dict(self, epoch: int) -> dict[str, Any]:
         return {
@@ -306,6 +340,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys()},
             "step": self.done_steps, "partial": self.partial, "processes": self.processes,
+            "ema": self.ema.module.state_dict() if self.ema is not None else None, "use_ema": self.use_ema,
             # Each process's random state, in rank order (augmentation and the epoch's worker seeds differ by rank).
             "ranks": ddp.gather({"rng": rng_state(), "loader_rng": self.train_loader.generator.get_state(),
                                  "epoch_rng": self.epoch_rng}),
@@ -337,6 +372,9 @@ class Trainer:
         """Continue from a checkpoint written by :meth:`save_checkpoint` (loaded with ``weights_only=True``)."""
         state = torch.load(path, map_location=self.device, weights_only=True)
         self.full_model.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.module.load_state_dict(state["ema"])
+            self.use_ema = bool(state.get("use_ema"))
         self.optimizer.load_state_dict(state["optimizer"])
         if self.schedule is not None and state["schedule"] is not None:
             self.schedule.load_state_dict(state["schedule"])
