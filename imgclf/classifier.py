@@ -156,12 +156,24 @@ class Classifier(Predictor):
         return images, f"{data or cfg.data} ({split} split, {len(images)} images)"
 
     def evaluate(self, data: str | None = None, split: str | None = None, top_k: int = 5,
-                 save_to: Path | None = None) -> Evaluation:
-        """Accuracy, top-k accuracy, per-class report and confusion matrix; files written to ``save_to``."""
+                 save_to: Path | None = None, tta: bool = False) -> Evaluation:
+        """Accuracy, top-k accuracy, per-class report and confusion matrix; files written to ``save_to``. With
+        ``tta`` the scores are those of the test-time views averaged, and the accuracy without them is kept beside
+        (``plain_accuracy``) to show the gain."""
         images, _ = self.eval_images(data, split)
         if len(images) == 0:
             raise UserError("no readable labelled images to evaluate on")
-        result = Evaluation(self.classes, images.y.numpy(), self.predict_proba(images.x).numpy(), top_k)
+        plain = self.predict_proba(images.x).numpy()
+        probs = plain
+        if tta:
+            from .tta import averaged
+
+            batch = inference_batch(tuple(images.x.shape[1:]))
+            probs = np.concatenate([averaged(self.proba, images.x[i:i + batch].numpy(), self.config.flip is not False)
+                                    for i in range(0, len(images), batch)])
+        result = Evaluation(self.classes, images.y.numpy(), probs, top_k)
+        if tta:
+            result.plain_accuracy = float((plain.argmax(1) == result.y_true).mean())
         if save_to is not None:
             result.save(Path(save_to), images.x)
         return result

@@ -44,7 +44,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     else:  # other data never replaces the run's own evaluation
         default = clf.run / "eval" / slug(Path(str(args.data).rstrip("/\\")).stem) if args.data else clf.run.path
         out = output_dir(args.output_dir, default, EVAL_FILES, args.overwrite)
-    result = clf.evaluate(args.data, args.split, args.top_k, save_to=out)
+    result = clf.evaluate(args.data, args.split, args.top_k, save_to=out, tta=args.tta)
     print(result.report())
     print(f"report, metrics and confusion matrix written to {out}")
 
@@ -57,6 +57,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predictor import load_predictor
 
     clf = load_predictor(args.run, device=args.device)
+    clf.tta = args.tta
     if args.positive is not None:
         return _predict_binary(clf, args)
     if args.threshold is not None:

@@ -40,6 +40,7 @@ class Evaluation:
     y_true: np.ndarray
     probs: np.ndarray
     top_k: int = 5
+    plain_accuracy: float | None = None  # with test-time augmentation: the accuracy without it
 
     @property
     def y_pred(self) -> np.ndarray:
@@ -113,9 +114,16 @@ class Evaluation:
         pairs = "".join(f"  {t} -> {p}: {count} ({share:.1%} of {t})\n"
                         for t, p, count, share in self.most_confused()) or "  none\n"
         top = f"top-{self.k} accuracy: {self.top_k_accuracy:.4f}\n" if self.k > 1 else ""
+        top += f"{self.tta_text}\n" if self.plain_accuracy is not None else ""
         return (f"images: {len(self.y_true)}\naccuracy: {self.accuracy:.4f}\nbalanced accuracy: "
                 f"{self.balanced_accuracy:.4f}\nmacro F1: {self.macro_f1:.4f}\n{top}\n{table}"
                 f"\nmost-confused pairs (true -> predicted):\n{pairs}")
+
+    @property
+    def tta_text(self) -> str:
+        gain = 100 * (self.accuracy - self.plain_accuracy)
+        return f"test-time augmentation: accuracy {self.accuracy:.4f} vs {self.plain_accuracy:.4f} without " \
+               f"({gain:+.2f} points)"
 
     def as_dict(self) -> dict:
         per_class = classification_report(self.y_true, self.y_pred, labels=range(len(self.classes)),
@@ -123,6 +131,7 @@ class Evaluation:
         top = {f"top{self.k}_accuracy": self.top_k_accuracy} if self.k > 1 else {}
         return {"images": int(len(self.y_true)), "accuracy": self.accuracy,
                 "balanced_accuracy": self.balanced_accuracy, "macro_f1": self.macro_f1, **top,
+                **({"tta": {"accuracy_without": self.plain_accuracy}} if self.plain_accuracy is not None else {}),
                 "per_class": {c: per_class[c] for c in self.classes},
                 "most_confused": [{"true": t, "predicted": p, "count": n, "share": s}
                                   for t, p, n, s in self.most_confused()]}

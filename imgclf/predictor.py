@@ -87,6 +87,15 @@ class Predictor:
     config: TrainConfig
     run: "RunDir | None" = None
     supports_gradcam = False  # Grad-CAM needs the PyTorch model's gradients
+    tta = False  # test-time augmentation: average the image's views (imgclf.tta) in every prediction
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`proba`, averaged over the test-time views when :attr:`tta` is on."""
+        if not self.tta:
+            return self.proba(x)
+        from .tta import averaged
+
+        return averaged(self.proba, x, self.config.flip is not False)
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities (float32) for uint8 images already at the model's size, (N, C, H, W) -> (N, classes)."""
@@ -147,7 +156,7 @@ class Predictor:
     def _scored(self, inputs: Input | Iterable, batch_size: int, workers: int = 0, skip: set[str] = frozenset()
                 ) -> Iterator[tuple[str, np.ndarray | None, str | None, str | None]]:
         for batch, (pixels, errors) in self._decoded(inputs, batch_size, workers, skip):
-            probs = iter(self.proba(pixels)) if pixels is not None else iter(())
+            probs = iter(self.scores(pixels)) if pixels is not None else iter(())
             for i, (name, _, truth) in enumerate(batch):
                 yield (name, None, errors[i], truth) if i in errors else (name, next(probs), None, truth)
 

@@ -94,3 +94,37 @@ def test_an_epoch_whose_ema_scores_better_offers_the_ema_weights(monkeypatch):
     assert torch.equal(weights["1.weight"], trainer.ema.module.weight) and not torch.equal(weights["1.weight"],
                                                                                            head.weight)
     assert weights["0.weight"] is full.state_dict(keep_vars=True)["0.weight"]  # the frozen backbone as it is
+
+
+def test_tta_views_are_the_image_its_mirror_and_two_shifts():
+    from imgclf.tta import averaged, shifted, views
+
+    x = np.arange(2 * 1 * 16 * 16, dtype=np.uint8).reshape(2, 1, 16, 16)
+    seen = views(x)
+    assert len(seen) == 4 and len(views(x, flip=False)) == 3
+    assert np.array_equal(seen[1], x[..., ::-1])
+    moved = shifted(x, 1, 1)
+    assert np.array_equal(moved[:, :, 1:, 1:], x[:, :, :-1, :-1]) and np.array_equal(moved[:, :, 0, 1:],
+                                                                                     x[:, :, 0, :-1])
+    def proba(v):
+        return np.stack([v.reshape(len(v), -1).mean(1), np.zeros(len(v))], 1)
+    assert np.allclose(averaged(proba, x), np.mean([proba(v) for v in seen], axis=0))
+
+
+def test_evaluate_and_predict_with_tta(image_folder, run_cwd, capsys):
+    import json
+
+    from imgclf.predictor import load_predictor
+    from imgclf.tta import views
+
+    assert main(["train", str(image_folder), "--epochs", "1", "--name", "t", *TINY_ARGS]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "runs/t", str(image_folder), "--tta"]) == 0
+    out = capsys.readouterr().out
+    assert "test-time augmentation: accuracy" in out and "without (" in out
+    assert "accuracy_without" in json.loads((run_cwd / "runs/t/eval/shapes/eval.json").read_text())["tta"]
+    clf = load_predictor("runs/t")
+    x = np.stack([clf.pixels(p) for p in sorted(image_folder.glob("*/*.png"))[:5]])
+    clf.tta = True
+    assert np.allclose(clf.scores(x), np.mean([clf.proba(v) for v in views(x)], axis=0), atol=1e-6)
+    assert main(["predict", "runs/t", str(image_folder / "bar"), "--tta"]) == 0
