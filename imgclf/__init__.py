@@ -17,8 +17,9 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {"load": "api", "train": "api", "Classifier": "classifier", "TrainConfig": "config", "UserError": "errors",
-            "create_model": "models"}
-__all__ = ["Classifier", "TrainConfig", "UserError", "callbacks", "create_model", "load", "train", "__version__"]
+            "create_model": "models", "cross_validate": "cv"}
+__all__ = ["Classifier", "TrainConfig", "UserError", "callbacks", "create_model", "cross_validate", "load", "train",
+           "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -19,7 +19,7 @@ from .data.cache import ImageTensors, channel_stats
 from .data.loader import train_loader
 from .data.prepare import input_shape, prepare
 from .data.sources import load_source
-from .data.split import with_validation
+from .data.split import holdout
 from .data.transforms import augmentation
 from .device import resolve_device
 from .diagnose import collapse_note, diagnose
@@ -226,7 +226,7 @@ def _train(data: str | None, model: str, epochs: int | None, resume: bool, exist
     if len(source.classes) < 2:
         raise UserError(f"{cfg.data}: found a single class ({source.classes[0]!r}); a classifier needs at least 2 "
                         f"(one sub-folder of images per class)")
-    source = with_validation(source, cfg.val_split, cfg.seed)
+    source = holdout(source, cfg.val_split, cfg.seed, cfg.folds, cfg.fold)
     if not resume:
         transfer = (cfg.pretrained or cfg.weights) and not is_cnn(cfg.model)
         if transfer:  # ImageNet weights expect RGB at their own size and normalisation

@@ -13,7 +13,7 @@ from .config import TrainConfig
 from .data.cache import ImageTensors, decode_split
 from .data.loader import inference_batch
 from .data.sources import Source, load_source
-from .data.split import with_validation
+from .data.split import holdout
 from .data.transforms import normalize
 from .device import resolve_device
 from .diagnose import diagnose
@@ -138,7 +138,7 @@ class Classifier(Predictor):
         """
         cfg = self.config
         if data is None:
-            source = with_validation(load_source(cfg.data, cfg.data_root), cfg.val_split, cfg.seed)
+            source = holdout(load_source(cfg.data, cfg.data_root), cfg.val_split, cfg.seed, cfg.folds, cfg.fold)
             split = split or ("test" if "test" in source.splits else "val")
         else:
             source = load_source(data, cfg.data_root)

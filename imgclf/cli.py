@@ -22,7 +22,7 @@ def cmd_train(args: argparse.Namespace) -> int | None:
     from . import distributed
 
     if args.devices > 1 and not distributed.launched():  # this process becomes the launcher of N trainers
-        return distributed.launch(args.devices, args.argv[1:], args.device, args.sync_bn)
+        return distributed.launch(args.devices, args.argv, args.device, args.sync_bn)
     from .api import train
 
     options = {k: v for k, v in vars(args).items() if k not in ("command", "data", "model", "epochs", "resume",
@@ -33,12 +33,31 @@ def cmd_train(args: argparse.Namespace) -> int | None:
     return None
 
 
+def cmd_cv(args: argparse.Namespace) -> int | None:
+    from . import distributed
+
+    if args.devices > 1 and not distributed.launched():  # every fold's training runs in N processes
+        return distributed.launch(args.devices, args.argv, args.device, args.sync_bn)
+    from .cv import cross_validate
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "data", "model", "epochs", "resume",
+                                                                 "devices", "argv", "folds")}
+    if args.resume:
+        options = {k: options[k] for k in ("name", "project", "quiet")}
+    cross_validate(args.data, args.model, args.epochs, folds=args.folds, resume=args.resume, **options)
+    return None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .classifier import Classifier
     from .metrics import EVAL_FILES
+    from .predictor import load_predictor
     from .run import output_dir, slug
 
-    clf = Classifier.load(args.run, device=args.device)
+    from .classifier import Classifier
+
+    # a run, or a cross-validation's folds as one ensemble; an exported .onnx is refused by Classifier.load
+    onnx = str(args.run).lower().endswith(".onnx")
+    clf = Classifier.load(args.run, device=args.device) if onnx else load_predictor(args.run, device=args.device)
     if args.data is None and args.output_dir is None:
         out = clf.run.path  # the run's own split: its own report, rewritten
     else:  # other data never replaces the run's own evaluation
@@ -328,7 +347,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.epochs, args.project)
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "check": cmd_check, "info": cmd_info,
+COMMANDS = {"train": cmd_train, "cv": cmd_cv, "evaluate": cmd_evaluate, "predict": cmd_predict, "check": cmd_check, "info": cmd_info,
             "summary": cmd_summary, "viz": cmd_viz, "explain": cmd_explain, "report": cmd_report,
             "export": cmd_export, "serve": cmd_serve, "demo": cmd_demo}
 

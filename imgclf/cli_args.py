@@ -71,12 +71,23 @@ def _add_photo_output(p: argparse.ArgumentParser, default: str) -> None:
     _add_overwrite(p)
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", formatter_class=_Formatter, help="train a classifier",
-                       description="Train a classifier on DATA: an image folder (one sub-folder per class, or "
-                                   "train/ val/ test/ folders of them), a CSV of path,label[,split], a CSV of pixels "
-                                   "(label,pixel1,...), or a built-in dataset: fashion-mnist, mnist, cifar10, "
-                                   "food101, fashion-mnist-sample.")
+DATA_HELP = ("an image folder (one sub-folder per class, or train/ val/ test/ folders of them), a CSV of "
+             "path,label[,split], a CSV of pixels (label,pixel1,...), or a built-in dataset: fashion-mnist, mnist, "
+             "cifar10, food101, fashion-mnist-sample.")
+
+
+def _add_train(sub: argparse._SubParsersAction, command: str = "train") -> None:
+    """``train``, or ``cv`` (the same options, and --folds): k-fold cross-validation, one training run per fold."""
+    if command == "cv":
+        p = sub.add_parser("cv", formatter_class=_Formatter, help="k-fold cross-validation: a run per fold",
+                           description="Cross-validate on DATA (" + DATA_HELP + ") Stratified folds of its train "
+                           "(and validation) images, one run per fold under runs/NAME/fold-K/, a summary, "
+                           "out-of-fold predictions (oof.csv); predict and evaluate on runs/NAME use the folds as "
+                           "an ensemble. Every train option applies to each fold.")
+        p.add_argument("--folds", type=number(int, 2), default=5, help="number of folds")
+    else:
+        p = sub.add_parser("train", formatter_class=_Formatter, help="train a classifier",
+                           description="Train a classifier on DATA: " + DATA_HELP)
     p.add_argument("data", nargs="?", help="image folder, CSV or dataset name (optional with --resume)")
     p.add_argument("--model", default=DEFAULTS.model, help="cnn, cnn:SPEC (e.g. cnn:32-32-m-64-64-m-fc128) or a timm "
                                                             "architecture (resnet18, efficientnet_lite0, ...)")
@@ -392,5 +403,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"imgclf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
+    _add_train(sub, "cv")
     _add_commands(sub)
     return parser

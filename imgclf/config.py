@@ -88,6 +88,8 @@ class TrainConfig:
     augment: str | None = None
     flip: bool | None = None
     val_split: float = 0.1
+    folds: int | None = None  # a cross-validation fold's run: fold ``fold`` (from 0) of ``folds`` is its validation
+    fold: int | None = None
     seed: int = 0
     name: str | None = None
     project: str = "runs"

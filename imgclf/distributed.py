@@ -239,7 +239,7 @@ def check_devices(n: int, device: str, sync_bn: bool = False) -> None:
 
 
 def launch(n: int, argv: list[str], device: str = "auto", sync_bn: bool = False) -> int:
-    """Run ``imgclf train ARGV`` in ``n`` processes through torch.distributed.run (torchrun --standalone), and
+    """Run ``imgclf ARGV`` (``train ...`` or ``cv ...``) in ``n`` processes through torch.distributed.run (torchrun --standalone), and
     return the exit code: 0, the training processes' own code for a user error or a stop (each has said why), or 1
     with one line naming the process that failed (the launcher stops the others at once)."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -261,7 +261,7 @@ def launch(n: int, argv: list[str], device: str = "auto", sync_bn: bool = False)
     # the frozen ones) would print from every process; torch's C++ errors still show.
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     args = get_args_parser().parse_args([*endpoint, "--nproc-per-node", str(n), "--max-restarts", "0",
-                                         "--module", "imgclf", "train", *argv])
+                                         "--module", "imgclf", *argv])
     config, cmd, cmd_args = config_from_args(args)
     config.shutdown_timeout = 60  # time for a stopped run's rank 0 to finish writing its checkpoint
     for name in list(logging.root.manager.loggerDict):  # the agent's notices would bury the run's own messages

@@ -197,5 +197,9 @@ def load_predictor(model: str | Path, weights: str = "best", device: str = "auto
     if str(model).lower().endswith(".onnx"):
         from .onnx_model import OnnxClassifier
         return OnnxClassifier(model)
+    for folder in (Path(model), Path("runs") / str(model)):
+        if (folder / "cv.json").is_file():  # a cross-validation: its folds as an ensemble
+            from .cv import Ensemble
+            return Ensemble(folder, device)
     from .classifier import Classifier
     return Classifier.load(model, weights, device)

@@ -5,10 +5,10 @@ import math
 import warnings
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from ..errors import UserError
-from .sources import Source
+from .sources import Source, Split
 
 
 def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -35,3 +35,44 @@ def with_validation(source: Source, fraction: float, seed: int) -> Source:
     train = source.splits["train"]
     splits = dict(source.splits, train=train.subset(train_idx), val=train.subset(val_idx))
     return type(source)(source.name, source.classes, splits, source.flip_ok)
+
+
+def pooled(source: Source) -> Split:
+    """The images of the cross-validation folds: train and validation together (the test split stays out)."""
+    train = source.splits["train"]
+    if "val" not in source.splits:
+        return train
+    val = source.splits["val"]
+    paths = None if train.paths is None or val.paths is None else train.paths + val.paths
+    pixels = None if train.pixels is None or val.pixels is None else np.concatenate([train.pixels, val.pixels])
+    return Split(np.concatenate([train.labels, val.labels]), paths, pixels)
+
+
+def fold_indices(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """The validation indices of each of ``folds`` stratified folds (scikit-learn's StratifiedKFold, shuffled
+    with ``seed``); every image is in exactly one."""
+    smallest = np.bincount(labels)[np.unique(labels)].min()
+    if folds < 2:
+        raise UserError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    if folds > smallest:
+        raise UserError(f"--folds {folds}: the smallest class has only {smallest} image(s), so some folds would "
+                        f"have none of it; use --folds {max(2, smallest)} or fewer")
+    kfold = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    return [val for _, val in kfold.split(np.zeros(len(labels)), labels)]
+
+
+def with_fold(source: Source, folds: int, fold: int, seed: int) -> Source:
+    """Fold ``fold`` of ``folds`` as the validation split, the other folds as train; a test split stays as it is."""
+    images = pooled(source)
+    val = fold_indices(images.labels, folds, seed)[fold]
+    train = np.setdiff1d(np.arange(len(images)), val)
+    splits = {"train": images.subset(train), "val": images.subset(val)}
+    if "test" in source.splits:
+        splits["test"] = source.splits["test"]
+    return type(source)(source.name, source.classes, splits, source.flip_ok)
+
+
+def holdout(source: Source, val_split: float, seed: int, folds: int | None = None, fold: int | None = None
+            ) -> Source:
+    """The run's validation split: fold ``fold`` of a cross-validation, else :func:`with_validation`."""
+    return with_fold(source, folds, fold, seed) if fold is not None else with_validation(source, val_split, seed)
