@@ -25,7 +25,8 @@ from .device import resolve_device
 from .diagnose import collapse_note, diagnose
 from .errors import Interrupted, UserError
 from .metrics import Evaluation
-from .models import count_parameters, create_model, default_img_size, is_cnn, pretrained_preprocess
+from .models import (CUSTOM, count_parameters, create_model, default_img_size, is_cnn, is_custom, pretrained_preprocess,
+                     user_model)
 from .plots import plot_curves
 from .predictor import Predictor, load_predictor
 from .report import save_data_overview, write_report
@@ -175,11 +176,13 @@ def _transfer_setup(cfg: TrainConfig, net: nn.Module, splits: dict[str, ImageTen
     return head, head, None, None, features, []
 
 
-def train(data: str | None = None, model: str = "cnn", epochs: int | None = None, *, resume: bool = False,
+def train(data: str | None = None, model: str | nn.Module = "cnn", epochs: int | None = None, *, resume: bool = False,
           exist_ok: bool = False, callbacks: list[Callback] | None = None, **options: Any) -> Classifier:
     """Train a classifier on ``data`` and return it, Keras-style.
 
-    ``data`` is an image folder, a CSV (paths or pixels) or a built-in dataset name. ``options`` are the fields
+    ``data`` is an image folder, a CSV (paths or pixels) or a built-in dataset name. ``model`` is a name (cnn,
+    cnn:SPEC, a timm architecture) or your own ``torch.nn.Module`` giving one logit per class (its weights are
+    saved; load the run with ``imgclf.load(run, model=YourModel())``). ``options`` are the fields
     of :class:`~imgclf.config.TrainConfig` (batch_size, img_size, optimizer, lr, augment, val_split, seed,
     name, ...). ``callbacks`` are added to the defaults (progress bar, CSV log, best checkpoint, and early
     stopping / reduce-LR-on-plateau when asked for); one of the same class as a default replaces it.
@@ -202,8 +205,13 @@ def train(data: str | None = None, model: str = "cnn", epochs: int | None = None
         ddp.teardown()
 
 
-def _train(data: str | None, model: str, epochs: int | None, resume: bool, exist_ok: bool,
+def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume: bool, exist_ok: bool,
            callbacks: list[Callback] | None, options: dict[str, Any], device: torch.device | None) -> Classifier:
+    own = model if isinstance(model, nn.Module) else None  # a user's network: its class name goes in the config
+    model = f"{CUSTOM}{type(own).__name__}" if own is not None else model
+    if own is not None and (options.get("pretrained") or options.get("weights")):
+        raise UserError("pretrained=/weights= load weights into the architectures imgclf builds; load them into "
+                        "your own model before passing it")
     if resume:
         run, cfg = _resume_config(options.get("project", "runs"), options.get("name"), epochs)
         cfg.quiet = options.get("quiet", cfg.quiet)
@@ -240,12 +248,18 @@ def _train(data: str | None, model: str, epochs: int | None, resume: bool, exist
         cfg.flip = source.flip_ok if cfg.flip is None else cfg.flip
         if "val" not in source.splits and cfg.monitor.startswith("val"):  # training logs loss and accuracy only
             cfg.monitor = "train_loss" if cfg.monitor == "val_loss" else "train_acc"
-        model_net = create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size, cfg.pretrained,
-                                 cfg.weights)  # before the run directory exists, so a bad model leaves nothing
+        model_net = user_model(own, len(source.classes), cfg.channels, cfg.img_size) if own is not None else \
+            create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size, cfg.pretrained,
+                         cfg.weights)  # before the run directory exists, so a bad model leaves nothing
         run = RunDir.create(cfg.project, cfg.name, f"{source.name}-{cfg.model.split(':')[0]}", exist_ok) \
             if ddp.is_main() else None
         run = RunDir(ddp.broadcast(run.path if run else None))  # rank 0 chose the folder; the others use it
         cfg.name, cfg.processes = run.name, ddp.world_size()
+    elif is_custom(cfg.model):
+        if own is None:
+            raise UserError(f"{run.path} was trained with your own model ({cfg.model[len(CUSTOM):]}); resume it "
+                            f"from Python: imgclf.train(resume=True, name=..., model=YourModel())")
+        model_net = user_model(own, len(source.classes), cfg.channels, cfg.img_size)
     else:
         model_net = create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size)
     log = _logger(run, cfg.quiet)
@@ -339,7 +353,7 @@ def _train(data: str | None, model: str, epochs: int | None, resume: bool, exist
         ddp.barrier()
         ddp.teardown()  # rank 0 evaluates alone; the other processes are done
         if not ddp.is_main():
-            return Classifier.load(run.path, device="cpu")
+            return Classifier.load(run.path, device="cpu", model=net if own is not None else None)
     kept = kept_epoch(run / BEST)
     rows = run.metrics()
     if kept is not None and rows:
@@ -349,7 +363,7 @@ def _train(data: str | None, model: str, epochs: int | None, resume: bool, exist
     plot_curves(rows, run / "curves.png", cfg.monitor, kept)
     log(diagnose(rows, cfg.monitor, kept).text)
 
-    clf = Classifier.load(run.path, device=cfg.device)
+    clf = Classifier.load(run.path, device=cfg.device, model=net if own is not None else None)
     final = "test" if "test" in prepared.splits else "val" if "val" in prepared.splits else None
     if final is not None and len(prepared.splits[final]):
         images = prepared.splits[final]
@@ -367,8 +381,9 @@ def _train(data: str | None, model: str, epochs: int | None, resume: bool, exist
     return clf
 
 
-def load(run: str | Path, weights: str | Path = "best", device: str = "auto") -> Predictor:
+def load(run: str | Path, weights: str | Path = "best", device: str = "auto", model: nn.Module | None = None
+         ) -> Predictor:
     """A trained classifier back from its run directory: its ``best`` weights, its ``last`` epoch's, or any
     weights file of that run (e.g. one a :class:`~imgclf.callbacks.ModelCheckpoint` of yours wrote). An exported
     ``.onnx`` file gives its onnxruntime classifier (the same predict API); a timm model name its ImageNet one."""
-    return load_predictor(run, weights, device)
+    return load_predictor(run, weights, device, model)

@@ -19,7 +19,7 @@ from .device import resolve_device
 from .diagnose import diagnose
 from .errors import UserError, warn
 from .metrics import Evaluation
-from .models import count_parameters, create_model, pretrained_preprocess
+from .models import CUSTOM, count_parameters, create_model, is_custom, pretrained_preprocess
 from .models.pretrained import read_weights
 from .predictor import Predictor
 from .run import BEST, LAST, RunDir, kept_epoch
@@ -53,12 +53,14 @@ class Classifier(Predictor):
         return cls(model, classes, config, None, device)
 
     @classmethod
-    def load(cls, run: str | Path, weights: str | Path = "best", device: str = "auto") -> "Classifier":
+    def load(cls, run: str | Path, weights: str | Path = "best", device: str = "auto", model: nn.Module | None = None
+             ) -> "Classifier":
         """Rebuild the model of a run directory and load its weights: ``best`` (the kept checkpoint), ``last``
         (the last epoch's, from ``last.pt``) or the path of any weights file of that run (a user callback's
         checkpoint, absolute or relative to the run directory).
 
-        A timm model name that is not a run (``efficientnet_lite0``) gives its pretrained ImageNet classifier.
+        A timm model name that is not a run (``efficientnet_lite0``) gives its pretrained ImageNet classifier. A run
+        trained on your own ``nn.Module`` needs an instance of it as ``model``.
         """
         if str(run).lower().endswith(".onnx"):
             raise UserError(f"{run}: an exported ONNX file predicts and serves (imgclf predict / serve, "
@@ -67,7 +69,12 @@ class Classifier(Predictor):
             return cls.from_pretrained(str(run), device)
         run_dir = RunDir.open(run)
         config, classes = run_dir.config(), run_dir.labels()
-        model = create_model(config.model, len(classes), config.channels, config.img_size)
+        if is_custom(config.model) and model is None:
+            name = config.model[len(CUSTOM):]
+            raise UserError(f"{run_dir.path} was trained with your own model ({name}); load it from Python with "
+                            f"imgclf.load({str(run_dir.path)!r}, model={name}(...))")
+        model = model if model is not None else create_model(config.model, len(classes), config.channels,
+                                                             config.img_size)
         path = cls._weights_path(run_dir, weights)
         if not path.exists():
             raise UserError(f"{path}: the run has no weights yet; train it first (imgclf train)")

@@ -191,7 +191,8 @@ class Predictor:
                 for name, probs, error in self.probabilities(inputs, batch_size)]
 
 
-def load_predictor(model: str | Path, weights: str = "best", device: str = "auto") -> Predictor:
+def load_predictor(model: str | Path, weights: str = "best", device: str = "auto", module: "object | None" = None
+                   ) -> Predictor:
     """A run directory or name, a pretrained model name, or an exported ``.onnx`` file (which needs neither torch
     nor timm, so neither is imported for it)."""
     if str(model).lower().endswith(".onnx"):
@@ -202,4 +203,4 @@ def load_predictor(model: str | Path, weights: str = "best", device: str = "auto
             from .cv import Ensemble
             return Ensemble(folder, device)
     from .classifier import Classifier
-    return Classifier.load(model, weights, device)
+    return Classifier.load(model, weights, device, module)

@@ -128,3 +128,32 @@ def test_evaluate_and_predict_with_tta(image_folder, run_cwd, capsys):
     clf.tta = True
     assert np.allclose(clf.scores(x), np.mean([clf.proba(v) for v in views(x)], axis=0), atol=1e-6)
     assert main(["predict", "runs/t", str(image_folder / "bar"), "--tta"]) == 0
+
+
+class TinyNet(nn.Module):
+    """A user's own network, Keras-Sequential style."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(8, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_a_users_own_module_trains_saves_and_loads(image_folder, run_cwd, capsys):
+    import imgclf
+
+    clf = imgclf.train(str(image_folder), model=TinyNet(), epochs=2, batch_size=8, quiet=True, workers=0,
+                       plots=False, name="own")
+    assert "model: custom:TinyNet" in (run_cwd / "runs/own/config.yaml").read_text()
+    again = imgclf.load("runs/own", model=TinyNet())
+    x = np.stack([again.pixels(p) for p in sorted(image_folder.glob("*/*.png"))[:4]])
+    assert np.allclose(again.proba(x), clf.proba(x), atol=1e-6)
+    assert main(["predict", "runs/own", str(image_folder / "bar")]) == 2
+    assert "trained with your own model (TinyNet); load it from Python with imgclf.load(" in capsys.readouterr().err
+    with pytest.raises(imgclf.UserError, match=r"gives \(2, 5\) for a batch of 2 images; it must give one logit per "
+                                                r"class, \(2, 3\)"):
+        imgclf.train(str(image_folder), model=TinyNet(5), epochs=1, quiet=True, workers=0, plots=False)
+    assert not any("TinyNet" in p.name for p in (run_cwd / "runs").iterdir() if p.name != "own")

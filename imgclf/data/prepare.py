@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import UserError
-from ..models import default_img_size, is_cnn
+from ..models import default_img_size, is_cnn, is_custom
 from .cache import ImageTensors, decode_split, row_digests, scan
 from .decode import Preprocess
 from .sources import Source
@@ -41,7 +41,7 @@ def input_shape(source: Source, model: str, img_size: int | None, channels: int 
         if common is not None and (common[0] <= KEEP_NATIVE_UP_TO or native is not None):
             img_size = common[0]
         else:
-            img_size = CNN_PHOTO_SIZE if is_cnn(model) else default_img_size(model)
+            img_size = CNN_PHOTO_SIZE if is_cnn(model) or is_custom(model) else default_img_size(model)
     return channels, img_size
 
 

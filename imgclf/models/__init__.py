@@ -19,6 +19,31 @@ def is_cnn(name: str) -> bool:
     return name == "cnn" or name.startswith("cnn:")
 
 
+# A run trained on a user's own nn.Module records its class name after this prefix.
+CUSTOM = "custom:"
+
+
+def is_custom(name: str) -> bool:
+    return name.startswith(CUSTOM)
+
+
+def user_model(module: nn.Module, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+    """A user's own network, checked with one forward pass: it must take ``in_chans`` x ``img_size`` images and
+    give ``num_classes`` values (logits) per image."""
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(2, in_chans, img_size, img_size))
+    except Exception as exc:  # noqa: BLE001 - whatever the user's forward raises, said in one line
+        raise UserError(f"your model {type(module).__name__} cannot take a batch of {in_chans}x{img_size}x{img_size} "
+                        f"images ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"your model {type(module).__name__} gives {shape} for a batch of 2 images; it must give one "
+                        f"logit per class, (2, {num_classes}) for the {num_classes} classes of the data")
+    return module
+
+
 # Names the courses use that timm does not have, and what to use instead.
 TEXTBOOK = {"googlenet": "GoogLeNet (Inception v1) is not in timm; its successors are: inception_v3, inception_v4",
             "inception_v1": "GoogLeNet (Inception v1) is not in timm; its successors are: inception_v3, inception_v4",
@@ -36,7 +61,7 @@ def _check_timm_name(name: str) -> None:
 
 def default_img_size(name: str) -> int | None:
     """The input size a timm architecture was designed for (224 for most, 299 for Inception); None for cnn."""
-    if is_cnn(name):
+    if is_cnn(name) or is_custom(name):
         return None
     _check_timm_name(name)
     cfg = timm.models.get_pretrained_cfg(name)
