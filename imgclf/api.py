@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -17,16 +15,13 @@ from .classifier import Classifier
 from .config import TrainConfig
 from .data.cache import ImageTensors, channel_stats
 from .data.loader import train_loader
-from .data.prepare import input_shape, prepare
-from .data.sources import load_source
-from .data.split import holdout
+from .data.prepare import prepare
 from .data.transforms import augmentation
 from .device import resolve_device
 from .diagnose import collapse_note, diagnose
 from .errors import Interrupted, UserError
 from .metrics import Evaluation
-from .models import (CUSTOM, count_parameters, create_model, default_img_size, is_cnn, is_custom, pretrained_preprocess,
-                     user_model)
+from .models import CUSTOM, count_parameters, is_custom
 from .plots import plot_curves
 from .predictor import Predictor, load_predictor
 from .report import save_data_overview, write_report
@@ -36,17 +31,9 @@ from .training.optim import MIN_SCHEDULED_STEPS, create_optimizer, create_schedu
 from .training.features import FeatureCache, default_cache_dir
 from .training.loss import create_loss
 from .training.mix import mixing
+from .training.setup import build_model, fit_input, load_data, new_config, seed_everything
 from .training.trainer import Trainer
 from .training.transfer import FineTune, freeze, param_groups
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
 
 
 # Defaults a user's callback of the same kind replaces; the run's own CSV log and best checkpoint always stay,
@@ -216,52 +203,23 @@ def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume:
         run, cfg = _resume_config(options.get("project", "runs"), options.get("name"), epochs)
         cfg.quiet = options.get("quiet", cfg.quiet)
     else:
-        if not data:
-            raise UserError("no data given: pass an image folder, a CSV, or a built-in dataset name")
-        # Paths are stored absolute so `imgclf evaluate RUN` works from any folder.
-        data = str(Path(data).resolve()) if Path(data).exists() else str(data)
-        if options.get("weights"):
-            options["weights"] = str(Path(options["weights"]).expanduser().resolve())
-        if options.get("data_root"):
-            options["data_root"] = str(Path(options["data_root"]).expanduser().resolve())
-        cfg = TrainConfig(data=data, model=model, **({"epochs": epochs} if epochs is not None else {}), **options)
-        if cfg.name is not None:
-            check_run_name(cfg.name)
+        cfg = new_config(data, model, epochs, options)
     cfg.resolve_mode()
     seed_everything(cfg.seed, cfg.deterministic)
 
-    source = load_source(cfg.data, cfg.data_root)
-    if len(source.classes) < 2:
-        raise UserError(f"{cfg.data}: found a single class ({source.classes[0]!r}); a classifier needs at least 2 "
-                        f"(one sub-folder of images per class)")
-    source = holdout(source, cfg.val_split, cfg.seed, cfg.folds, cfg.fold)
+    source = load_data(cfg)
     if not resume:
-        transfer = (cfg.pretrained or cfg.weights) and not is_cnn(cfg.model)
-        if transfer:  # ImageNet weights expect RGB at their own size and normalisation
-            cfg.channels = cfg.channels or 3
-            cfg.img_size = cfg.img_size or default_img_size(cfg.model)
-        cfg.channels, cfg.img_size = input_shape(source, cfg.model, cfg.img_size, cfg.channels, quiet=cfg.quiet)
-        if transfer:
-            pre = pretrained_preprocess(cfg.model, cfg.channels)
-            cfg.crop_pct, cfg.interpolation = pre["crop_pct"], pre["interpolation"]
-            cfg.mean, cfg.std = cfg.mean or pre["mean"], cfg.std or pre["std"]
-        cfg.flip = source.flip_ok if cfg.flip is None else cfg.flip
-        if "val" not in source.splits and cfg.monitor.startswith("val"):  # training logs loss and accuracy only
-            cfg.monitor = "train_loss" if cfg.monitor == "val_loss" else "train_acc"
-        model_net = user_model(own, len(source.classes), cfg.channels, cfg.img_size) if own is not None else \
-            create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size, cfg.pretrained,
-                         cfg.weights)  # before the run directory exists, so a bad model leaves nothing
+        fit_input(cfg, source)
+        model_net = build_model(cfg, len(source.classes), own)  # before the run directory exists: a bad model
         run = RunDir.create(cfg.project, cfg.name, f"{source.name}-{cfg.model.split(':')[0]}", exist_ok) \
             if ddp.is_main() else None
         run = RunDir(ddp.broadcast(run.path if run else None))  # rank 0 chose the folder; the others use it
         cfg.name, cfg.processes = run.name, ddp.world_size()
-    elif is_custom(cfg.model):
-        if own is None:
+    else:
+        if is_custom(cfg.model) and own is None:
             raise UserError(f"{run.path} was trained with your own model ({cfg.model[len(CUSTOM):]}); resume it "
                             f"from Python: imgclf.train(resume=True, name=..., model=YourModel())")
-        model_net = user_model(own, len(source.classes), cfg.channels, cfg.img_size)
-    else:
-        model_net = create_model(cfg.model, len(source.classes), cfg.channels, cfg.img_size)
+        model_net = build_model(cfg, len(source.classes), own, weights=False)
     log = _logger(run, cfg.quiet)
     plateau_from_callbacks(cfg, list(callbacks or []), log)
 

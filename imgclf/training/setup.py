@@ -1,0 +1,81 @@
+"""The first steps of a training job, shared by ``train``, ``cv`` and ``lr-find``: the configuration from the
+user's options, the data with its validation split, the input the data and the model call for, the model."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..data.prepare import input_shape
+from ..data.sources import Source, load_source
+from ..data.split import holdout
+from ..errors import UserError
+from ..models import create_model, default_img_size, is_cnn, pretrained_preprocess, user_model
+from ..run import check_run_name
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def new_config(data: str | None, model: str, epochs: int | None, options: dict[str, Any]) -> TrainConfig:
+    """A new run's configuration; paths are stored absolute so ``imgclf evaluate RUN`` works from any folder."""
+    if not data:
+        raise UserError("no data given: pass an image folder, a CSV, or a built-in dataset name")
+    data = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    options = dict(options)
+    for key in ("weights", "data_root"):
+        if options.get(key):
+            options[key] = str(Path(options[key]).expanduser().resolve())
+    cfg = TrainConfig(data=data, model=model, **({"epochs": epochs} if epochs is not None else {}), **options)
+    if cfg.name is not None:
+        check_run_name(cfg.name)
+    return cfg
+
+
+def load_data(cfg: TrainConfig) -> Source:
+    """The data of ``cfg`` with its validation split (carved from train, or a cross-validation fold)."""
+    source = load_source(cfg.data, cfg.data_root)
+    if len(source.classes) < 2:
+        raise UserError(f"{cfg.data}: found a single class ({source.classes[0]!r}); a classifier needs at least 2 "
+                        f"(one sub-folder of images per class)")
+    return holdout(source, cfg.val_split, cfg.seed, cfg.folds, cfg.fold)
+
+
+def fit_input(cfg: TrainConfig, source: Source) -> None:
+    """Fill in the input ``cfg`` leaves open: channels and size from the data, and for ImageNet weights their own
+    size, crop, interpolation and normalisation; flips unless the data forbids them; a training metric to monitor
+    when there is no validation split."""
+    transfer = (cfg.pretrained or cfg.weights) and not is_cnn(cfg.model)
+    if transfer:  # ImageNet weights expect RGB at their own size and normalisation
+        cfg.channels = cfg.channels or 3
+        cfg.img_size = cfg.img_size or default_img_size(cfg.model)
+    cfg.channels, cfg.img_size = input_shape(source, cfg.model, cfg.img_size, cfg.channels, quiet=cfg.quiet)
+    if transfer:
+        pre = pretrained_preprocess(cfg.model, cfg.channels)
+        cfg.crop_pct, cfg.interpolation = pre["crop_pct"], pre["interpolation"]
+        cfg.mean, cfg.std = cfg.mean or pre["mean"], cfg.std or pre["std"]
+    cfg.flip = source.flip_ok if cfg.flip is None else cfg.flip
+    if "val" not in source.splits and cfg.monitor.startswith("val"):  # training logs loss and accuracy only
+        cfg.monitor = "train_loss" if cfg.monitor == "val_loss" else "train_acc"
+
+
+def build_model(cfg: TrainConfig, num_classes: int, own: nn.Module | None = None, weights: bool = True
+                ) -> nn.Module:
+    """The network of ``cfg`` (the user's ``own`` when given), with its starting weights unless ``weights`` is
+    false (a resumed run loads its checkpoint instead)."""
+    if own is not None:
+        return user_model(own, num_classes, cfg.channels, cfg.img_size)
+    if not weights:
+        return create_model(cfg.model, num_classes, cfg.channels, cfg.img_size)
+    return create_model(cfg.model, num_classes, cfg.channels, cfg.img_size, cfg.pretrained, cfg.weights)
