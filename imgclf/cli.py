@@ -48,6 +48,19 @@ def cmd_cv(args: argparse.Namespace) -> int | None:
     return None
 
 
+def cmd_lr_find(args: argparse.Namespace) -> None:
+    from .lr_find import range_test
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "data", "model", "resume", "devices", "argv",
+                                                                 "start_lr", "end_lr", "steps", "lr")}
+    result, run = range_test(args.data, args.model, args.start_lr, args.end_lr, args.steps, **options)
+    # the same command as a training run, at the suggested rate
+    skip = {"--start-lr", "--end-lr", "--steps", "--lr"}
+    rest = [a for i, a in enumerate(args.argv[1:]) if a not in skip and (i == 0 or args.argv[i] not in skip)]
+    print(f"suggested learning rate: {result.suggestion:.2g} (the loss falls fastest there); the curve: "
+          f"{run / 'lr_find.png'}\n  imgclf train {' '.join(rest)} --lr {result.suggestion:.2g}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .metrics import EVAL_FILES
     from .predictor import load_predictor
@@ -347,7 +360,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.epochs, args.project)
 
 
-COMMANDS = {"train": cmd_train, "cv": cmd_cv, "evaluate": cmd_evaluate, "predict": cmd_predict, "check": cmd_check, "info": cmd_info,
+COMMANDS = {"train": cmd_train, "cv": cmd_cv, "lr-find": cmd_lr_find, "evaluate": cmd_evaluate, "predict": cmd_predict, "check": cmd_check, "info": cmd_info,
             "summary": cmd_summary, "viz": cmd_viz, "explain": cmd_explain, "report": cmd_report,
             "export": cmd_export, "serve": cmd_serve, "demo": cmd_demo}
 

@@ -85,6 +85,16 @@ def _add_train(sub: argparse._SubParsersAction, command: str = "train") -> None:
                            "out-of-fold predictions (oof.csv); predict and evaluate on runs/NAME use the folds as "
                            "an ensemble. Every train option applies to each fold.")
         p.add_argument("--folds", type=number(int, 2), default=5, help="number of folds")
+    elif command == "lr-find":
+        p = sub.add_parser("lr-find", formatter_class=_Formatter, help="find a learning rate: the range test",
+                           description="The learning-rate range test on DATA (" + DATA_HELP + ") The real model "
+                           "trains for --steps batches while the rate grows exponentially from --start-lr to "
+                           "--end-lr; the smoothed loss curve is saved as runs/NAME/lr_find.png and the rate of its "
+                           "steepest descent is suggested, with the train command that uses it. The weights are "
+                           "not kept. Every train option applies.")
+        p.add_argument("--start-lr", type=POSITIVE, default=1e-7, help="the first learning rate")
+        p.add_argument("--end-lr", type=POSITIVE, default=10.0, help="the last learning rate")
+        p.add_argument("--steps", type=number(int, 10), default=100, help="batches to train")
     else:
         p = sub.add_parser("train", formatter_class=_Formatter, help="train a classifier",
                            description="Train a classifier on DATA: " + DATA_HELP)
@@ -404,5 +414,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_train(sub, "cv")
+    _add_train(sub, "lr-find")
     _add_commands(sub)
     return parser

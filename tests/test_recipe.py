@@ -157,3 +157,33 @@ def test_a_users_own_module_trains_saves_and_loads(image_folder, run_cwd, capsys
                                                 r"class, \(2, 3\)"):
         imgclf.train(str(image_folder), model=TinyNet(5), epochs=1, quiet=True, workers=0, plots=False)
     assert not any("TinyNet" in p.name for p in (run_cwd / "runs").iterdir() if p.name != "own")
+
+
+def test_the_lr_suggestion_is_the_steepest_descent_before_the_minimum():
+    from imgclf.lr_find import suggest
+
+    lrs = list(np.logspace(-6, 1, 71))
+    losses = [2.0 - 1.5 / (1 + np.exp(-(np.log10(lr) + 3) * 3)) + (0.5 * (np.log10(lr) + 0.5) ** 2
+                                                                    if lr > 0.3 else 0) for lr in lrs]
+    s = suggest(lrs, losses)
+    assert 3e-4 < s < 3e-3  # the middle of the fall, at 1e-3
+    assert s < lrs[int(np.argmin(losses))]
+
+
+def test_lr_find_writes_its_curve_and_prints_the_command(image_folder, run_cwd, capsys):
+    from PIL import Image
+
+    assert main(["lr-find", str(image_folder), "--steps", "30", "--name", "lf", *TINY_ARGS]) == 0
+    out = capsys.readouterr().out
+    assert "suggested learning rate:" in out and f"imgclf train {image_folder}" in out and "--steps" not in out
+    suggestion = float(out.split("suggested learning rate: ")[1].split()[0])
+    assert 1e-7 <= suggestion <= 10
+    with Image.open(run_cwd / "runs/lf/lr_find.png") as im:
+        assert im.format == "PNG" and im.size[0] > 300
+    assert len((run_cwd / "runs/lf/lr_find.csv").read_text().splitlines()) > 5
+
+
+def test_lr_find_that_diverges_at_once_is_a_clear_error(image_folder, run_cwd, capsys):
+    assert main(["lr-find", str(image_folder), "--start-lr", "1e6", "--end-lr", "1e9", "--steps", "20",
+                 *TINY_ARGS]) == 2
+    assert "the loss diverged within" in capsys.readouterr().err and not (run_cwd / "runs").exists()
