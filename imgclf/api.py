@@ -20,12 +20,12 @@ from .data.transforms import augmentation
 from .device import resolve_device
 from .diagnose import collapse_note, diagnose
 from .errors import Interrupted, UserError
-from .metrics import Evaluation
+from .metrics import Evaluation, tune_threshold
 from .models import CUSTOM, count_parameters, is_custom
 from .plots import plot_curves
 from .predictor import Predictor, load_predictor
 from .report import save_data_overview, write_report
-from .run import BEST, LAST, METRICS, RunDir, check_run_name, kept_epoch
+from .run import BEST, LAST, METRICS, THRESHOLD, RunDir, check_run_name, kept_epoch
 from .training.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, ReduceLROnPlateau
 from .training.optim import MIN_SCHEDULED_STEPS, create_optimizer, create_schedule
 from .training.features import FeatureCache, default_cache_dir
@@ -322,10 +322,17 @@ def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume:
     log(diagnose(rows, cfg.monitor, kept).text)
 
     clf = Classifier.load(run.path, device=cfg.device, model=net if own is not None else None)
+    if len(prepared.classes) == 2 and "val" in prepared.splits and len(prepared.splits["val"]):
+        val = prepared.splits["val"]
+        clf.threshold = run.save_threshold(tune_threshold(val.y.numpy(), clf.predict_proba(val.x)[:, 1].numpy()),
+                                           prepared.classes[1])
+        log(f"two classes: predict answers {prepared.classes[1]!r} from p >= {clf.threshold:.3f}, the threshold "
+            f"with the best F1 on the validation split ({THRESHOLD})")
     final = "test" if "test" in prepared.splits else "val" if "val" in prepared.splits else None
     if final is not None and len(prepared.splits[final]):
         images = prepared.splits[final]
-        clf.evaluation = Evaluation(prepared.classes, images.y.numpy(), clf.predict_proba(images.x).numpy())
+        clf.evaluation = Evaluation(prepared.classes, images.y.numpy(), clf.predict_proba(images.x).numpy(),
+                                    threshold=clf.threshold)
         clf.evaluation.save(run.path, images.x, figures=cfg.plots)
         ev = clf.evaluation
         log(f"{final} accuracy {ev.accuracy:.4f}{ev.top_k_text}, balanced accuracy {ev.balanced_accuracy:.4f}, "

@@ -85,7 +85,9 @@ class Classifier(Predictor):
             raise UserError(f"{path}: the weights do not fit the model in {run_dir / 'config.yaml'} "
                             f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})") \
                 from None
-        return cls(model, classes, config, run_dir, device)
+        clf = cls(model, classes, config, run_dir, device)
+        clf.threshold = run_dir.threshold()
+        return clf
 
     @staticmethod
     def _weights_path(run_dir: RunDir, weights: str | Path) -> Path:
@@ -178,7 +180,7 @@ class Classifier(Predictor):
             batch = inference_batch(tuple(images.x.shape[1:]))
             probs = np.concatenate([averaged(self.proba, images.x[i:i + batch].numpy(), self.config.flip is not False)
                                     for i in range(0, len(images), batch)])
-        result = Evaluation(self.classes, images.y.numpy(), probs, top_k)
+        result = Evaluation(self.classes, images.y.numpy(), probs, top_k, threshold=self.threshold)
         if tta:
             result.plain_accuracy = float((plain.argmax(1) == result.y_true).mean())
         if save_to is not None:

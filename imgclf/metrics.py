@@ -9,13 +9,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix, f1_score,
-                             precision_recall_fscore_support, recall_score, top_k_accuracy_score)
+from sklearn.metrics import (accuracy_score, average_precision_score, classification_report, confusion_matrix,
+                             f1_score, precision_recall_curve, precision_recall_fscore_support, recall_score,
+                             roc_auc_score, top_k_accuracy_score)
 
 
 # What Evaluation.save writes (figures only when asked and when there is something to draw).
 EVAL_FILES = ["report.txt", "eval.json", "confusion_matrix.csv", "confusion_matrix.png",
-              "confusion_matrix_normalized.png", "per_class.png", "most_confused.png", "top_losses.png"]
+              "confusion_matrix_normalized.png", "per_class.png", "most_confused.png", "top_losses.png", "roc_pr.png"]
+
+
+def tune_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """The probability of the positive class (class 1) above which a two-class model should answer positive: the
+    one that maximises the F1 score on ``y_true`` (a validation split), from scikit-learn's precision-recall
+    curve; 0.5 when the split has no positive."""
+    if not (y_true == 1).any():
+        return 0.5
+    precision, recall, thresholds = precision_recall_curve(y_true, scores)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision),
+                   where=precision + recall > 0)[:-1]  # the last point has no threshold
+    return float(thresholds[int(np.argmax(f1))])
 
 
 def confusion_scores(confusion: np.ndarray) -> dict[str, float]:
@@ -41,6 +54,7 @@ class Evaluation:
     probs: np.ndarray
     top_k: int = 5
     plain_accuracy: float | None = None  # with test-time augmentation: the accuracy without it
+    threshold: float | None = None  # two classes: the tuned probability of class 1 above which it is answered
 
     @property
     def y_pred(self) -> np.ndarray:
@@ -62,6 +76,23 @@ class Evaluation:
     def macro_f1(self) -> float:
         return float(f1_score(self.y_true, self.y_pred, labels=range(len(self.classes)), average="macro",
                               zero_division=0))
+
+    @property
+    def binary(self) -> bool:
+        """Two classes, both present: ROC AUC and the precision-recall curve of class 1 apply."""
+        return len(self.classes) == 2 and len(np.unique(self.y_true)) == 2
+
+    def binary_scores(self) -> dict[str, float]:
+        """ROC AUC and average precision of class 1, and accuracy/precision/recall/F1 at the tuned threshold."""
+        scores = self.probs[:, 1]
+        out = {"roc_auc": float(roc_auc_score(self.y_true, scores)),
+               "average_precision": float(average_precision_score(self.y_true, scores))}
+        if self.threshold is not None:
+            decided = (scores >= self.threshold).astype(int)
+            p, r, f, _ = precision_recall_fscore_support(self.y_true, decided, average="binary", zero_division=0)
+            out |= {"threshold": self.threshold, "accuracy_at_threshold": float((decided == self.y_true).mean()),
+                    "precision_at_threshold": float(p), "recall_at_threshold": float(r), "f1_at_threshold": float(f)}
+        return out
 
     @property
     def k(self) -> int:
@@ -115,6 +146,14 @@ class Evaluation:
                         for t, p, count, share in self.most_confused()) or "  none\n"
         top = f"top-{self.k} accuracy: {self.top_k_accuracy:.4f}\n" if self.k > 1 else ""
         top += f"{self.tta_text}\n" if self.plain_accuracy is not None else ""
+        if self.binary:
+            b = self.binary_scores()
+            top += f"ROC AUC ({self.classes[1]} positive): {b['roc_auc']:.4f}\naverage precision: " \
+                   f"{b['average_precision']:.4f}\n"
+            if "threshold" in b:
+                top += (f"at the threshold tuned on validation, p({self.classes[1]}) >= {b['threshold']:.3f}: accuracy "
+                        f"{b['accuracy_at_threshold']:.4f}, precision {b['precision_at_threshold']:.4f}, recall "
+                        f"{b['recall_at_threshold']:.4f}, F1 {b['f1_at_threshold']:.4f}\n")
         return (f"images: {len(self.y_true)}\naccuracy: {self.accuracy:.4f}\nbalanced accuracy: "
                 f"{self.balanced_accuracy:.4f}\nmacro F1: {self.macro_f1:.4f}\n{top}\n{table}"
                 f"\nmost-confused pairs (true -> predicted):\n{pairs}")
@@ -132,6 +171,7 @@ class Evaluation:
         return {"images": int(len(self.y_true)), "accuracy": self.accuracy,
                 "balanced_accuracy": self.balanced_accuracy, "macro_f1": self.macro_f1, **top,
                 **({"tta": {"accuracy_without": self.plain_accuracy}} if self.plain_accuracy is not None else {}),
+                **({"binary": {"positive": self.classes[1], **self.binary_scores()}} if self.binary else {}),
                 "per_class": {c: per_class[c] for c in self.classes},
                 "most_confused": [{"true": t, "predicted": p, "count": n, "share": s}
                                   for t, p, n, s in self.most_confused()]}
@@ -140,7 +180,7 @@ class Evaluation:
         """Write report.txt, eval.json, confusion_matrix.csv and, unless ``figures`` is false, the figures into
         ``folder``: the confusion matrix (counts and normalised), per-class precision/recall, the most-confused
         pairs and, given the evaluated ``images`` (uint8, in the same order), the top-losses gallery."""
-        from .plots import plot_confusion_matrix, plot_most_confused, plot_per_class, plot_top_losses
+        from .plots import plot_confusion_matrix, plot_most_confused, plot_per_class, plot_roc_pr, plot_top_losses
 
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "report.txt").write_text(self.report(), encoding="utf-8")
@@ -159,6 +199,9 @@ class Evaluation:
                     plot_per_class(*self.precision_recall(), self.classes, folder / "per_class.png")]
         if pairs := self.most_confused():
             written.append(plot_most_confused(pairs, folder / "most_confused.png"))
+        if self.binary:
+            written.append(plot_roc_pr(self.y_true, self.probs[:, 1], self.classes[1], folder / "roc_pr.png",
+                                       self.threshold))
         if images is not None and len(images):
             worst = self.top_losses()
             losses, predicted = self.losses(), self.y_pred

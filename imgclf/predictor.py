@@ -88,6 +88,7 @@ class Predictor:
     run: "RunDir | None" = None
     supports_gradcam = False  # Grad-CAM needs the PyTorch model's gradients
     tta = False  # test-time augmentation: average the image's views (imgclf.tta) in every prediction
+    threshold: float | None = None  # two classes: answer class 1 from this probability on (tuned on validation)
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         """:meth:`proba`, averaged over the test-time views when :attr:`tta` is on."""
@@ -170,6 +171,9 @@ class Predictor:
                 yield Prediction(name, [], [], error, truth)
                 continue
             top = top_indices(probs, k)
+            if self.threshold is not None and len(self.classes) == 2:  # the tuned decision first
+                decided = int(probs[1] >= self.threshold)
+                top = [decided, 1 - decided][:k]
             yield Prediction(name, [self.classes[j] for j in top], [round(float(probs[j]), 6) for j in top],
                              truth=truth)
 
@@ -185,6 +189,8 @@ class Predictor:
         in folders named positive/negative (or ``X``/``not_X``) carry their ground truth."""
         spec = positive if isinstance(positive, str) else ",".join(map(str, positive))
         ids = positive_ids(spec, self.classes)
+        if threshold is None and ids == [1] and len(self.classes) == 2:
+            threshold = self.threshold  # the run's own, tuned on validation (None for older runs)
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise UserError(f"--threshold must be between 0 and 1, got {threshold}")
         return [decide(name, probs, ids, self.classes, threshold, error)

@@ -35,6 +35,7 @@ FIGURES = {
                    ("confusion_matrix_normalized.png", "Confusion matrix, normalised by true class"),
                    ("per_class.png", "Precision and recall per class"),
                    ("most_confused.png", "Most-confused class pairs"),
+                   ("roc_pr.png", "Two classes: ROC and precision-recall curves, the tuned threshold marked"),
                    ("top_losses.png", "Top losses: the images the model gets most wrong")],
     "explanations": [("gradcam.png", "Grad-CAM: where the model looked (worst mistakes, then confident hits)")],
 }
@@ -113,8 +114,19 @@ def _evaluation_section(run: RunDir, evaluation: Evaluation, where: str) -> str:
                       [[t, p, n, f"{s:.1%}"] for t, p, n, s in pairs]) if pairs else "<p>No mistakes.</p>"
     return (f"<p>{html.escape(where)}: accuracy <b>{evaluation.accuracy:.4f}</b>"
             f"{html.escape(evaluation.top_k_text)}, balanced accuracy <b>{evaluation.balanced_accuracy:.4f}</b>, "
-            f"macro F1 <b>{evaluation.macro_f1:.4f}</b>.</p>{_figures(run, 'evaluation')}<h3>Per class</h3>{per_class}"
+            f"macro F1 <b>{evaluation.macro_f1:.4f}</b>{_binary_text(evaluation)}.</p>{_figures(run, 'evaluation')}<h3>Per class</h3>{per_class}"
             f"<h3>Most-confused pairs</h3>{confused}")
+
+
+def _binary_text(evaluation: Evaluation) -> str:
+    if not evaluation.binary:
+        return ""
+    b = evaluation.binary_scores()
+    text = f", ROC AUC <b>{b['roc_auc']:.4f}</b> ({html.escape(evaluation.classes[1])} positive)"
+    if "threshold" in b:
+        text += (f"; at the threshold tuned on validation ({b['threshold']:.3f}): precision "
+                 f"{b['precision_at_threshold']:.4f}, recall {b['recall_at_threshold']:.4f}")
+    return text
 
 
 def write_report(clf: Classifier, evaluation: Evaluation | None = None, images: ImageTensors | None = None,

@@ -14,8 +14,8 @@ from pathlib import Path
 from .config import TrainConfig
 from .errors import UserError
 
-CONFIG, LABELS, METRICS, BEST, LAST, SKIPPED = (
-    "config.yaml", "labels.json", "metrics.csv", "best.safetensors", "last.pt", "skipped.csv")
+CONFIG, LABELS, METRICS, BEST, LAST, SKIPPED, THRESHOLD = (
+    "config.yaml", "labels.json", "metrics.csv", "best.safetensors", "last.pt", "skipped.csv", "threshold.json")
 
 
 def slug(text: str) -> str:
@@ -134,6 +134,19 @@ class RunDir:
 
     def save_labels(self, classes: list[str]) -> None:
         (self / LABELS).write_text(json.dumps(classes, ensure_ascii=False, indent=1), encoding="utf-8")
+
+    def save_threshold(self, threshold: float, positive: str) -> float:
+        """A two-class run's decision threshold: answer ``positive`` (class 1) from this probability on."""
+        (self / THRESHOLD).write_text(json.dumps({"positive": positive, "threshold": threshold}, ensure_ascii=False),
+                                      encoding="utf-8")
+        return threshold
+
+    def threshold(self) -> float | None:
+        """The saved decision threshold, or None (more than two classes, or a run from before thresholds)."""
+        try:
+            return float(json.loads((self / THRESHOLD).read_text(encoding="utf-8"))["threshold"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def labels(self) -> list[str]:
         try:

@@ -114,3 +114,35 @@ def test_the_diagnosis_says_when_the_minority_is_missed():
     y_true = np.array([0] * 50 + [1] * 50)
     assert "collapsed to one class" in collapse_note(y_true, np.zeros(100, int), ["a", "b"], "test split")
     assert collapse_note(y_true, y_true, ["a", "b"], "test split") is None
+
+
+def test_the_tuned_threshold_maximises_f1():
+    from imgclf.metrics import tune_threshold
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    scores = np.clip(0.3 * y + rng.normal(0.35, 0.2, 300), 0, 1)
+    t = tune_threshold(y, scores)
+    best = max(f1_score(y, (scores >= c).astype(int)) for c in np.unique(scores))
+    assert f1_score(y, (scores >= t).astype(int)) == pytest.approx(best)
+
+
+def test_a_two_class_run_reports_roc_auc_and_predicts_with_its_tuned_threshold(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    data = write_skewed(tmp_path / "two", {"noise": 40, "square": 40}, {"noise": 10, "square": 10})
+    assert main(["train", str(data), "--model", "cnn:8-m-16-m-fc16", "--epochs", "3", "--batch-size", "8",
+                 "--quiet", "--workers", "0", "--no-report", "--name", "b", "--lr", "0.003"]) == 0
+    run = tmp_path / "runs" / "b"
+    saved = json.loads((run / "threshold.json").read_text())
+    assert saved["positive"] == "square" and 0 < saved["threshold"] < 1
+    report = json.loads((run / "eval.json").read_text())["binary"]
+    assert 0 <= report["roc_auc"] <= 1 and report["threshold"] == saved["threshold"]
+    assert "ROC AUC (square positive)" in (run / "report.txt").read_text() and (run / "roc_pr.png").exists()
+    (run / "threshold.json").write_text(json.dumps({"positive": "square", "threshold": 1.0}))  # never square
+    capsys.readouterr()
+    assert main(["predict", str(run), str(data / "test" / "square"), "--top-k", "1"]) == 0
+    out = capsys.readouterr().out
+    answers = [line.split()[-2] for line in out.splitlines() if line.strip().endswith("%)")]
+    assert answers == ["noise"] * 10  # the threshold decides, whatever the probabilities

@@ -81,3 +81,30 @@ def plot_top_losses(images: torch.Tensor, titles: list[str], path: Path) -> Path
     hide_unused(axes, len(titles))
     fig.suptitle("top losses: predicted / actual / probability of the prediction / loss")
     return save(fig, path)
+
+
+def plot_roc_pr(y_true: np.ndarray, scores: np.ndarray, positive: str, path: Path,
+                threshold: float | None = None) -> Path:
+    """A two-class model's ROC curve and precision-recall curve for the ``positive`` class (scikit-learn), the
+    decision threshold marked on both."""
+    from sklearn.metrics import auc, precision_recall_curve, roc_curve
+
+    fig, axes = subplots(1, 2, (11, 4.6))
+    fpr, tpr, roc_t = roc_curve(y_true, scores)
+    precision, recall, pr_t = precision_recall_curve(y_true, scores)
+    roc_ax, pr_ax = axes[0]
+    roc_ax.plot(fpr, tpr, label=f"AUC {auc(fpr, tpr):.3f}")
+    roc_ax.plot([0, 1], [0, 1], ":", color="grey")
+    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, positive: {positive}")
+    pr_ax.plot(recall, precision)
+    pr_ax.set(xlabel="recall", ylabel="precision", title=f"precision-recall, positive: {positive}")
+    for t, name in ((threshold, "tuned"), (0.5, "0.5")):
+        if t is None:
+            continue
+        i = min(int(np.searchsorted(-roc_t, -t)), len(fpr) - 1)  # roc thresholds fall
+        j = min(int(np.searchsorted(pr_t, t)), len(recall) - 1)  # pr thresholds rise
+        roc_ax.plot(fpr[i], tpr[i], "o", label=f"threshold {name} ({t:.2f})")
+        pr_ax.plot(recall[j], precision[j], "o", label=f"threshold {name} ({t:.2f})")
+    roc_ax.legend(loc="lower right")
+    pr_ax.legend(loc="lower left")
+    return save(fig, path)
