@@ -33,7 +33,7 @@ from .training.loss import create_loss
 from .training.mix import mixing
 from .training.setup import build_model, fit_input, load_data, new_config, seed_everything
 from .training.trainer import Trainer
-from .training.transfer import FineTune, freeze, param_groups
+from .training.transfer import FineTune, freeze, layer_decay_groups, param_groups
 
 
 # Defaults a user's callback of the same kind replaces; the run's own CSV log and best checkpoint always stay,
@@ -135,7 +135,8 @@ def _transfer_setup(cfg: TrainConfig, net: nn.Module, splits: dict[str, ImageTen
     if cfg.mode == "scratch":
         return net, net, cfg.mean, cfg.std, splits, []
     if cfg.mode == "fine-tune":
-        groups = param_groups(net, cfg.learning_rate, cfg.wd, cfg.backbone_lr_scale)
+        groups = layer_decay_groups(net, cfg.learning_rate, cfg.wd, cfg.layer_decay) if cfg.layer_decay else \
+            param_groups(net, cfg.learning_rate, cfg.wd, cfg.backbone_lr_scale)
         tune = FineTune(cfg.head_epochs, cfg.unfreeze_blocks, cfg.freeze_bn, cfg.backbone_lr_scale)
         return net, groups, cfg.mean, cfg.std, splits, [tune]
     freeze(net, 0)
@@ -275,7 +276,7 @@ def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume:
     loader = train_loader(splits["train"], per_process, transform, cfg.workers, cfg.seed + ddp.rank(),
                           pin_memory=device.type == "cuda",
                           sampler=ddp.shard_sampler(splits["train"].y, cfg.seed, cfg.sampler == "balanced"),
-                          full_res=cfg.augment == "standard")
+                          full_res=cfg.augment in ("standard", "strong"))
     mix, mix_loss = mixing(cfg.mixup, cfg.cutmix, len(prepared.classes), cfg.label_smoothing)
     optimizer = create_optimizer(params, cfg)
     model = ddp.parallel(model, device, cfg.sync_bn, find_unused=cfg.mode == "fine-tune")

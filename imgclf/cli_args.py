@@ -172,12 +172,15 @@ def _add_train(sub: argparse._SubParsersAction, command: str = "train") -> None:
                         "it every epoch and keep it as the epoch's weights when it scores better")
     p.add_argument("--ema-decay", type=number(float, 0, below=1), default=DEFAULTS.ema_decay,
                    help="the EMA's decay per step (its horizon is about 1 / (1 - decay) steps)")
+    p.add_argument("--layer-decay", type=number(float, above=0, high=1), default=None,
+                   help="fine-tuning: layer-wise learning-rate decay (timm), each block down from the head at this "
+                        "times the rate of the one above, e.g. 0.75 (instead of --backbone-lr-scale)")
     p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULTS.sampler,
                    help="balanced: draw training images with replacement so that every class is equally likely "
                         "(a weighted random sampler, sharded between processes); random: each image once an epoch")
     p.add_argument("--augment", choices=AUGMENTS, default=None,
-                   help="light: shifts and flips; standard: crops, rotations, colour jitter and flips (default: "
-                        "light, none for feature-extract)")
+                   help="light: shifts and flips; standard: crops, rotations, colour jitter and flips; strong: "
+                        "crops, TrivialAugment, flips and random erasing (default: light, none for feature-extract)")
     p.add_argument("--no-flip", dest="flip", action="store_false", default=None,
                    help="never mirror images (digits, text); default: flip unless the dataset is digits")
     p.add_argument("--val-split", type=FRACTION, default=DEFAULTS.val_split,

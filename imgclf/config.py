@@ -14,7 +14,7 @@ from .errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("onecycle", "cosine", "plateau", "none")
-AUGMENTS = ("none", "light", "standard")
+AUGMENTS = ("none", "light", "standard", "strong")
 MODES = ("scratch", "feature-extract", "fine-tune")
 FEATURE_CACHES = ("disk", "memory", "off")
 CACHES = ("auto", "ram", "disk", "none")
@@ -85,6 +85,7 @@ class TrainConfig:
     accumulate: int = 1  # batches per optimizer step
     ema: bool = False  # an exponential moving average of the weights (timm ModelEmaV3), kept when it validates better
     ema_decay: float = 0.999
+    layer_decay: float | None = None  # fine-tuning: each block down from the head at this times its upper's rate
     augment: str | None = None
     flip: bool | None = None
     val_split: float = 0.1
@@ -133,6 +134,8 @@ class TrainConfig:
         for key, (value, low) in at_least.items():
             if value is not None and value < low:
                 raise UserError(f"--{key.replace('_', '-')} must be at least {low}, got {value}")
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise UserError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
         if not 0.0 < self.ema_decay < 1.0:
             raise UserError(f"--ema-decay must be between 0 and 1, got {self.ema_decay}")
         if not 0.0 <= self.momentum < 1.0:

@@ -187,3 +187,38 @@ def test_lr_find_that_diverges_at_once_is_a_clear_error(image_folder, run_cwd, c
     assert main(["lr-find", str(image_folder), "--start-lr", "1e6", "--end-lr", "1e9", "--steps", "20",
                  *TINY_ARGS]) == 2
     assert "the loss diverged within" in capsys.readouterr().err and not (run_cwd / "runs").exists()
+
+
+def test_strong_augmentation_changes_images_and_keeps_their_size():
+    from imgclf.data.transforms import augmentation
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 255, (3, 40, 40), dtype=torch.uint8)
+    strong = augmentation("strong", 32, 3)
+    outs = [strong(x) for _ in range(4)]
+    assert all(o.shape == (3, 32, 32) and o.dtype == torch.uint8 for o in outs)
+    assert len({o.numpy().tobytes() for o in outs}) == 4
+
+
+def test_layer_decay_gives_each_block_a_lower_rate_than_the_one_above():
+    import timm
+
+    from imgclf.training.transfer import layer_decay_groups
+
+    model = timm.create_model("resnet18", num_classes=3)
+    groups = layer_decay_groups(model, 1e-3, 0.05, 0.5)
+    rates = sorted({g["lr"] for g in groups}, reverse=True)
+    assert rates[0] == pytest.approx(1e-3) and len(rates) > 3
+    assert all(b == pytest.approx(a * 0.5) for a, b in zip(rates, rates[1:]))
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    with pytest.raises(Exception, match="--layer-decay needs a timm architecture"):
+        layer_decay_groups(nn.Linear(2, 2), 1e-3, 0.05, 0.5)
+
+
+def test_fine_tuning_with_layer_decay(image_folder, run_cwd):
+    assert main(["train", str(image_folder), "--model", "efficientnet_lite0", "--pretrained", "--layer-decay", "0.75",
+                 "--epochs", "2", "--img-size", "32", "--name", "ld", "--batch-size", "8", "--quiet", "--workers",
+                 "0", "--no-plots", "--augment", "strong"]) == 0
+    state = torch.load(run_cwd / "runs/ld/last.pt", weights_only=True)
+    rates = sorted({g["initial_lr"] if "initial_lr" in g else g["lr"] for g in state["optimizer"]["param_groups"]})
+    assert len(rates) > 5  # one rate per block, not one for the head and one for the backbone

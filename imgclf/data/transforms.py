@@ -9,13 +9,17 @@ def augmentation(preset: str, size: int, channels: int, flip: bool = True) -> v2
     """The per-image training augmentation for ``preset`` (none, light, standard) on uint8 tensors.
 
     light: shifts of up to 1/12 of the side (2 px at 28) and horizontal flips; standard: random resized crops, flips,
-    small rotations and colour jitter. ``flip=False`` for digits and text, which change meaning when mirrored.
+    small rotations and colour jitter; strong: random resized crops, TrivialAugment (one random operation of random
+    strength per image, torchvision's TrivialAugmentWide), flips and random erasing (a quarter of the images). ``flip=False``
+    for digits and text, which change meaning when mirrored.
     """
     if preset == "none":
         return None
     steps: list[v2.Transform]
     if preset == "light":
         steps = [v2.RandomCrop(size, padding=max(1, size // 12), padding_mode="reflect")]
+    elif preset == "strong":
+        steps = [v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True), v2.TrivialAugmentWide()]
     else:
         jitter = dict(brightness=0.3, contrast=0.3) | ({"saturation": 0.3} if channels == 3 else {})
         steps = [v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
@@ -23,6 +27,8 @@ def augmentation(preset: str, size: int, channels: int, flip: bool = True) -> v2
                  v2.ColorJitter(**jitter)]
     if flip:
         steps.append(v2.RandomHorizontalFlip())
+    if preset == "strong":
+        steps.append(v2.RandomErasing(p=0.25))
     return v2.Compose(steps)
 
 

@@ -16,6 +16,8 @@ import torch
 from timm.models import group_parameters
 from torch import nn
 
+from ..errors import UserError
+
 from .callbacks import Callback
 
 if TYPE_CHECKING:
@@ -82,6 +84,20 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_s
     return [{"params": ps, "lr": lr if is_head else lr * backbone_lr_scale,
              "weight_decay": weight_decay if decays else 0.0}  # the head first: its rate is the one logged
             for (is_head, decays), ps in sorted(groups.items(), reverse=True)]
+
+
+def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float, decay: float) -> list[dict]:
+    """timm's layer-wise learning-rate decay: the head at ``lr``, each block below it at ``decay`` times the rate
+    of the block above (BEiT/ViT fine-tuning), no weight decay on 1-d tensors."""
+    from timm.optim._param_groups import param_groups_layer_decay
+
+    if not hasattr(model, "group_matcher"):
+        raise UserError(f"--layer-decay needs a timm architecture (it reads the model's blocks); "
+                        f"{type(model).__name__} has none: use --backbone-lr-scale instead")
+    groups = param_groups_layer_decay(model, weight_decay=weight_decay, layer_decay=decay)
+    for group in groups:
+        group["lr"] = lr * group.pop("lr_scale", 1.0)  # our schedules peak at each group's own starting rate
+    return sorted(groups, key=lambda g: -g["lr"])  # the head first: its rate is the one logged
 
 
 def pre_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
