@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
-from predict_bulk import ROOT, run
+from predict_bulk import ROOT, bench_folder, run
 
 
 def main() -> None:
@@ -19,9 +18,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--folder", default="bench-runs/cv")
     args = parser.parse_args()
-    folder = Path(args.folder).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    os.environ["IMGCLF_CACHE_DIR"] = str(folder / "cache")
+    folder = bench_folder(args.folder)
     seconds, _ = run(ROOT, ["cv", "fashion-mnist-sample", "--folds", str(args.folds), "--epochs", str(args.epochs),
                             "--no-plots", "--quiet", "--project", str(folder / "runs"), "--name", "sample",
                             "--exist-ok"], folder)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
-from predict_bulk import ROOT, run
+from predict_bulk import ROOT, bench_folder, run
 
 
 def main() -> None:
@@ -22,9 +21,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--folder", default="bench-runs/distributed")
     args = parser.parse_args()
-    folder = Path(args.folder).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    os.environ["IMGCLF_CACHE_DIR"] = str(folder / "cache")
+    folder = bench_folder(args.folder)
     print("| processes | test accuracy | best val_acc | wall time, whole command | peak RSS (largest process) |")
     print("|---|---|---|---|---|")
     for n in (1, args.devices):

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from predict_bulk import ROOT, run
+from predict_bulk import ROOT, bench_folder, run
 
 CUT = [1, 3, 5, 7, 9]  # trouser, dress, sandal, sneaker, ankle boot: 300 training images each instead of 6,000
 
@@ -33,9 +32,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--folder", default="bench-runs/imbalance")
     args = parser.parse_args()
-    folder = Path(args.folder).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    os.environ["IMGCLF_CACHE_DIR"] = str(folder / "cache")
+    folder = bench_folder(args.folder)
     data = folder / "fashion-cut.csv"
     if not data.exists():
         import sys

@@ -23,6 +23,15 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def bench_folder(path: str) -> Path:
+    """The benchmark's own folder (made if missing), which also holds the decoded-image and feature caches its
+    runs make (``$IMGCLF_CACHE_DIR``), so none of them lands in ~/.cache."""
+    folder = Path(path).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["IMGCLF_CACHE_DIR"] = str(folder / "cache")
+    return folder
+
+
 def make_photos(folder: Path, n: int, seed: int = 0) -> None:
     """``n`` JPEG files in 4 class folders; kept between runs (made once)."""
     rng = np.random.default_rng(seed)

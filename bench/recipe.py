@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
-from predict_bulk import ROOT, run
+from predict_bulk import ROOT, bench_folder, run
 
 
 def main() -> None:
@@ -20,9 +19,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--folder", default="bench-runs/recipe")
     args = parser.parse_args()
-    folder = Path(args.folder).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    os.environ["IMGCLF_CACHE_DIR"] = str(folder / "cache")
+    folder = bench_folder(args.folder)
     print("| recipe | test accuracy | wall time |")
     print("|---|---|---|")
     for label, extra in (("today's (light augmentation, label smoothing, AdamW one-cycle)", []),

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import re
 from pathlib import Path
 
-from predict_bulk import make_photos, run
+from predict_bulk import bench_folder, make_photos, run
 
 MODELS = {"cnn": [], "efficientnet_lite0": ["--pretrained", "--mode", "feature-extract", "--feature-cache", "memory"]}
 
@@ -54,8 +53,7 @@ def main() -> None:
     parser.add_argument("--folder", default="bench-runs/scale")
     parser.add_argument("--speed", type=int, default=2000, help="photos for the disk vs RAM speed check (0: none)")
     args = parser.parse_args()
-    folder = Path(args.folder).resolve()
-    os.environ["IMGCLF_CACHE_DIR"] = str(folder / "cache")  # the stores go here, not to ~/.cache
+    folder = bench_folder(args.folder)
     sizes = [int(n) for n in args.sizes.split(",")]
     make_photos(folder / "photos", max(sizes + [args.speed]))
     print("| model | photos | peak RSS | disk store (train split) | whole command | train images/s |")

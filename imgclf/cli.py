@@ -18,6 +18,14 @@ if TYPE_CHECKING:
     from .predictor import Predictor
 
 
+def _train_options(args: argparse.Namespace, *own: str) -> dict:
+    """The training options of ``train``/``cv``/``lr-find`` as keywords of the Python API (without the
+    command's ``own`` options); a resumed run takes its own, but for where it is and how loud."""
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "data", "model", "epochs", "resume",
+                                                                 "devices", "argv", *own)}
+    return {k: options[k] for k in ("name", "project", "quiet")} if getattr(args, "resume", False) else options
+
+
 def cmd_train(args: argparse.Namespace) -> int | None:
     from . import distributed
 
@@ -25,11 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int | None:
         return distributed.launch(args.devices, args.argv, args.device, args.sync_bn)
     from .api import train
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "data", "model", "epochs", "resume",
-                                                                 "exist_ok", "devices", "argv")}
-    if args.resume:
-        options = {k: options[k] for k in ("name", "project", "quiet")}
-    train(args.data, args.model, args.epochs, resume=args.resume, exist_ok=args.exist_ok, **options)
+    train(args.data, args.model, args.epochs, resume=args.resume, **_train_options(args))
     return None
 
 
@@ -40,19 +44,15 @@ def cmd_cv(args: argparse.Namespace) -> int | None:
         return distributed.launch(args.devices, args.argv, args.device, args.sync_bn)
     from .cv import cross_validate
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "data", "model", "epochs", "resume",
-                                                                 "devices", "argv", "folds")}
-    if args.resume:
-        options = {k: options[k] for k in ("name", "project", "quiet")}
-    cross_validate(args.data, args.model, args.epochs, folds=args.folds, resume=args.resume, **options)
+    cross_validate(args.data, args.model, args.epochs, folds=args.folds, resume=args.resume,
+                   **_train_options(args, "folds"))
     return None
 
 
 def cmd_lr_find(args: argparse.Namespace) -> None:
     from .lr_find import range_test
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "data", "model", "resume", "devices", "argv",
-                                                                 "start_lr", "end_lr", "steps", "lr")}
+    options = _train_options(args, "start_lr", "end_lr", "steps", "lr")
     result, run = range_test(args.data, args.model, args.start_lr, args.end_lr, args.steps, **options)
     # the same command as a training run, at the suggested rate
     skip = {"--start-lr", "--end-lr", "--steps", "--lr"}
