@@ -284,7 +284,8 @@ def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume:
         model, optimizer, mix_loss or create_loss(splits["train"].y, prepared.classes, cfg.class_weights,
                                                   cfg.sampler, cfg.label_smoothing, log).to(device),
         loader, splits.get("val"),
-        mean, std, device, cfg.epochs, schedule=create_schedule(optimizer, cfg, math.ceil(len(loader) / cfg.accumulate)),
+        mean, std, device, cfg.epochs,
+        schedule=create_schedule(optimizer, cfg, math.ceil(len(loader) / cfg.accumulate)),  # optimizer steps
         callbacks=ddp.process_callbacks(extra + with_user_callbacks(default_callbacks(cfg, run),
                                                                     list(callbacks or []), run)), amp=cfg.amp,
         channels_last=cfg.channels_last, checkpoint_path=run / LAST, log=log, full_model=net,

@@ -360,7 +360,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.epochs, args.project)
 
 
-COMMANDS = {"train": cmd_train, "cv": cmd_cv, "lr-find": cmd_lr_find, "evaluate": cmd_evaluate, "predict": cmd_predict, "check": cmd_check, "info": cmd_info,
+COMMANDS = {"train": cmd_train, "cv": cmd_cv, "lr-find": cmd_lr_find, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "check": cmd_check, "info": cmd_info,
             "summary": cmd_summary, "viz": cmd_viz, "explain": cmd_explain, "report": cmd_report,
             "export": cmd_export, "serve": cmd_serve, "demo": cmd_demo}
 

@@ -227,8 +227,9 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--output-dir", default=None, help="where to write the report (default: the run directory for "
                                                       "its own split, RUN/eval/DATA-NAME/ for other data)")
     e.add_argument("--overwrite", action="store_true", help="replace report files already in --output-dir")
-    e.add_argument("--tta", action="store_true", help="test-time augmentation: average the image, its mirror (unless the run was trained with --no-flip) "
-                        "and two small shifts; the report gives the gain over plain")
+    e.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the image, its mirror (unless the run was trained with "
+                        "--no-flip) and two small shifts; the report gives the gain over plain")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
     p = sub.add_parser("predict", formatter_class=_Formatter, help="top-k classes of images",
@@ -238,8 +239,9 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="images, folders, globs such as 'photos/*.jpg', or a pixel CSV "
                                              "(Kaggle's layout, one image a row)")
     p.add_argument("--top-k", type=SOME, default=5, help="how many classes to show per image")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation: average the image, its mirror (unless the run was trained with --no-flip) "
-                        "and two small shifts")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the image, its mirror (unless the run was trained with "
+                        "--no-flip) and two small shifts")
     p.add_argument("--output", default=None, help="write predictions to a .csv or .json file (for a pixel CSV "
                                                   "without labels, a .csv is Kaggle's ImageId,Label submission)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")

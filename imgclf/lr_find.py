@@ -106,8 +106,9 @@ def range_test(data: str, model: str = "cnn", start_lr: float = 1e-7, end_lr: fl
         if smoothed > DIVERGED * best:
             break
     if len(lrs) < 5:
-        raise UserError(f"the loss diverged within {len(lrs) + 1} steps, at a learning rate of {lrs[-1] if lrs else start_lr:.2g}; "
-                        f"start lower (--start-lr {start_lr / 100:g}) or check the data")
+        at = lrs[-1] if lrs else start_lr
+        raise UserError(f"the loss diverged within {len(lrs) + 1} steps, at a learning rate of {at:.2g}; start lower "
+                        f"(--start-lr {start_lr / 100:g}) or check the data")
     run = RunDir.create(cfg.project, cfg.name, f"lr-find-{source.name}", exist_ok=True)
     result = RangeTest(lrs, losses, suggest(lrs, losses))
     _save(result, run.path)

@@ -114,7 +114,8 @@ def _evaluation_section(run: RunDir, evaluation: Evaluation, where: str) -> str:
                       [[t, p, n, f"{s:.1%}"] for t, p, n, s in pairs]) if pairs else "<p>No mistakes.</p>"
     return (f"<p>{html.escape(where)}: accuracy <b>{evaluation.accuracy:.4f}</b>"
             f"{html.escape(evaluation.top_k_text)}, balanced accuracy <b>{evaluation.balanced_accuracy:.4f}</b>, "
-            f"macro F1 <b>{evaluation.macro_f1:.4f}</b>{_binary_text(evaluation)}.</p>{_figures(run, 'evaluation')}<h3>Per class</h3>{per_class}"
+            f"macro F1 <b>{evaluation.macro_f1:.4f}</b>{_binary_text(evaluation)}.</p>{_figures(run, 'evaluation')}"
+            f"<h3>Per class</h3>{per_class}"
             f"<h3>Most-confused pairs</h3>{confused}")
 
 

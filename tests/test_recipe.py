@@ -59,7 +59,8 @@ def test_training_with_mixup_cutmix_and_accumulation(image_folder, run_cwd):
 
 @pytest.mark.parametrize("extra, message", [
     (["--mixup", "0.2", "--class-weights", "balanced"], "--class-weights does not apply to the soft targets"),
-    (["--cutmix", "1", "--pretrained", "--model", "resnet18", "--mode", "feature-extract"], "trains on cached features"),
+    (["--cutmix", "1", "--pretrained", "--model", "resnet18", "--mode", "feature-extract"],
+     "trains on cached features"),
 ])
 def test_mixing_that_cannot_work_is_refused(image_folder, run_cwd, capsys, extra, message):
     assert main(["train", str(image_folder), *TINY_ARGS, *extra]) == 2

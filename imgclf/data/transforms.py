@@ -6,12 +6,12 @@ from torchvision.transforms import v2
 
 
 def augmentation(preset: str, size: int, channels: int, flip: bool = True) -> v2.Transform | None:
-    """The per-image training augmentation for ``preset`` (none, light, standard) on uint8 tensors.
+    """The per-image training augmentation for ``preset`` (none, light, standard, strong) on uint8 tensors.
 
     light: shifts of up to 1/12 of the side (2 px at 28) and horizontal flips; standard: random resized crops, flips,
     small rotations and colour jitter; strong: random resized crops, TrivialAugment (one random operation of random
-    strength per image, torchvision's TrivialAugmentWide), flips and random erasing (a quarter of the images). ``flip=False``
-    for digits and text, which change meaning when mirrored.
+    strength per image, torchvision's TrivialAugmentWide), flips and random erasing (a quarter of the images).
+    ``flip=False`` for digits and text, which change meaning when mirrored.
     """
     if preset == "none":
         return None

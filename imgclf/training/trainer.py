@@ -127,7 +127,9 @@ class Trainer:
                     if hasattr(self.train_loader.sampler, "set_epoch"):  # each epoch its own shuffle of the shards
                         self.train_loader.sampler.set_epoch(epoch)
                     logs = self.train_one_epoch(epoch)
-                    ddp.average_buffers(self.eval_model)
+                    ddp.average_buffers(self.eval_model)  # batch-norm statistics: each process saw its own shard
+                    if self.ema is not None:
+                        ddp.average_buffers(self.ema.module)
                     if self.val is not None and len(self.val):
                         started = time.perf_counter()
                         logs.update({f"val_{k}": v for k, v in self.validate(self.val).items()})
