@@ -47,7 +47,9 @@ def metadata(clf: Classifier) -> dict[str, str]:
     return {"labels": json.dumps(clf.classes, ensure_ascii=False), "model": cfg.model, "channels": str(cfg.channels),
             "img_size": str(cfg.img_size), "resize": cfg.resize, "crop_pct": str(cfg.crop_pct),
             "interpolation": cfg.interpolation, "mean": json.dumps(cfg.mean), "std": json.dumps(cfg.std),
-            "input_format": INPUT_FORMAT, "exported_by": f"imgclf {__version__}"}
+            "input_format": INPUT_FORMAT, "exported_by": f"imgclf {__version__}", "flip": json.dumps(cfg.flip),
+            # a two-class run's decision threshold, so predict on the file answers as predict on the run
+            **({"threshold": str(clf.threshold)} if clf.threshold is not None else {})}
 
 
 def check_images(clf: Classifier, limit: int) -> tuple[ImageTensors, str]:

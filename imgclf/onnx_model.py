@@ -53,7 +53,9 @@ class OnnxClassifier(Predictor):
         self.config = TrainConfig(model=meta["model"], channels=int(meta["channels"]), img_size=int(meta["img_size"]),
                                   resize=meta["resize"], crop_pct=float(meta["crop_pct"]),
                                   interpolation=meta["interpolation"], mean=json.loads(meta["mean"]),
-                                  std=json.loads(meta["std"]), channels_last=False)
+                                  std=json.loads(meta["std"]), channels_last=False,
+                                  flip=json.loads(meta.get("flip", "null")))
+        self.threshold = float(meta["threshold"]) if "threshold" in meta else None
         self.run = None
         self.input = self.session.get_inputs()[0]
         self.fixed_batch = self.input.shape[0] if isinstance(self.input.shape[0], int) else None

@@ -146,3 +146,8 @@ def test_a_two_class_run_reports_roc_auc_and_predicts_with_its_tuned_threshold(t
     out = capsys.readouterr().out
     answers = [line.split()[-2] for line in out.splitlines() if line.strip().endswith("%)")]
     assert answers == ["noise"] * 10  # the threshold decides, whatever the probabilities
+    assert main(["export", str(run), "--output", str(tmp_path / "b.onnx")]) == 0  # the file carries it
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "b.onnx"), str(data / "test" / "square"), "--top-k", "1"]) == 0
+    answers = [line.split()[-2] for line in capsys.readouterr().out.splitlines() if line.strip().endswith("%)")]
+    assert answers == ["noise"] * 10
