@@ -37,21 +37,23 @@ def cmd_train(args: argparse.Namespace) -> int | None:
     return None
 
 
-def cmd_cv(args: argparse.Namespace) -> int | None:
-    from . import distributed
+def _one_process(args: argparse.Namespace) -> None:
+    if args.devices > 1:
+        raise UserError(f"imgclf {args.command} runs in one process; --devices is for imgclf train")
 
-    if args.devices > 1 and not distributed.launched():  # every fold's training runs in N processes
-        return distributed.launch(args.devices, args.argv, args.device, args.sync_bn)
+
+def cmd_cv(args: argparse.Namespace) -> None:
     from .cv import cross_validate
 
+    _one_process(args)
     cross_validate(args.data, args.model, args.epochs, folds=args.folds, resume=args.resume,
                    **_train_options(args, "folds"))
-    return None
 
 
 def cmd_lr_find(args: argparse.Namespace) -> None:
     from .lr_find import range_test
 
+    _one_process(args)
     options = _train_options(args, "start_lr", "end_lr", "steps", "lr")
     result, run = range_test(args.data, args.model, args.start_lr, args.end_lr, args.steps, **options)
     # the same command as a training run, at the suggested rate

@@ -239,7 +239,7 @@ def check_devices(n: int, device: str, sync_bn: bool = False) -> None:
 
 
 def launch(n: int, argv: list[str], device: str = "auto", sync_bn: bool = False) -> int:
-    """Run ``imgclf ARGV`` (``train ...`` or ``cv ...``) in ``n`` processes through torch.distributed.run
+    """Run ``imgclf ARGV`` (``train ...``) in ``n`` processes through torch.distributed.run
     (torchrun --standalone), and
     return the exit code: 0, the training processes' own code for a user error or a stop (each has said why), or 1
     with one line naming the process that failed (the launcher stops the others at once)."""

@@ -79,3 +79,9 @@ def test_cross_validation_refuses_bad_folds(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "runs").exists()
     with pytest.raises(SystemExit):
         main(["cv", str(tmp_path / "few"), "--folds", "1"])
+
+
+def test_cv_and_lr_find_say_they_run_in_one_process(tmp_path, capsys):
+    for command in ("cv", "lr-find"):
+        assert main([command, str(tmp_path), "--devices", "2"]) == 2
+        assert "runs in one process; --devices is for imgclf train" in capsys.readouterr().err
