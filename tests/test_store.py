@@ -158,6 +158,9 @@ def test_training_from_the_disk_store_and_again_without_decoding(image_folder, r
                      *TINY_ARGS]) == 0
     first, second = ((run_cwd / "runs" / n / "train.log").read_text() for n in ("one", "two"))
     assert "train: decoded images in disk store" in first and "reused: nothing decoded" in second
+    losses = [[row.split(",")[1] for row in (run_cwd / "runs" / n / "metrics.csv").read_text().splitlines()[1:]]
+              for n in ("one", "two")]
+    assert losses[0] == losses[1]  # decoding or not leaves the random stream of training alone
     assert (run_cwd / "runs" / "one" / "best.safetensors").exists()
 
 

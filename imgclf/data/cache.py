@@ -64,8 +64,10 @@ def parallel_imap(fn: Callable, items: list, workers: int | None = None, desc: s
     all be held at once); a :class:`BadImage` is returned, not raised."""
     workers = default_workers() if workers is None else workers
     workers = 0 if len(items) < 64 else workers
+    # A generator of its own: a DataLoader draws its workers' base seed from the global generator otherwise, and a
+    # run that decodes (a new disk store) would then train on another random stream than one that reuses it.
     loader = torch.utils.data.DataLoader(_Apply(fn, items), batch_size=32, num_workers=workers,
-                                         collate_fn=_unbatched)
+                                         collate_fn=_unbatched, generator=torch.Generator().manual_seed(0))
     with tqdm(total=len(items), desc=desc, unit="img", disable=True if quiet or not desc else None, leave=False) as bar:
         for batch in loader:
             yield from batch
