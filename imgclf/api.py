@@ -20,16 +20,17 @@ from .data.transforms import augmentation
 from .device import resolve_device
 from .diagnose import collapse_note, diagnose
 from .errors import Interrupted, UserError
-from .metrics import Evaluation, tune_threshold
+from .metrics import tune_threshold
+from .multilabel import tune_thresholds
 from .models import CUSTOM, count_parameters, is_custom
 from .plots import plot_curves
 from .predictor import Predictor, load_predictor
 from .report import save_data_overview, write_report
 from .run import BEST, LAST, METRICS, THRESHOLD, RunDir, check_run_name, kept_epoch
+from .task import get_task
 from .training.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, ReduceLROnPlateau
 from .training.optim import MIN_SCHEDULED_STEPS, create_optimizer, create_schedule
 from .training.features import FeatureCache, default_cache_dir
-from .training.loss import create_loss
 from .training.mix import mixing
 from .training.setup import build_model, fit_input, load_data, new_config, seed_everything
 from .training.trainer import Trainer
@@ -277,12 +278,12 @@ def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume:
                           pin_memory=device.type == "cuda",
                           sampler=ddp.shard_sampler(splits["train"].y, cfg.seed, cfg.sampler == "balanced"),
                           full_res=cfg.augment in ("standard", "strong"))
-    mix, mix_loss = mixing(cfg.mixup, cfg.cutmix, len(prepared.classes), cfg.label_smoothing)
+    task = get_task(cfg.task)
+    mix, mix_loss = mixing(cfg.mixup, cfg.cutmix, len(prepared.classes), cfg.label_smoothing, task.multilabel)
     optimizer = create_optimizer(params, cfg)
     model = ddp.parallel(model, device, cfg.sync_bn, find_unused=cfg.mode == "fine-tune")
     trainer = Trainer(
-        model, optimizer, mix_loss or create_loss(splits["train"].y, prepared.classes, cfg.class_weights,
-                                                  cfg.sampler, cfg.label_smoothing, log).to(device),
+        model, optimizer, (mix_loss or task.criterion(splits["train"].y, prepared.classes, cfg, log)).to(device),
         loader, splits.get("val"),
         mean, std, device, cfg.epochs,
         schedule=create_schedule(optimizer, cfg, math.ceil(len(loader) / cfg.accumulate)),  # optimizer steps
@@ -290,7 +291,8 @@ def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume:
                                                                     list(callbacks or []), run)), amp=cfg.amp,
         channels_last=cfg.channels_last, checkpoint_path=run / LAST, log=log, full_model=net,
         mix=mix, accumulate=cfg.accumulate, monitor=cfg.monitor, ema_decay=cfg.ema_decay if cfg.ema else None,
-        weights_metadata={"model": cfg.model, "classes": json.dumps(prepared.classes, ensure_ascii=False)})
+        task=task, weights_metadata={"model": cfg.model, "task": task.name,
+                                     "classes": json.dumps(prepared.classes, ensure_ascii=False)})
     if resume:
         trainer.load_checkpoint(run / LAST)
         log(f"resuming after epoch {trainer.start_epoch} of {cfg.epochs}")
@@ -324,28 +326,42 @@ def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume:
     log(diagnose(rows, cfg.monitor, kept).text)
 
     clf = Classifier.load(run.path, device=cfg.device, model=net if own is not None else None)
-    if len(prepared.classes) == 2 and "val" in prepared.splits and len(prepared.splits["val"]):
-        val = prepared.splits["val"]
-        clf.threshold = run.save_threshold(tune_threshold(val.y.numpy(), clf.predict_proba(val.x)[:, 1].numpy()),
-                                           prepared.classes[1])
-        log(f"two classes: predict answers {prepared.classes[1]!r} from p >= {clf.threshold:.3f}, the threshold "
-            f"with the best F1 on the validation split ({THRESHOLD})")
+    if "val" in prepared.splits and len(prepared.splits["val"]):
+        _tune_thresholds(clf, run, prepared.splits["val"], log)
     final = "test" if "test" in prepared.splits else "val" if "val" in prepared.splits else None
     if final is not None and len(prepared.splits[final]):
         images = prepared.splits[final]
-        clf.evaluation = Evaluation(prepared.classes, images.y.numpy(), clf.predict_proba(images.x).numpy(),
-                                    threshold=clf.threshold)
-        clf.evaluation.save(run.path, images.x, figures=cfg.plots)
-        ev = clf.evaluation
-        log(f"{final} accuracy {ev.accuracy:.4f}{ev.top_k_text}, balanced accuracy {ev.balanced_accuracy:.4f}, "
-            f"macro F1 {ev.macro_f1:.4f} on {len(images)} images with the best weights")
-        if note := collapse_note(ev.y_true, ev.y_pred, prepared.classes, f"{final} split"):
-            log(note)
+        ev = clf.evaluation = task.evaluation(prepared.classes, images.y.numpy(), clf.predict_proba(images.x).numpy(),
+                                              clf.threshold)
+        ev.save(run.path, images.x, figures=cfg.plots)
+        if task.multilabel:
+            log(f"{final} {ev.headline}, exact match {ev.exact_match:.4f}, hamming loss {ev.hamming:.4f} on "
+                f"{len(images)} images with the best weights")
+        else:
+            log(f"{final} accuracy {ev.accuracy:.4f}{ev.top_k_text}, balanced accuracy {ev.balanced_accuracy:.4f}, "
+                f"macro F1 {ev.macro_f1:.4f} on {len(images)} images with the best weights")
+            if note := collapse_note(ev.y_true, ev.y_pred, prepared.classes, f"{final} split"):
+                log(note)
         if cfg.plots and cfg.report:
             where = f"{final} split, {len(images)} images"
             log(f"report: {write_report(clf, clf.evaluation, images, where)}")
     log(f"run directory: {run.path}")
     return clf
+
+
+def _tune_thresholds(clf: Classifier, run: RunDir, val: ImageTensors, log: Callable[[str], None]) -> None:
+    """The decision thresholds predict uses, tuned for the best F1 on the validation split and saved in the run:
+    class 1's for two classes, each label's for multi-label; none for more classes."""
+    probs, classes = clf.predict_proba(val.x).numpy(), clf.classes
+    if clf.task.multilabel:
+        clf.threshold = run.save_threshold(tune_thresholds(val.y.numpy(), probs).tolist(), classes)
+        shown = ", ".join(f"{c} {t:.2f}" for c, t in zip(classes[:8], clf.threshold))
+        log(f"multi-label: each label is answered from its own threshold, the one with its best F1 on the "
+            f"validation split ({THRESHOLD}): {shown}{', ...' if len(classes) > 8 else ''}")
+    elif len(classes) == 2:
+        clf.threshold = run.save_threshold(tune_threshold(val.y.numpy(), probs[:, 1]), classes[1])
+        log(f"two classes: predict answers {classes[1]!r} from p >= {clf.threshold:.3f}, the threshold "
+            f"with the best F1 on the validation split ({THRESHOLD})")
 
 
 def load(run: str | Path, weights: str | Path = "best", device: str = "auto", model: nn.Module | None = None

@@ -158,13 +158,15 @@ class CheckReport:
     empty_classes: list[str]
     from_files: bool = True
     small: int = 0  # readable images too small for the near-duplicate search
+    multilabel: bool = False  # labels are "cat|dog": an image counts for each of its labels
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class per split (readable ones)."""
         table: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(self.classes, 0))
         for f in self.files:
             if f.status in ("ok", "converted"):
-                table[f.split][f.label] += 1
+                for label in (f.label.split("|") if self.multilabel else [f.label]):
+                    table[f.split][label] += 1
         return dict(table)
 
     @property
@@ -243,7 +245,9 @@ def check(data: str, data_root: str | None = None, max_pixels: int = DEFAULT_MAX
     source: Source = load_source(data, data_root)
     files: list[FileReport] = []
     for split_name, split in source.splits.items():
-        labels = [source.classes[i] for i in split.labels]
+        # multi-label rows as "cat|dog", the way a labels column writes them
+        labels = ["|".join(source.classes[j] for j in np.flatnonzero(row)) for row in split.labels] \
+            if source.multilabel else [source.classes[i] for i in split.labels]
         if split.pixels is not None:
             found = parallel_map(_pixels_report, list(split.pixels), workers, f"checking {split_name}", quiet)
             files += [FileReport(f"{split_name}[{i}]", split_name, labels[i], **r) for i, r in enumerate(found)]
@@ -277,7 +281,7 @@ def check(data: str, data_root: str | None = None, max_pixels: int = DEFAULT_MAX
               if "train" in (files[i].split, files[j].split) and files[i].split != files[j].split]
     from_files = all(split.paths is not None for split in source.splits.values())
     return CheckReport(data, source.classes, files, duplicates, near_dups, leaks, empty, from_files,
-                       len(readable) - len(hashed))
+                       len(readable) - len(hashed), source.multilabel)
 
 
 def write_clean_list(report: CheckReport, path: Path) -> int:
@@ -288,15 +292,16 @@ def write_clean_list(report: CheckReport, path: Path) -> int:
     if not report.from_files:
         raise UserError("--fix needs a data set of image files (a folder or a CSV of paths), not a built-in one")
     leaked = {j for _, j, _ in report.leaks}
+    label = "labels" if report.multilabel else "label"  # multi-label: cat|dog, read back as such
     seen: set[tuple[str, str]] = set()
     rows = []
     for i, f in enumerate(report.files):
         if f.status not in ("ok", "converted") or i in leaked or (f.split, f.sha256) in seen:
             continue
         seen.add((f.split, f.sha256))
-        rows.append({"path": str(Path(f.path).resolve()), "label": f.label, "split": f.split})
+        rows.append({"path": str(Path(f.path).resolve()), label: f.label, "split": f.split})
     with path.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, fieldnames=["path", "label", "split"])
+        writer = csv.DictWriter(out, fieldnames=["path", label, "split"])
         writer.writeheader()
         writer.writerows(rows)
     return len(rows)

@@ -19,6 +19,7 @@ from .device import resolve_device
 from .diagnose import diagnose
 from .errors import UserError, warn
 from .metrics import Evaluation
+from .multilabel import MultiLabelEvaluation
 from .models import CUSTOM, count_parameters, create_model, is_custom, pretrained_preprocess
 from .models.pretrained import read_weights
 from .predictor import Predictor
@@ -33,7 +34,7 @@ class Classifier(Predictor):
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
         self.classes, self.config, self.run = classes, config, run
-        self.evaluation: Evaluation | None = None  # set by imgclf.train: the score on the test/validation split
+        self.evaluation: Evaluation | MultiLabelEvaluation | None = None  # set by imgclf.train: the score on the test/validation split
         self.mean = torch.tensor(config.mean, device=self.device)
         self.std = torch.tensor(config.std, device=self.device)
 
@@ -113,18 +114,22 @@ class Classifier(Predictor):
 
     @torch.inference_mode()
     def predict_proba(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-        """Class probabilities for uint8 images already at the model's size, (N, C, H, W) -> (N, classes)."""
+        """Class probabilities for uint8 images already at the model's size, (N, C, H, W) -> (N, classes): a
+        softmax over the classes, or for a multi-label model each label's sigmoid."""
         batch_size = batch_size or inference_batch(tuple(x.shape[1:]))
         out = []
         for start in range(0, len(x), batch_size):
             batch = normalize(x[start:start + batch_size].to(self.device), self.mean, self.std,
                               self.config.channels_last)
-            out.append(self.model(batch).float().softmax(1).cpu())
+            out.append(self.task.probabilities(self.model(batch)).cpu())
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
 
     # ---- evaluation ---------------------------------------------------------------------------------------
     def _map_labels(self, source: Source) -> np.ndarray:
         """Position of each of the source's classes among the model's classes; unknown names are an error."""
+        if source.multilabel and not self.task.multilabel:
+            raise UserError(f"{source.name} is multi-label data (several labels per image) and this model answers "
+                            f"one class per image; evaluate it on single-label data")
         ids = {c: i for i, c in enumerate(self.classes)}
         unknown = [c for c in source.classes if c not in ids]
         if unknown:
@@ -147,10 +152,13 @@ class Classifier(Predictor):
         """
         cfg = self.config
         if data is None:
-            source = holdout(load_source(cfg.data, cfg.data_root), cfg.val_split, cfg.seed, cfg.folds, cfg.fold)
+            source = load_source(cfg.data, cfg.data_root).for_task(self.task.name)
+            source = holdout(source, cfg.val_split, cfg.seed, cfg.folds, cfg.fold)
             split = split or ("test" if "test" in source.splits else "val")
         else:
             source = load_source(data, cfg.data_root)
+            self._map_labels(source)  # first: multi-label data for a multi-class model is said as such
+            source = source.for_task(self.task.name)
             split = split or ("test" if "test" in source.splits else "train")
         if split not in source.splits:
             raise UserError(f"{data or cfg.data} has no {split} split (it has: {', '.join(source.splits)})")
@@ -161,14 +169,19 @@ class Classifier(Predictor):
         # a small subset (export's checks) stays in RAM; a whole split is kept the way the run keeps its data
         images = decode_split(chosen, cfg.preprocess, desc=f"decoding {split}", quiet=cfg.quiet,
                               cache="ram" if limit is not None else cfg.cache)
-        images.y = torch.from_numpy(mapping)[images.y]
+        if self.task.multilabel:  # the source's label columns, placed at the model's
+            y = torch.zeros((len(images), len(self.classes)), dtype=torch.float32)
+            y[:, torch.from_numpy(mapping)] = images.y
+            images.y = y
+        else:
+            images.y = torch.from_numpy(mapping)[images.y]
         return images, f"{data or cfg.data} ({split} split, {len(images)} images)"
 
     def evaluate(self, data: str | None = None, split: str | None = None, top_k: int = 5,
-                 save_to: Path | None = None, tta: bool = False) -> Evaluation:
-        """Accuracy, top-k accuracy, per-class report and confusion matrix; files written to ``save_to``. With
-        ``tta`` the scores are those of the test-time views averaged, and the accuracy without them is kept beside
-        (``plain_accuracy``) to show the gain."""
+                 save_to: Path | None = None, tta: bool = False) -> "Evaluation | MultiLabelEvaluation":
+        """Accuracy, top-k accuracy, per-class report and confusion matrix (multi-label: mAP, F1, per-label report);
+        files written to ``save_to``. With ``tta`` the scores are those of the test-time views averaged, and the
+        accuracy (mAP) without them is kept beside (``plain_accuracy``, ``plain_map``) to show the gain."""
         images, _ = self.eval_images(data, split)
         if len(images) == 0:
             raise UserError("no readable labelled images to evaluate on")
@@ -180,8 +193,11 @@ class Classifier(Predictor):
             batch = inference_batch(tuple(images.x.shape[1:]))
             probs = np.concatenate([averaged(self.proba, images.x[i:i + batch].numpy(), self.config.flip is not False)
                                     for i in range(0, len(images), batch)])
-        result = Evaluation(self.classes, images.y.numpy(), probs, top_k, threshold=self.threshold)
-        if tta:
+        result = self.task.evaluation(self.classes, images.y.numpy(), probs, self.threshold, top_k)
+        if tta and self.task.multilabel:
+            result.plain_map = self.task.evaluation(self.classes, result.y_true, plain, self.threshold).\
+                mean_average_precision
+        elif tta:
             result.plain_accuracy = float((plain.argmax(1) == result.y_true).mean())
         if save_to is not None:
             result.save(Path(save_to), images.x)
@@ -190,7 +206,8 @@ class Classifier(Predictor):
     def info(self) -> dict:
         """What a user wants to know about this classifier at a glance."""
         total, trainable = count_parameters(self.model)
-        out = {"model": self.config.model, **({"mode": self.config.mode} if self.config.mode else {}),
+        out = {"model": self.config.model, "task": self.task.name,
+               **({"mode": self.config.mode} if self.config.mode else {}),
                "classes": self.classes, "parameters": total, "trainable": trainable,
                "input": f"{self.config.channels}x{self.config.img_size}x{self.config.img_size}",
                "mean": self.config.mean, "std": self.config.std, "data": self.config.data}
@@ -206,6 +223,7 @@ class Classifier(Predictor):
                 out["diagnosis"] = diagnose(rows, monitor, kept).text
             if (self.run / "eval.json").exists():
                 report = json.loads((self.run / "eval.json").read_text(encoding="utf-8"))
-                out["evaluated"] = f"accuracy {report['accuracy']:.4f} on {report['images']} images (report.txt)"
+                score = f"mAP {report['map']:.4f}" if "map" in report else f"accuracy {report['accuracy']:.4f}"
+                out["evaluated"] = f"{score} on {report['images']} images (report.txt)"
             out["files"] = sorted(p.name for p in self.run.path.iterdir())
         return out

@@ -95,14 +95,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.positive is not None:
         return _predict_binary(clf, args)
     if args.threshold is not None:
-        raise UserError("--threshold goes with --positive CLASS")
+        if not clf.task.multilabel:
+            raise UserError("--threshold goes with --positive CLASS (or with a multi-label model)")
+        clf.threshold = args.threshold  # every label from this probability on
     if args.resume and not args.output:
         raise UserError("--resume continues an --output file; give its name with --output")
     items = collect_inputs(args.inputs)  # every input checked before a file is written
     csvs = [i for i in items if is_pixel_csv(i)]
     k = max(1, min(args.top_k, len(clf.classes)))
     submission = len(items) == 1 and len(csvs) == 1 and not has_label_column(csvs[0])
-    writer = PredictionWriter(Path(args.output), k, submission, args.overwrite, args.resume) if args.output else None
+    writer = PredictionWriter(Path(args.output), k, submission, args.overwrite, args.resume,
+                              clf.classes if clf.task.multilabel else None) if args.output else None
     skip = set() if writer is None else \
         {f"{csvs[0]}#{n}" for n in writer.done} if writer.submission else set(writer.done)
     if skip:

@@ -6,8 +6,9 @@ from typing import Callable
 
 from . import __version__
 from .config import (AUGMENTS, CACHES, CLASS_WEIGHTS, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, FEATURE_CACHES,
-                     FEATURE_EXTRACT_LR_SCALE, MODES, MONITORS, OPTIMIZERS, RESIZE_MODES, SAMPLERS, SCHEDULERS,
-                     TrainConfig)
+                     FEATURE_EXTRACT_LR_SCALE, LOSSES, MODES, MONITORS, OPTIMIZERS, RESIZE_MODES, SAMPLERS,
+                     SCHEDULERS, TrainConfig)
+from .task import TASKS
 
 DEFAULTS = TrainConfig()
 
@@ -99,6 +100,10 @@ def _add_train(sub: argparse._SubParsersAction, command: str = "train") -> None:
         p = sub.add_parser("train", formatter_class=_Formatter, help="train a classifier",
                            description="Train a classifier on DATA: " + DATA_HELP)
     p.add_argument("data", nargs="?", help="image folder, CSV or dataset name (optional with --resume)")
+    p.add_argument("--task", choices=TASKS, default=DEFAULTS.task,
+                   help="multiclass: one class per image (softmax); multilabel: any number of labels per image "
+                        "(a sigmoid each, from a CSV 'labels' column holding cat|dog or cat;dog, or one 0/1 column "
+                        "per label); auto: multilabel when a CSV row has several labels")
     p.add_argument("--model", default=DEFAULTS.model, help="cnn, cnn:SPEC (e.g. cnn:32-32-m-64-64-m-fc128) or a timm "
                                                             "architecture (resnet18, efficientnet_lite0, ...)")
     p.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (built in for "
@@ -157,10 +162,15 @@ def _add_train(sub: argparse._SubParsersAction, command: str = "train") -> None:
     p.add_argument("--warmup-epochs", type=number(float, 0), default=None,
                    help="epochs of learning-rate warm-up (default: a quarter of training for onecycle, 1 for cosine)")
     p.add_argument("--label-smoothing", type=FRACTION, default=DEFAULTS.label_smoothing,
-                   help="label smoothing of the cross-entropy loss")
+                   help="label smoothing of the cross-entropy loss (multi-label: each target moves towards 0.5 "
+                        "by half of it)")
+    p.add_argument("--loss", choices=LOSSES, default=DEFAULTS.loss,
+                   help="default: cross-entropy, binary cross-entropy for multi-label; asymmetric: timm's "
+                        "asymmetric loss for multi-label (easy negatives down-weighted)")
     p.add_argument("--class-weights", choices=CLASS_WEIGHTS, default=DEFAULTS.class_weights,
                    help="balanced: weigh each class's loss by the inverse of its share of the training images "
-                        "(scikit-learn's compute_class_weight), for imbalanced data")
+                        "(scikit-learn's compute_class_weight), for imbalanced data; multi-label: each label's "
+                        "positives by its negatives over its positives (BCE pos_weight)")
     p.add_argument("--mixup", type=number(float, 0), default=DEFAULTS.mixup,
                    help="mixup alpha (timm): blend pairs of training images and their labels; 0.2 is usual; 0 = off")
     p.add_argument("--cutmix", type=number(float, 0), default=DEFAULTS.cutmix,
@@ -190,8 +200,8 @@ def _add_train(sub: argparse._SubParsersAction, command: str = "train") -> None:
     p.add_argument("--max-bad-fraction", type=number(float, 0, 1), default=DEFAULTS.max_bad_fraction,
                    help="stop before training when more than this share of the images cannot be read")
     p.add_argument("--monitor", choices=MONITORS, default=DEFAULTS.monitor,
-                   help="metric for the best checkpoint and early stopping (balanced accuracy and macro F1 do not "
-                        "hide a minority class)")
+                   help="metric for the best checkpoint and early stopping (default: val_acc, val_map for "
+                        "multi-label; balanced accuracy and macro F1 do not hide a minority class)")
     p.add_argument("--patience", type=COUNT, default=DEFAULTS.patience, help="early-stopping patience; 0 = off")
     p.add_argument("--min-delta", type=number(float, 0), default=DEFAULTS.min_delta, help="smallest change that counts")
     p.add_argument("--plateau-patience", type=COUNT, default=DEFAULTS.plateau_patience,
@@ -254,9 +264,10 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
                                                     "(comma-separated names or ids, e.g. hotdog or 281,282,283)? "
                                                     "Images in positive/ and negative/ (or X/ and not_X/) folders "
                                                     "are scored")
-    p.add_argument("--threshold", type=number(float, above=0, below=1), default=None, help="with --positive: yes when the positive classes' "
-                                                                  "summed probability reaches this (default: yes "
-                                                                  "when the top class is positive)")
+    p.add_argument("--threshold", type=number(float, above=0, below=1), default=None,
+                   help="with --positive: yes when the positive classes' probabilities add up to this (default: "
+                        "when the top class is positive); for a multi-label model: answer every label from this "
+                        "probability on, instead of the per-label thresholds tuned on validation")
     p.add_argument("--batch-size", type=SOME, default=64, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 

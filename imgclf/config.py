@@ -11,6 +11,7 @@ import yaml
 
 from .data.decode import INTERPOLATION, Preprocess
 from .errors import UserError
+from .task import TASKS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("onecycle", "cosine", "plateau", "none")
@@ -18,7 +19,9 @@ AUGMENTS = ("none", "light", "standard", "strong")
 MODES = ("scratch", "feature-extract", "fine-tune")
 FEATURE_CACHES = ("disk", "memory", "off")
 CACHES = ("auto", "ram", "disk", "none")
-MONITORS = ("val_acc", "val_loss", "val_balanced_acc", "val_macro_f1", "train_acc", "train_loss")
+MONITORS = ("val_acc", "val_loss", "val_balanced_acc", "val_macro_f1", "val_map", "val_micro_f1", "train_acc",
+            "train_loss")  # which apply depends on the task (imgclf.task); val_map and val_micro_f1 are multi-label's
+LOSSES = ("default", "asymmetric")  # default: cross-entropy, or binary cross-entropy for multi-label; asymmetric: ASL
 CLASS_WEIGHTS = ("none", "balanced")  # balanced: scikit-learn's inverse-frequency weights in the loss
 SAMPLERS = ("random", "balanced")  # balanced: every class equally likely in each batch
 # Above this ratio of the largest to the smallest training class, training warns and ``imgclf check`` counts a problem.
@@ -54,6 +57,7 @@ class TrainConfig:
     """Everything needed to rebuild a run and to re-run it. ``None`` means "choose from the data/model"."""
 
     data: str = ""
+    task: str = "auto"  # multiclass or multilabel; auto: multilabel when a CSV row has several labels
     model: str = "cnn"
     pretrained: bool = False
     weights: str | None = None
@@ -78,6 +82,7 @@ class TrainConfig:
     scheduler: str = "onecycle"
     warmup_epochs: float | None = None
     label_smoothing: float = 0.1
+    loss: str = "default"
     class_weights: str = "none"
     sampler: str = "random"
     mixup: float = 0.0  # timm Mixup alpha; 0 = off
@@ -101,7 +106,7 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True
     workers: int | None = None
-    monitor: str = "val_acc"
+    monitor: str | None = None  # None: the task's (val_acc, or val_map for multi-label)
     patience: int = 0
     min_delta: float = 0.0
     plateau_patience: int = 2
@@ -121,7 +126,7 @@ class TrainConfig:
         """Reject impossible values with a message naming the option and the allowed values."""
         choices = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "augment": AUGMENTS, "resize": RESIZE_MODES,
                    "mode": MODES, "feature_cache": FEATURE_CACHES, "cache": CACHES,
-                   "class_weights": CLASS_WEIGHTS, "sampler": SAMPLERS}
+                   "class_weights": CLASS_WEIGHTS, "sampler": SAMPLERS, "task": TASKS, "loss": LOSSES}
         for key, allowed in choices.items():
             if getattr(self, key) not in (*allowed, None):
                 raise UserError(f"--{key.replace('_', '-')} {getattr(self, key)!r} is not one of: "
@@ -169,7 +174,7 @@ class TrainConfig:
             raise UserError(f"--max-bad-fraction must be in [0, 1], got {self.max_bad_fraction}")
         if self.backbone_lr_scale <= 0:
             raise UserError(f"--backbone-lr-scale must be positive, got {self.backbone_lr_scale}")
-        if self.monitor not in MONITORS:
+        if self.monitor not in (*MONITORS, None):
             raise UserError(f"--monitor {self.monitor!r} is not one of: {', '.join(MONITORS)}")
 
     def resolve_mode(self) -> None:

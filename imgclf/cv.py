@@ -66,6 +66,10 @@ class Ensemble(Predictor):
 def _spec_run(data: str, folds: int, options: dict[str, Any]) -> RunDir:
     """Check the folds against the data before anything is written, then make the cross-validation's folder."""
     source = load_source(data, options.get("data_root"))
+    if source.multilabel or options.get("task") == "multilabel":
+        raise UserError("cross-validation of multi-label data is not supported yet (its folds, "
+                        "out-of-fold table and ensemble are multi-class); train one multi-label run with imgclf "
+                        "train instead")
     fold_indices(pooled(source).labels, folds, options.get("seed", 0))  # refuses too many folds for a class
     project, name = Path(options.get("project", "runs")), options.get("name")
     if name:

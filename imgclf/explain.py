@@ -87,7 +87,8 @@ class Explanation:
 
 def grad_cam(clf: Classifier, pixels: torch.Tensor, class_ids: list[int] | None = None, layer: str | None = None
              ) -> Explanation:
-    """Grad-CAM of uint8 images (N, C, H, W) at the model's size, for ``class_ids`` (default: the predicted ones)."""
+    """Grad-CAM of uint8 images (N, C, H, W) at the model's size, for ``class_ids`` (default: the predicted ones;
+    for a multi-label model the most likely label, each label's logit being its own score)."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -96,7 +97,7 @@ def grad_cam(clf: Classifier, pixels: torch.Tensor, class_ids: list[int] | None 
     module = find_layer(clf.model, name, shape, clf.device)
     x = normalize(pixels.to(clf.device), clf.mean, clf.std)
     with torch.no_grad():
-        probs = clf.model.eval()(x).float().softmax(1).cpu()
+        probs = clf.task.probabilities(clf.model.eval()(x)).cpu()
     predicted = probs.argmax(1).tolist()
     targets = list(class_ids) if class_ids is not None else predicted
     # Gradients must reach the layer even when the weights are frozen (a feature-extraction run).
@@ -212,11 +213,14 @@ def explain_files(clf: Classifier, inputs: list[str], out_dir: Path, target: str
                   layer: str | None = None, overwrite: bool = False) -> list[tuple[str, str]]:
     """Grad-CAM picture per image file (folders and globs expand) into ``out_dir`` as ``NAME_gradcam.png``, a new
     numbered name when one is taken (unless ``overwrite``); returns (input, what happened) per file. An
-    unreadable file is reported and the rest go on."""
+    unreadable file is reported and the rest go on. A multi-label model's picture has a map per label it answers
+    (at most 4; its most likely label when it answers none), or per label of ``target`` (comma-separated)."""
     from .data.decode import BadImage
     from .predict import collect_inputs
 
-    class_ids = None if target is None else [class_id(clf, target)]
+    multilabel = clf.task.multilabel
+    class_ids = None if target is None else \
+        positive_ids(target, clf.classes, option="--class")[:4] if multilabel else [class_id(clf, target)]
     results, used = [], set()
     for path in collect_inputs(inputs):
         try:
@@ -224,13 +228,20 @@ def explain_files(clf: Classifier, inputs: list[str], out_dir: Path, target: str
         except BadImage as exc:
             results.append((path, f"error: {exc}"))
             continue
-        found = grad_cam(clf, pixels, class_ids, layer)
+        ids, titles = class_ids, None
+        if multilabel:
+            probs = clf.predict_proba(pixels)[0].numpy()
+            ids = ids or (clf.task.answer(probs, 1, clf.threshold) or [int(probs.argmax())])[:4]
+            titles = [f"label {clf.classes[c]} ({probs[c]:.2f})" for c in ids]
+            pixels = pixels.repeat(len(ids), 1, 1, 1)  # one map per label
+        found = grad_cam(clf, pixels, ids, layer)
         base = out_dir / f"{Path(path).stem}_gradcam.png"
         target_path, n = base, 2
         while target_path in used or (not overwrite and target_path.exists()):  # never replace, never collide
             target_path, n = base.with_name(f"{base.stem}-{n}{base.suffix}"), n + 1
         used.add(target_path)
-        picture = plot_explanations(to_hwc(pixels), found, clf.classes, target_path)
-        results.append((path, f"{images_title(found, clf.classes, 0).replace(chr(10), ', ')}; Grad-CAM of "
-                              f"{clf.classes[found.class_ids[0]]} at {found.layer} -> {picture}"))
+        picture = plot_explanations(to_hwc(pixels), found, clf.classes, target_path, titles)
+        about = ", ".join(titles) if titles else images_title(found, clf.classes, 0).replace(chr(10), ", ")
+        explained = ", ".join(clf.classes[c] for c in found.class_ids)
+        results.append((path, f"{about}; Grad-CAM of {explained} at {found.layer} -> {picture}"))
     return results

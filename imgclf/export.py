@@ -48,8 +48,10 @@ def metadata(clf: Classifier) -> dict[str, str]:
             "img_size": str(cfg.img_size), "resize": cfg.resize, "crop_pct": str(cfg.crop_pct),
             "interpolation": cfg.interpolation, "mean": json.dumps(cfg.mean), "std": json.dumps(cfg.std),
             "input_format": INPUT_FORMAT, "exported_by": f"imgclf {__version__}", "flip": json.dumps(cfg.flip),
-            # a two-class run's decision threshold, so predict on the file answers as predict on the run
-            **({"threshold": str(clf.threshold)} if clf.threshold is not None else {})}
+            "task": clf.task.name,
+            # the run's decision threshold(s) (two classes: class 1's; multi-label: each label's, a JSON list), so
+            # predict on the file answers as predict on the run
+            **({"threshold": json.dumps(clf.threshold)} if clf.threshold is not None else {})}
 
 
 def check_images(clf: Classifier, limit: int) -> tuple[ImageTensors, str]:
@@ -175,9 +177,15 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
 
 
 def _compare(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray, int8: bool) -> dict:
+    """Parity of the export's logits with PyTorch's: the largest difference, the top-1 agreement and the accuracy
+    of both (multi-label: the share of label decisions at p >= 0.5 right)."""
     top_ref, top = reference.argmax(1), logits.argmax(1)
+    if labels.ndim == 2:
+        right_ref, right = (reference >= 0) == (labels > 0), (logits >= 0) == (labels > 0)
+    else:
+        right_ref, right = top_ref == labels, top == labels
     out = {"max_abs_diff": float(np.abs(reference - logits).max()), "top1_agreement": float((top_ref == top).mean()),
-           "accuracy_pytorch": float((top_ref == labels).mean()), "accuracy_export": float((top == labels).mean())}
+           "accuracy_pytorch": float(right_ref.mean()), "accuracy_export": float(right.mean())}
     out["accuracy_drop_points"] = 100 * (out["accuracy_pytorch"] - out["accuracy_export"])
     if int8:
         out["passed"] = out["accuracy_drop_points"] <= MAX_INT8_DROP

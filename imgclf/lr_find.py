@@ -24,7 +24,7 @@ from .data.transforms import augmentation, normalize
 from .device import resolve_device
 from .errors import UserError
 from .run import RunDir
-from .training.loss import create_loss
+from .task import get_task
 from .training.optim import create_optimizer
 from .training.setup import build_model, fit_input, load_data, new_config, seed_everything
 from .training.transfer import freeze, train_mode
@@ -81,8 +81,7 @@ def range_test(data: str, model: str = "cnn", start_lr: float = 1e-7, end_lr: fl
     loader = train_loader(train, min(cfg.batch_size, len(train)), transform, cfg.workers, cfg.seed)
     cfg.lr = start_lr
     optimizer = create_optimizer(params, cfg)
-    loss_fn = create_loss(train.y, prepared.classes, cfg.class_weights, cfg.sampler, cfg.label_smoothing,
-                          lambda m: None).to(device)
+    loss_fn = get_task(cfg.task).criterion(train.y, prepared.classes, cfg, lambda m: None).to(device)
     mean_t, std_t = torch.tensor(mean, device=device), torch.tensor(std, device=device)
     lrs, losses, smooth, best = [], [], 0.0, math.inf
     batches = itertools.chain.from_iterable(itertools.repeat(loader))  # as many epochs as the steps need

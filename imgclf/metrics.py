@@ -19,16 +19,28 @@ EVAL_FILES = ["report.txt", "eval.json", "confusion_matrix.csv", "confusion_matr
               "confusion_matrix_normalized.png", "per_class.png", "most_confused.png", "top_losses.png", "roc_pr.png"]
 
 
+def label_counts(y: torch.Tensor | np.ndarray, n_classes: int) -> list[int]:
+    """Images per class: of class ids, or of a multi-label 0/1 matrix (images with each label)."""
+    y = np.asarray(y)
+    if y.ndim == 2:
+        return y.sum(0).astype(int).tolist()
+    return np.bincount(y.astype(np.int64), minlength=n_classes).tolist()
+
+
 def tune_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
     """The probability of the positive class (class 1) above which a two-class model should answer positive: the
     one that maximises the F1 score on ``y_true`` (a validation split), from scikit-learn's precision-recall
-    curve; 0.5 when the split has no positive."""
+    curve; 0.5 when the split has no positive. The threshold lies half way between the lowest score answered
+    positive and the next score below it: the same decisions on this split, and a margin on both sides for new
+    images (a cut right at the lowest positive's score would miss every new positive a hair below it)."""
     if not (y_true == 1).any():
         return 0.5
     precision, recall, thresholds = precision_recall_curve(y_true, scores)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision),
                    where=precision + recall > 0)[:-1]  # the last point has no threshold
-    return float(thresholds[int(np.argmax(f1))])
+    best = int(np.argmax(f1))
+    below = scores[scores < thresholds[best]]
+    return float((thresholds[best] + below.max()) / 2 if len(below) else thresholds[best])
 
 
 def confusion_scores(confusion: np.ndarray) -> dict[str, float]:
@@ -55,6 +67,8 @@ class Evaluation:
     top_k: int = 5
     plain_accuracy: float | None = None  # with test-time augmentation: the accuracy without it
     threshold: float | None = None  # two classes: the tuned probability of class 1 above which it is answered
+
+    multilabel = False
 
     @property
     def y_pred(self) -> np.ndarray:

@@ -54,8 +54,8 @@ class OnnxClassifier(Predictor):
                                   resize=meta["resize"], crop_pct=float(meta["crop_pct"]),
                                   interpolation=meta["interpolation"], mean=json.loads(meta["mean"]),
                                   std=json.loads(meta["std"]), channels_last=False,
-                                  flip=json.loads(meta.get("flip", "null")))
-        self.threshold = float(meta["threshold"]) if "threshold" in meta else None
+                                  flip=json.loads(meta.get("flip", "null")), task=meta.get("task", "multiclass"))
+        self.threshold = json.loads(meta["threshold"]) if "threshold" in meta else None
         self.run = None
         self.input = self.session.get_inputs()[0]
         self.fixed_batch = self.input.shape[0] if isinstance(self.input.shape[0], int) else None
@@ -76,10 +76,8 @@ class OnnxClassifier(Predictor):
                                for i in range(0, len(batch), step)])
 
     def proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        from scipy.special import softmax
-
-        out = [softmax(self.logits(x[i:i + batch_size]).astype(np.float32), axis=1)
-               for i in range(0, len(x), batch_size)]
+        """Probabilities: the softmax of the logits, or each label's sigmoid for a multi-label model."""
+        out = [self.task.probabilities_np(self.logits(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.empty((0, len(self.classes)), np.float32)
 
     def predict_proba(self, x: "torch.Tensor", batch_size: int = 256) -> "torch.Tensor":

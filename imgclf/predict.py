@@ -22,6 +22,7 @@ class Prediction:
     probs: list[float]
     error: str | None = None
     truth: str | None = None  # the label a labelled pixel CSV gives the row
+    scores: dict[str, float] | None = None  # multi-label: every label's probability (``labels``: those answered)
 
     @property
     def label(self) -> str | None:
@@ -64,9 +65,17 @@ def format_table(predictions: list[Prediction], width: int | None = None) -> str
     for p in predictions:
         shown = p.path if len(p.path) <= width else "..." + p.path[-width + 3:]
         right = f"error: {p.error}" if p.error else "  ".join(f"{lab} ({prob:.1%})" for lab, prob in
-                                                               zip(p.labels, p.probs))
+                                                               zip(p.labels, p.probs)) or _none(p)
         lines.append(f"{shown:<{width}}  {right}")
     return "\n".join(lines)
+
+
+def _none(p: Prediction) -> str:
+    """A multi-label image with no label at or above its threshold: "none", and its most likely label."""
+    if not p.scores:
+        return "none"
+    best = max(p.scores, key=p.scores.get)
+    return f"none (highest: {best} {p.scores[best]:.1%})"
 
 
 def check_output(path: Path, overwrite: bool = False) -> None:
@@ -94,14 +103,16 @@ class PredictionWriter:
     """Predictions to a file as they come, so a run over 100,000 images holds none of them in memory and a run
     killed half way leaves a valid CSV of what is done (rows are flushed a batch at a time). ``.csv`` rows: path,
     label, prob, then the other top-k classes and the error; ``submission=True`` writes Kaggle's ``ImageId,Label``
-    instead (ids from 1). JSON is one document, written at the end. An existing file is refused unless
-    ``overwrite``, or continued with ``resume``: :attr:`done` names what it holds, and a last row cut off by a kill
-    is dropped."""
+    instead (ids from 1). A multi-label model's rows (``multilabel``: its label names) are path, the labels
+    answered (``cat|dog``), one probability column per label, and the error. JSON is one document, written at the
+    end. An existing file is refused unless ``overwrite``, or continued with ``resume``: :attr:`done` names what it
+    holds, and a last row cut off by a kill is dropped."""
 
     def __init__(self, path: Path, k: int, submission: bool = False, overwrite: bool = False,
-                 resume: bool = False) -> None:
+                 resume: bool = False, multilabel: list[str] | None = None) -> None:
         check_output(path, overwrite or resume)
         self.path, self.k, self.submission = path, k, submission and path.suffix.lower() == ".csv"
+        self.multilabel = multilabel
         self.rows: list[dict] = []
         self.done: list[str] = []  # paths (or ImageIds) already in a resumed file
         self.file = self.writer = None
@@ -122,6 +133,8 @@ class PredictionWriter:
         self.count = len(self.done)
 
     def _header(self) -> list[str]:
+        if self.multilabel is not None:
+            return ["path", "labels", *self.multilabel, "error"]
         columns = ["path"]
         for i in range(self.k):
             suffix = str(i + 1) if i else ""
@@ -142,9 +155,12 @@ class PredictionWriter:
     def write(self, p: Prediction) -> None:
         self.count += 1
         if self.writer is None:
-            self.rows.append({k: v for k, v in asdict(p).items() if k != "truth" or v is not None})
+            self.rows.append({k: v for k, v in asdict(p).items() if k not in ("truth", "scores") or v is not None})
         elif self.submission:
             self.writer.writerow([self.count, p.label if p.label is not None else ""])
+        elif self.multilabel is not None:
+            scores = [f"{p.scores[c]:.6f}" for c in self.multilabel] if p.scores else [""] * len(self.multilabel)
+            self.writer.writerow([p.path, "|".join(p.labels), *scores, p.error or ""])
         else:
             row = [p.path]
             for i in range(self.k):

@@ -25,7 +25,8 @@ from .config import TrainConfig
 from .data.decode import BadImage, Preprocess
 from .data.sources import is_pixel_csv, iter_pixel_csv
 from .errors import UserError
-from .predict import Prediction, collect_inputs, top_indices
+from .predict import Prediction, collect_inputs
+from .task import Task, get_task
 
 if TYPE_CHECKING:
     from .run import RunDir
@@ -88,7 +89,13 @@ class Predictor:
     run: "RunDir | None" = None
     supports_gradcam = False  # Grad-CAM needs the PyTorch model's gradients
     tta = False  # test-time augmentation: average the image's views (imgclf.tta) in every prediction
-    threshold: float | None = None  # two classes: answer class 1 from this probability on (tuned on validation)
+    # Two classes: answer class 1 from this probability on; multi-label: each label's (tuned on validation).
+    threshold: float | list[float] | None = None
+
+    @property
+    def task(self) -> Task:
+        """What the outputs mean (multi-class or multi-label), as the run was trained."""
+        return get_task(self.config.task)
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         """:meth:`proba`, averaged over the test-time views when :attr:`tta` is on."""
@@ -164,18 +171,19 @@ class Predictor:
     def iter_predict(self, inputs: Input | Iterable, top_k: int = 5, batch_size: int = 64, workers: int = 0,
                      skip: set[str] = frozenset()) -> Iterator[Prediction]:
         """:meth:`predict`, one :class:`Prediction` at a time as the batches are computed, files decoded by
-        ``workers`` processes (for 100,000 files); inputs named in ``skip`` are left out (a resumed run)."""
+        ``workers`` processes (for 100,000 files); inputs named in ``skip`` are left out (a resumed run).
+        Multi-label: every label at or above its threshold (``top_k`` does not apply), and every label's
+        probability in :attr:`Prediction.scores`."""
         k = max(1, min(top_k, len(self.classes)))
+        task = self.task
         for name, probs, error, truth in self._scored(inputs, batch_size, workers, skip):
             if probs is None:
                 yield Prediction(name, [], [], error, truth)
                 continue
-            top = top_indices(probs, k)
-            if self.threshold is not None and len(self.classes) == 2:  # the tuned decision first
-                decided = int(probs[1] >= self.threshold)
-                top = [decided, 1 - decided][:k]
+            top = task.answer(probs, k, self.threshold)  # two classes: the tuned decision first
+            scores = {c: round(float(p), 6) for c, p in zip(self.classes, probs)} if task.multilabel else None
             yield Prediction(name, [self.classes[j] for j in top], [round(float(probs[j]), 6) for j in top],
-                             truth=truth)
+                             truth=truth, scores=scores)
 
     def predict(self, inputs: Input | Iterable, top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
         """Top-k classes for image files, folders, globs, pixel CSVs (one image a row), PIL images or HxW[xC]
@@ -189,6 +197,9 @@ class Predictor:
         in folders named positive/negative (or ``X``/``not_X``) carry their ground truth."""
         spec = positive if isinstance(positive, str) else ",".join(map(str, positive))
         ids = positive_ids(spec, self.classes)
+        if self.task.multilabel:
+            raise UserError("--positive asks which one class an image is; a multi-label model answers each label "
+                            "on its own: predict without --positive (and --threshold T to answer labels from T)")
         if threshold is None and ids == [1] and len(self.classes) == 2:
             threshold = self.threshold  # the run's own, tuned on validation (None for older runs)
         if threshold is not None and not 0.0 < threshold < 1.0:

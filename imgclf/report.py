@@ -20,7 +20,8 @@ from .data.transforms import augmentation
 from .diagnose import diagnose
 from .errors import UserError
 from .explain import grad_cam, plot_explanations
-from .metrics import Evaluation
+from .metrics import Evaluation, label_counts
+from .multilabel import MultiLabelEvaluation
 from .plots import plot_curves, plot_data_overview
 from .plots.style import to_hwc
 from .run import BEST, CONFIG, RunDir, kept_epoch
@@ -34,6 +35,9 @@ FIGURES = {
     "evaluation": [("confusion_matrix.png", "Confusion matrix (counts)"),
                    ("confusion_matrix_normalized.png", "Confusion matrix, normalised by true class"),
                    ("per_class.png", "Precision and recall per class"),
+                   ("per_label.png", "Multi-label: precision and recall per label at its threshold"),
+                   ("pr_curves.png", "Multi-label: precision-recall curves of the labels with the lowest average "
+                                     "precision, each threshold marked"),
                    ("most_confused.png", "Most-confused class pairs"),
                    ("roc_pr.png", "Two classes: ROC and precision-recall curves, the tuned threshold marked"),
                    ("top_losses.png", "Top losses: the images the model gets most wrong")],
@@ -67,7 +71,14 @@ def _figures(run: RunDir, section: str) -> str:
 
 
 def gradcam_examples(clf: Classifier, evaluation: Evaluation, images: ImageTensors, path: Path, n: int = 4) -> Path:
-    """Grad-CAM of the ``n`` worst mistakes and the ``n`` most confident correct predictions."""
+    """Grad-CAM of the ``n`` worst mistakes and the ``n`` most confident correct predictions (multi-label: the
+    ``2n`` images with the highest loss, each explaining its most likely label)."""
+    if evaluation.multilabel:
+        chosen = torch.as_tensor(evaluation.top_losses(2 * n).astype(np.int64))
+        found = grad_cam(clf, images.x[chosen])
+        titles = [f"actual {evaluation.names(evaluation.y_true[i])}\npredicted {evaluation.names(evaluation.y_pred[i])}"
+                  for i in chosen.tolist()]
+        return plot_explanations(to_hwc(images.x[chosen]), found, clf.classes, path, titles)
     correct = np.flatnonzero(evaluation.y_pred == evaluation.y_true)
     confident = correct[np.argsort(-evaluation.probs[correct].max(1), kind="stable")[:n]]
     wrong = [i for i in evaluation.top_losses(n) if evaluation.y_pred[i] != evaluation.y_true[i]]
@@ -96,14 +107,28 @@ def _training_section(run: RunDir, monitor: str) -> str:
     if not rows:
         return "<p class=muted>No epochs recorded.</p>"
     found = diagnose(rows, monitor, kept_epoch(run / BEST))
-    columns = [c for c in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time") if c in rows[0]]
+    columns = [c for c in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_map", "lr", "time")
+               if c in rows[0]]
     table = _table(columns, [[int(r[c]) if c == "epoch" else r[c] for c in columns] for r in rows])
     return (f'<p class="verdict {found.verdict.replace(" ", "-")}">{html.escape(found.text)}</p>'
             f"{_figures(run, 'training')}<details><summary>metrics per epoch ({len(rows)})</summary>{table}"
             f"</details><p class=muted>best checkpoint chosen by {html.escape(monitor)}</p>")
 
 
+def _multilabel_section(run: RunDir, evaluation: MultiLabelEvaluation, where: str) -> str:
+    rows = [[r["label"], r["precision"], r["recall"], r["f1"],
+             "-" if r["average_precision"] is None else r["average_precision"], r["support"], r["threshold"]]
+            for r in evaluation.per_label()]
+    per_label = _table(["label", "precision", "recall", "F1", "average precision", "images", "threshold"], rows)
+    return (f"<p>{html.escape(where)}, multi-label: mAP <b>{evaluation.mean_average_precision:.4f}</b>, micro F1 "
+            f"<b>{evaluation.micro_f1:.4f}</b>, macro F1 <b>{evaluation.macro_f1:.4f}</b>, exact match "
+            f"{evaluation.exact_match:.4f}, hamming loss {evaluation.hamming:.4f}; each label answered from its own "
+            f"threshold, tuned on validation.</p>{_figures(run, 'evaluation')}<h3>Per label</h3>{per_label}")
+
+
 def _evaluation_section(run: RunDir, evaluation: Evaluation, where: str) -> str:
+    if evaluation.multilabel:
+        return _multilabel_section(run, evaluation, where)
     precision, recall = evaluation.precision_recall()
     support = np.bincount(evaluation.y_true, minlength=len(evaluation.classes))
     per_class = _table(["class", "precision", "recall", "images"],
@@ -144,7 +169,8 @@ def write_report(clf: Classifier, evaluation: Evaluation | None = None, images: 
         images, where = clf.eval_images()
         if len(images) == 0:
             raise UserError("no readable labelled images to evaluate on")
-        evaluation = Evaluation(clf.classes, images.y.numpy(), clf.predict_proba(images.x).numpy())
+        evaluation = clf.task.evaluation(clf.classes, images.y.numpy(), clf.predict_proba(images.x).numpy(),
+                                         clf.threshold)
         evaluation.save(run.path, images.x)
     if run.metrics() and not (run / "curves.png").exists():
         plot_curves(run.metrics(), run / "curves.png", clf.config.monitor, kept_epoch(run / BEST))
@@ -176,8 +202,7 @@ def save_data_overview(run: RunDir, prepared: Prepared, cfg: TrainConfig) -> Non
     """data.json (class counts per split, what was dropped) and the data figures: samples per class, class
     counts, and an augmentation preview when training augments."""
     classes, splits = prepared.classes, prepared.splits
-    counts = {name: np.bincount(splits[name].y.numpy(), minlength=len(classes)).tolist()
-              for name in ("train", "val", "test") if name in splits}
+    counts = {name: label_counts(splits[name].y, len(classes)) for name in ("train", "val", "test") if name in splits}
     summary = {"classes": classes, "counts": counts, "input": f"{cfg.channels}x{cfg.img_size}x{cfg.img_size}",
                "skipped": len(prepared.skipped), "leaked": len(prepared.leaked)}
     (run / DATA_SUMMARY).write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -135,17 +135,25 @@ class RunDir:
     def save_labels(self, classes: list[str]) -> None:
         (self / LABELS).write_text(json.dumps(classes, ensure_ascii=False, indent=1), encoding="utf-8")
 
-    def save_threshold(self, threshold: float, positive: str) -> float:
-        """A two-class run's decision threshold: answer ``positive`` (class 1) from this probability on."""
-        (self / THRESHOLD).write_text(json.dumps({"positive": positive, "threshold": threshold}, ensure_ascii=False),
-                                      encoding="utf-8")
+    def save_threshold(self, threshold: float | list[float], positive: str | list[str]) -> float | list[float]:
+        """The run's decision threshold(s): a two-class run answers ``positive`` (class 1) from ``threshold`` on; a
+        multi-label run answers each label of ``positive`` (all of them) from its own threshold on."""
+        if isinstance(threshold, list):
+            saved = {"thresholds": dict(zip(positive, threshold))}
+        else:
+            saved = {"positive": positive, "threshold": threshold}
+        (self / THRESHOLD).write_text(json.dumps(saved, ensure_ascii=False, indent=1), encoding="utf-8")
         return threshold
 
-    def threshold(self) -> float | None:
-        """The saved decision threshold, or None (more than two classes, or a run from before thresholds)."""
+    def threshold(self) -> float | list[float] | None:
+        """The saved decision threshold (per label for multi-label, in label order), or None (more than two
+        classes, or a run from before thresholds)."""
         try:
-            return float(json.loads((self / THRESHOLD).read_text(encoding="utf-8"))["threshold"])
-        except (OSError, ValueError, KeyError, TypeError):
+            saved = json.loads((self / THRESHOLD).read_text(encoding="utf-8"))
+            if "thresholds" in saved:
+                return [float(t) for t in saved["thresholds"].values()]
+            return float(saved["threshold"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def labels(self) -> list[str]:

@@ -1,7 +1,8 @@
 """``imgclf serve``: a FastAPI application that serves a run or an exported ``.onnx`` file.
 
 POST /predict takes images as multipart uploads (one or several ``files``) or JSON (``{"images": [base64, ...]}``)
-and answers the top-k classes per image. Safety first: the body size is enforced while it streams in (before any
+and answers the top-k classes per image (a multi-label model also the labels at or above their thresholds, in
+``labels``). Safety first: the body size is enforced while it streams in (before any
 multipart parser spools it), pixels are counted from the image header before decoding, the content is sniffed
 (names and content types are ignored), every error is a JSON ``{"error": ...}`` with a 4xx status, and an optional
 API key guards the model. Requests that arrive together are micro-batched into one forward pass.
@@ -266,7 +267,7 @@ def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str 
         check_key(request)
         cfg = predictor.config
         return {"model": cfg.model, "engine": "pytorch" if gradcam_ok else "onnxruntime",
-                "classes": len(predictor.classes), "input": f"{cfg.channels}x{cfg.img_size}x{cfg.img_size}",
+                "task": predictor.task.name, "classes": len(predictor.classes), "input": f"{cfg.channels}x{cfg.img_size}x{cfg.img_size}",
                 "resize": cfg.resize, "crop_pct": cfg.crop_pct, "mean": cfg.mean, "std": cfg.std, "gradcam": gradcam_ok,
                 "limits": {"max_upload_bytes": limits.max_upload_bytes, "max_pixels": limits.max_pixels,
                            "max_files": limits.max_files}}
@@ -288,6 +289,9 @@ def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str 
             top = top_indices(p, k)
             item = {"file": name, "top": [{"label": predictor.classes[i], "probability": round(float(p[i]), 6)}
                                           for i in top]}
+            if predictor.task.multilabel:  # every label at or above its threshold, most likely first
+                item["labels"] = [{"label": predictor.classes[i], "probability": round(float(p[i]), 6)}
+                                  for i in predictor.task.answer(p, k, predictor.threshold)]
             if gradcam:  # on the model thread: Grad-CAM hooks must not see a batched forward pass
                 item["gradcam"] = await asyncio.get_running_loop().run_in_executor(batcher.pool, _gradcam_png,
                                                                                    predictor, image)

@@ -38,6 +38,44 @@ def write_class_folders(root: Path, per_class: int = 12, seed: int = 0, classes=
     return root
 
 
+# Multi-label: each image shows 1 to 3 coloured bars, one label per bar present.
+BARS = ("blue", "green", "red")
+
+
+def make_bars(present: list[str], rng: np.random.Generator, size: int = 16) -> np.ndarray:
+    img = rng.integers(0, 40, (size, size, 3), dtype=np.uint8)
+    if "red" in present:
+        img[2:5, :, 0] = 240  # a red bar across the top
+    if "green" in present:
+        img[:, 10:13, 1] = 240  # a green bar down the right
+    if "blue" in present:
+        img[11:14, :, 2] = 240  # a blue bar across the bottom
+    return img
+
+
+def write_multilabel_csv(root: Path, n: int = 160, seed: int = 0, layout: str = "labels", test: int = 0,
+                         separator: str = "|") -> Path:
+    """``root/labels.csv`` over ``n`` (+ ``test``) bar images: a ``labels`` column (``red|blue``) or, with
+    ``layout="columns"``, one 0/1 column per bar; a ``split`` column when there are test rows."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n + test):
+        present = [b for b in BARS if rng.random() < 0.5] or [BARS[i % 3]]
+        name = f"img{i:04d}.png"
+        Image.fromarray(make_bars(present, rng)).save(root / name)
+        split = "test" if i >= n else "train"
+        if layout == "columns":
+            rows.append([name, *(int(b in present) for b in BARS), split])
+        else:
+            rows.append([name, separator.join(present), split])
+    header = ["path", *BARS, "split"] if layout == "columns" else ["path", "labels", "split"]
+    lines = [",".join(header if test else header[:-1])]
+    lines += [",".join(map(str, r if test else r[:-1])) for r in rows]
+    (root / "labels.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root / "labels.csv"
+
+
 @pytest.fixture(autouse=True)
 def feature_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Feature caches go to the test's own folder, never to the user's ~/.cache."""

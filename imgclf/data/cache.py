@@ -123,7 +123,8 @@ def decode_split(split: Split, pre: Preprocess, workers: int | None = None, desc
     """Decode every image of ``split`` the way ``pre`` says, to uint8; unreadable files are skipped. ``cache``: keep
     the pixels in RAM, in a disk store (reused by later runs on the same files), or ``auto`` (see
     :func:`~imgclf.data.store.choose`)."""
-    labels = torch.tensor(np.asarray(split.labels, dtype=np.int64))  # a copy: pandas' arrays may be read-only
+    # A copy (pandas' arrays may be read-only): class ids, or a multi-label 0/1 matrix as float (BCE's targets).
+    labels = torch.tensor(np.asarray(split.labels, dtype=np.float32 if split.labels.ndim == 2 else np.int64))
     if split.pixels is not None:  # already in memory (a pixel CSV, a built-in data set)
         return ImageTensors(_from_pixels(split.pixels, pre), labels)
     where, why = choose(cache, len(split.paths), pre)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..errors import UserError
 from ..models import default_img_size, is_cnn, is_custom
 from .cache import ImageTensors, decode_split, row_digests, scan
@@ -61,7 +63,8 @@ def prepare(source: Source, pre: Preprocess, workers: int | None = None, quiet: 
                         f"{skipped[0][0]}: {skipped[0][1]}), or raise the limit")
     if len(splits["train"]) == 0:
         raise UserError("none of the training images could be read (see the reasons above); check the files")
-    present = set(splits["train"].y.unique().tolist())
+    y = splits["train"].y
+    present = set(np.flatnonzero(y.sum(0).numpy()).tolist()) if y.ndim == 2 else set(y.unique().tolist())
     if len(present) < 2:
         only = source.classes[next(iter(present))] if present else "none"
         raise UserError(f"training needs at least 2 classes with images, found 1 ({only!r}); "

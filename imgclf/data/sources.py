@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,11 +23,15 @@ SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "va
                "test": "test", "testing": "test"}
 PATH_COLUMNS = ("path", "filepath", "file_path", "filename", "file", "image", "image_path", "img")
 LABEL_COLUMNS = ("label", "class", "category", "target", "y")
+# A column of several labels per row, separated by "|" or ";" (``cat|dog``, ``cat;dog``): multi-label data.
+MULTI_LABEL_COLUMNS = ("labels", "tags")
+LABEL_SEPARATORS = r"[|;]"
 
 
 @dataclass
 class Split:
-    """Labelled images of one split: ``paths`` to decode, or ``pixels`` (N, H, W[, C]) uint8 already decoded."""
+    """Labelled images of one split: ``paths`` to decode, or ``pixels`` (N, H, W[, C]) uint8 already decoded.
+    ``labels`` are class ids (N,), or for multi-label data a 0/1 matrix (N, labels)."""
 
     labels: np.ndarray
     paths: list[Path] | None = None
@@ -49,6 +54,31 @@ class Source:
     classes: list[str]
     splits: dict[str, Split]
     flip_ok: bool = True
+
+    @property
+    def multilabel(self) -> bool:
+        """Labels as a 0/1 matrix: any number of them per image."""
+        return self.splits["train"].labels.ndim == 2
+
+    def for_task(self, task: str) -> "Source":
+        """The labels as ``task`` (multiclass, multilabel) needs them: class ids become one-hot rows for multi-label
+        training; multi-label rows become class ids only when each has exactly one label."""
+        if task == "multilabel" and not self.multilabel:
+            eye = np.eye(len(self.classes), dtype=np.uint8)
+            splits = {k: Split(eye[s.labels], s.paths, s.pixels) for k, s in self.splits.items()}
+            return Source(self.name, self.classes, splits, self.flip_ok)
+        if task == "multiclass" and self.multilabel:
+            for name, split in self.splits.items():
+                several = np.flatnonzero(split.labels.sum(1) != 1)
+                if len(several):
+                    i = several[0]
+                    where = split.paths[i] if split.paths else f"{name} row {i + 1}"
+                    raise UserError(f"{self.name}: {len(several)} image(s) have several labels (e.g. {where}: "
+                                    f"{'|'.join(self.classes[j] for j in np.flatnonzero(split.labels[i]))}), so this "
+                                    f"is multi-label data; train with --task multilabel (or leave --task out)")
+            splits = {k: Split(s.labels.argmax(1), s.paths, s.pixels) for k, s in self.splits.items()}
+            return Source(self.name, self.classes, splits, self.flip_ok)
+        return self
 
     @property
     def native_size(self) -> tuple[int, int] | None:
@@ -206,17 +236,70 @@ def iter_pixel_csv(path: Path, chunk_rows: int = 2048) -> Iterator[tuple[np.ndar
         raise UserError(f"{path}: cannot read as CSV ({str(exc).splitlines()[0]})") from None
 
 
-def from_path_csv(path: Path, frame: pd.DataFrame, path_col: str, label_col: str) -> Source:
-    """A CSV of ``path,label[,split]`` rows; paths are relative to the CSV's folder."""
-    frame = frame.dropna(subset=[path_col, label_col])
-    names = frame[label_col].astype(str).str.strip().map(_nfc)
-    classes = sort_classes(set(names))
+def _multi_hot(path: Path, rows: list[list[str]], classes: list[str], names: list[str]) -> np.ndarray:
+    """0/1 matrix of rows of label names; a row with no label is an error naming the fix."""
+    empty = [i for i, r in enumerate(rows) if not r]
+    if empty:
+        raise UserError(f"{path}: {len(empty)} row(s) have no label (e.g. row {empty[0] + 2}, {names[empty[0]]}); "
+                        f"give every image at least one label (for images showing none of them, add a label such "
+                        f"as 'none')")
     ids = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(rows), len(classes)), dtype=np.uint8)
+    for i, row in enumerate(rows):
+        out[i, [ids[c] for c in row]] = 1
+    return out
+
+
+def _indicator_columns(frame: pd.DataFrame, path_col: str, split_col: str | None) -> list[str]:
+    """The 0/1 columns of a ``path,cat,dog,grass`` CSV (one per label), or [] when it is not laid out so."""
+    rest = [c for c in frame.columns if c not in (path_col, split_col)]
+    if len(rest) < 2:
+        return []
+    values = frame[rest]
+    numeric = all(pd.api.types.is_numeric_dtype(values[c]) for c in rest)
+    return rest if numeric and values.notna().all().all() and values.isin([0, 1]).all().all() else []
+
+
+def _path_csv_labels(path: Path, frame: pd.DataFrame, path_col: str, split_col: str | None
+                     ) -> tuple[list[str], np.ndarray]:
+    """(classes, labels) of a path CSV: class ids from a ``label`` column, or a 0/1 matrix from a ``labels``
+    column (``cat|dog``) or from one 0/1 column per label. Multi-label rows that each hold exactly one label are
+    plain classes (multi-class), unless ``--task multilabel`` asks otherwise."""
+    names = [str(p) for p in frame[path_col]]
+    multi_col = _pick(frame, MULTI_LABEL_COLUMNS)
+    indicators = [] if multi_col or _pick(frame, LABEL_COLUMNS) else _indicator_columns(frame, path_col, split_col)
+    if indicators:
+        classes = [_nfc(c) for c in indicators]
+        labels = frame[indicators].to_numpy(dtype=np.uint8)
+        rows = [[classes[j] for j in np.flatnonzero(r)] for r in labels]
+        labels = _multi_hot(path, rows, classes, names)
+    elif multi_col:
+        cells = frame[multi_col].fillna("").astype(str)
+        rows = [list(dict.fromkeys(_nfc(t.strip()) for t in re.split(LABEL_SEPARATORS, cell) if t.strip()))
+                for cell in cells]
+        classes = sort_classes({c for r in rows for c in r})
+        labels = _multi_hot(path, rows, classes, names)
+    else:
+        label_col = _pick(frame, LABEL_COLUMNS)
+        classes = sort_classes(set(frame[label_col].astype(str).str.strip().map(_nfc)))
+        ids = {c: i for i, c in enumerate(classes)}
+        return classes, frame[label_col].astype(str).str.strip().map(_nfc).map(ids).to_numpy(dtype=np.int64)
+    if (labels.sum(1) == 1).all():  # one label a row: plain classes
+        return classes, labels.argmax(1).astype(np.int64)
+    return classes, labels
+
+
+def from_path_csv(path: Path, frame: pd.DataFrame, path_col: str) -> Source:
+    """A CSV of ``path,label[,split]`` rows, or multi-label ``path,labels[,split]`` (``cat|dog``) or
+    ``path,cat,dog,...`` (0/1) rows; paths are relative to the CSV's folder."""
+    single = None if _pick(frame, MULTI_LABEL_COLUMNS) else _pick(frame, LABEL_COLUMNS)
+    frame = frame.dropna(subset=[path_col] + ([single] if single else [])).reset_index(drop=True)
+    split_col = _pick(frame, ("split", "subset", "set"))
+    classes, labels = _path_csv_labels(path, frame, path_col, split_col)
     files = [(path.parent / str(p).strip()) for p in frame[path_col]]
     if files and not any(f.exists() for f in files):
         raise UserError(f"{path}: none of its {len(files)} files exist (e.g. file not found: {files[0]}); paths "
                         f"in column '{path_col}' are relative to the CSV's folder")
-    split_col = _pick(frame, ("split", "subset", "set"))
     if split_col is None:
         split_of = np.array(["train"] * len(frame))
     else:
@@ -226,7 +309,6 @@ def from_path_csv(path: Path, frame: pd.DataFrame, path_col: str, label_col: str
             raise UserError(f"{path}: unknown value(s) {', '.join(map(repr, bad))} in column '{split_col}'; "
                             f"use train, val or test")
         split_of = raw.map(SPLIT_NAMES).to_numpy()
-    labels = names.map(ids).to_numpy(dtype=np.int64)
     splits = {}
     for split in ("train", "val", "test"):
         index = np.flatnonzero(split_of == split)
@@ -234,6 +316,11 @@ def from_path_csv(path: Path, frame: pd.DataFrame, path_col: str, label_col: str
             splits[split] = Split(labels[index], paths=[files[i] for i in index])
     if "train" not in splits:
         raise UserError(f"{path}: no rows with split 'train'; training needs some")
+    if labels.ndim == 2:
+        untrained = [classes[j] for j in np.flatnonzero(splits["train"].labels.sum(0) == 0)]
+        if untrained:
+            raise UserError(f"{path}: label(s) {', '.join(map(repr, untrained[:5]))} appear only in validation/test "
+                            f"rows, so the model could never learn them; add training images with them, or drop them")
     return Source(path.stem, classes, splits)
 
 
@@ -248,11 +335,15 @@ def from_csv(path: Path) -> Source:
             raise UserError(f"{path}: a pixel CSV needs a 'label' column first (label,pixel1,...,pixelN)")
         return from_pixel_csv(path, frame, label_col)
     path_col = _pick(frame, PATH_COLUMNS)
-    if path_col is None or label_col is None:
-        missing = "a path column (path or filename)" if path_col is None else "a label column (label or class)"
-        raise UserError(f"{path}: missing {missing}; expected columns path,label[,split] or label,pixel1,...,pixelN "
-                        f"(found: {', '.join(frame.columns[:6])})")
-    return from_path_csv(path, frame, path_col, label_col)
+    labelled = label_col is not None or _pick(frame, MULTI_LABEL_COLUMNS) is not None or (
+        path_col is not None and _indicator_columns(frame, path_col, _pick(frame, ("split", "subset", "set"))))
+    if path_col is None or not labelled:
+        missing = "a path column (path or filename)" if path_col is None else \
+            "a label column (label, or labels holding cat|dog, or one 0/1 column per label)"
+        raise UserError(f"{path}: missing {missing}; expected columns path,label[,split], path,labels[,split], "
+                        f"path,<label>,<label>,... (0/1) or label,pixel1,...,pixelN (found: "
+                        f"{', '.join(frame.columns[:6])})")
+    return from_path_csv(path, frame, path_col)
 
 
 def load_source(data: str, data_root: str | None = None) -> Source:

@@ -12,7 +12,11 @@ from .sources import Source, Split
 
 
 def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of (train, validation); every class keeps the same share in both when it has enough images."""
+    """Indices of (train, validation); every class keeps the same share in both when it has enough images.
+    Multi-label rows (a 0/1 matrix) are split by iterative stratification (Sechidis et al., the
+    ``iterative-stratification`` package), which keeps every label's share, and those of pairs of labels."""
+    if labels.ndim == 2:
+        return _multilabel_split(labels, fraction, seed)
     n, n_classes = len(labels), len(np.unique(labels))
     n_val = max(math.ceil(n * fraction), n_classes)
     if n - n_val < n_classes:
@@ -24,6 +28,18 @@ def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
         warnings.warn("some classes have a single image: the validation split is not stratified", stacklevel=2)
     index = np.arange(n)
     train, val = train_test_split(index, test_size=n_val, random_state=seed, stratify=stratify)
+    return np.sort(train), np.sort(val)
+
+
+def _multilabel_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    n = len(labels)
+    n_val = max(math.ceil(n * fraction), 1)
+    if n - n_val < 2:
+        raise UserError(f"only {n} images: too few to hold out a validation split; add images or pass --val-split 0")
+    splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=n_val / n, random_state=seed)
+    train, val = next(splitter.split(np.zeros(n), labels))
     return np.sort(train), np.sort(val)
 
 

@@ -15,12 +15,14 @@ ROWS_PER_CLASS_UP_TO = 20
 
 def plot_samples(x: torch.Tensor, y: torch.Tensor, classes: list[str], path: Path, per_class: int = 8,
                  seed: int = 0) -> Path:
-    """A grid of random images per class, labelled with the class name (uint8 images N x C x H x W)."""
+    """A grid of random images per class (multi-label: images with each label), labelled with the class name
+    (uint8 images N x C x H x W)."""
     rng = np.random.default_rng(seed)
     labels = y.numpy()
+    member = (lambda c: labels[:, c] > 0) if labels.ndim == 2 else (lambda c: labels == c)
     picks = []
     for c in range(len(classes)):
-        ids = np.flatnonzero(labels == c)
+        ids = np.flatnonzero(member(c))
         picks.append(rng.choice(ids, min(len(ids), per_class), replace=False) if len(ids) else ids)
     # only the picked images are read (the whole set may be a disk store), then found by their index
     chosen = np.unique(np.concatenate(picks)).astype(np.int64)
@@ -38,7 +40,7 @@ def plot_samples(x: torch.Tensor, y: torch.Tensor, classes: list[str], path: Pat
             axes[row, 0].axis("on")
             axes[row, 0].set_xticks([])
             axes[row, 0].set_yticks([])
-            axes[row, 0].set_ylabel(f"{name}\n({np.sum(labels == row)})", rotation=0, ha="right", va="center",
+            axes[row, 0].set_ylabel(f"{name}\n({np.sum(member(row))})", rotation=0, ha="right", va="center",
                                     fontsize=9)
     else:  # too many classes for a row each: one image per class, its name above it
         n_rows, n_cols = grid_shape(len(classes))

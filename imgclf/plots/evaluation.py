@@ -37,8 +37,9 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path, no
     return save(fig, path)
 
 
-def plot_per_class(precision: np.ndarray, recall: np.ndarray, classes: list[str], path: Path) -> Path:
-    """Precision and recall per class as paired horizontal bars, worst recall first."""
+def plot_per_class(precision: np.ndarray, recall: np.ndarray, classes: list[str], path: Path, what: str = "class"
+                   ) -> Path:
+    """Precision and recall per class (or per ``what``: label) as paired horizontal bars, worst recall first."""
     n = len(classes)
     order = np.argsort(recall, kind="stable")
     fig, axes = subplots(1, 1, (9, max(3.0, 0.6 + 0.26 * n)))
@@ -50,7 +51,7 @@ def plot_per_class(precision: np.ndarray, recall: np.ndarray, classes: list[str]
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("score")
-    ax.set_title("precision and recall per class (lowest recall first)")
+    ax.set_title(f"precision and recall per {what} (lowest recall first)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(axis="x", alpha=0.3)
     return save(fig, path)
@@ -72,14 +73,15 @@ def plot_most_confused(pairs: list[tuple[str, str, int, float]], path: Path) -> 
     return save(fig, path)
 
 
-def plot_top_losses(images: torch.Tensor, titles: list[str], path: Path) -> Path:
+def plot_top_losses(images: torch.Tensor, titles: list[str], path: Path,
+                    title: str = "top losses: predicted / actual / probability of the prediction / loss") -> Path:
     """A gallery of the images the model gets most wrong, each titled predicted / actual / probability / loss."""
     rows, cols = grid_shape(len(titles), min(4, max(1, len(titles))))
     fig, axes = subplots(rows, cols, (3.0 * cols, 3.3 * rows))
     for ax, image, title in zip(axes.flat, to_hwc(images), titles):
         show_image(ax, image, title, fontsize=8)
     hide_unused(axes, len(titles))
-    fig.suptitle("top losses: predicted / actual / probability of the prediction / loss")
+    fig.suptitle(title)
     return save(fig, path)
 
 
@@ -107,4 +109,25 @@ def plot_roc_pr(y_true: np.ndarray, scores: np.ndarray, positive: str, path: Pat
         pr_ax.plot(recall[j], precision[j], "o", label=f"threshold {name} ({t:.2f})")
     roc_ax.legend(loc="lower right")
     pr_ax.legend(loc="lower left")
+    return save(fig, path)
+
+
+def plot_pr_curves(y_true: np.ndarray, probs: np.ndarray, classes: list[str], labels: list[int],
+                   thresholds: np.ndarray, path: Path) -> Path:
+    """Multi-label: the precision-recall curves of ``labels`` (the worst ones), each label's threshold marked."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    fig, axes = subplots(1, 1, (7.5, 5.5))
+    ax = axes[0, 0]
+    for j in labels:
+        precision, recall, cut = precision_recall_curve(y_true[:, j], probs[:, j])
+        ap = average_precision_score(y_true[:, j], probs[:, j])
+        line, = ax.plot(recall, precision, label=f"{classes[j]} (AP {ap:.3f})")
+        at = min(int(np.searchsorted(cut, thresholds[j])), len(recall) - 1)  # pr thresholds rise
+        ax.plot(recall[at], precision[at], "o", color=line.get_color())
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02),
+           title=f"precision-recall of the {len(labels)} labels with the lowest average precision (dot: threshold)")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
     return save(fig, path)

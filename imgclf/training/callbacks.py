@@ -232,6 +232,8 @@ class ProgressBar(Callback):
                  f"loss {logs['train_loss']:.4f}", f"acc {logs['train_acc']:.4f}"]
         if "val_loss" in logs:
             parts += [f"val_loss {logs['val_loss']:.4f}", f"val_acc {logs['val_acc']:.4f}"]
+        if "val_map" in logs:  # multi-label
+            parts.append(f"val_map {logs['val_map']:.4f}")
         parts += [f"lr {logs['lr']:.2e}", f"{logs['time']:.1f}s"]
         if getattr(trainer, "processes", 1) > 1:
             parts.append(f"{trainer.processes} processes")

@@ -1,33 +1,36 @@
 """Mixup and CutMix from timm: pairs of training images blended (mixup) or patched (cutmix), their labels mixed in
-the same proportion, as soft targets for timm's soft-target cross-entropy."""
+the same proportion, as soft targets for timm's soft-target cross-entropy (or, multi-label, its binary
+cross-entropy: each label's target is its mixed share)."""
 from __future__ import annotations
 
 import torch
 from timm.data.mixup import Mixup, mixup_target
-from timm.loss import SoftTargetCrossEntropy
+from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 
 
 class MixBatch:
     """``(x, y) -> (mixed x, soft targets)`` on a normalised batch. timm mixes an image with its mirror in the batch,
-    so it needs an even number of images; an odd last batch keeps its images and gets the same smoothed one-hot
-    targets it would have without mixing. With both ``mixup`` and ``cutmix`` above 0 each batch picks one (timm's
-    switch_prob 0.5)."""
+    so it needs an even number of images; an odd last batch keeps its images and gets the same smoothed targets it
+    would have without mixing. With both ``mixup`` and ``cutmix`` above 0 each batch picks one (timm's
+    switch_prob 0.5). ``multilabel``: ``y`` is a 0/1 matrix, mixed as it is."""
 
-    def __init__(self, mixup: float, cutmix: float, num_classes: int, label_smoothing: float) -> None:
-        self.num_classes, self.smoothing = num_classes, label_smoothing
+    def __init__(self, mixup: float, cutmix: float, num_classes: int, label_smoothing: float,
+                 multilabel: bool = False) -> None:
+        self.num_classes, self.smoothing, self.multilabel = num_classes, label_smoothing, multilabel
         self.mix = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing,
-                         num_classes=num_classes)
+                         num_classes=num_classes, multi_label=multilabel)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if len(x) % 2:
-            return x, mixup_target(y, self.num_classes, 1.0, self.smoothing)
+            return x, mixup_target(y, self.num_classes, 1.0, self.smoothing, self.multilabel)
         return self.mix(x, y)
 
 
-def mixing(mixup: float, cutmix: float, num_classes: int, label_smoothing: float
+def mixing(mixup: float, cutmix: float, num_classes: int, label_smoothing: float, multilabel: bool = False
            ) -> tuple[MixBatch | None, nn.Module | None]:
     """(the batch mixer, its loss) when ``mixup`` or ``cutmix`` is on, else (None, None)."""
     if mixup <= 0 and cutmix <= 0:
         return None, None
-    return MixBatch(mixup, cutmix, num_classes, label_smoothing), SoftTargetCrossEntropy()
+    loss = BinaryCrossEntropy(smoothing=0.0) if multilabel else SoftTargetCrossEntropy()  # targets come smoothed
+    return MixBatch(mixup, cutmix, num_classes, label_smoothing, multilabel), loss

@@ -18,15 +18,16 @@ def metric_name(name: str) -> str:
 
 
 def monitor_mode(monitor: str, mode: str = "auto") -> str:
-    """'max' or 'min'; ``auto`` (Keras' default): 'max' for accuracies, 'min' for losses."""
+    """'max' or 'min'; ``auto`` (Keras' default): 'max' for accuracies, F1 and mAP, 'min' for losses."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not one of: {', '.join(MODES)}")
-    return mode if mode != "auto" else ("max" if metric_name(monitor).endswith(("acc", "f1")) else "min")
+    return mode if mode != "auto" else ("max" if metric_name(monitor).endswith(("acc", "f1", "map")) else "min")
 
 
 def partner(monitor: str) -> str | None:
     """The metric that breaks ties on ``monitor``: the loss for an accuracy or an F1, the accuracy for a loss."""
-    for a, b in (("_balanced_acc", "_loss"), ("_macro_f1", "_loss"), ("_acc", "_loss"), ("_loss", "_acc")):
+    for a, b in (("_balanced_acc", "_loss"), ("_macro_f1", "_loss"), ("_micro_f1", "_loss"), ("_map", "_loss"),
+                 ("_acc", "_loss"), ("_loss", "_acc")):
         if monitor.endswith(a):
             return monitor[: -len(a)] + b
     return None

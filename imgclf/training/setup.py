@@ -17,6 +17,7 @@ from ..data.split import holdout
 from ..errors import UserError
 from ..models import create_model, default_img_size, is_cnn, pretrained_preprocess, user_model
 from ..run import check_run_name
+from ..task import check_options, get_task
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -44,12 +45,16 @@ def new_config(data: str | None, model: str, epochs: int | None, options: dict[s
 
 
 def load_data(cfg: TrainConfig) -> Source:
-    """The data of ``cfg`` with its validation split (carved from train, or a cross-validation fold)."""
+    """The data of ``cfg`` with its validation split (carved from train, or a cross-validation fold), its labels
+    as the run's task needs them; ``cfg.task`` is resolved from the data when it is ``auto``."""
     source = load_source(cfg.data, cfg.data_root)
     if len(source.classes) < 2:
         raise UserError(f"{cfg.data}: found a single class ({source.classes[0]!r}); a classifier needs at least 2 "
                         f"(one sub-folder of images per class)")
-    return holdout(source, cfg.val_split, cfg.seed, cfg.folds, cfg.fold)
+    if cfg.task == "auto":
+        cfg.task = "multilabel" if source.multilabel else "multiclass"
+    check_options(cfg, get_task(cfg.task))
+    return holdout(source.for_task(cfg.task), cfg.val_split, cfg.seed, cfg.folds, cfg.fold)
 
 
 def fit_input(cfg: TrainConfig, source: Source) -> None:
@@ -66,6 +71,7 @@ def fit_input(cfg: TrainConfig, source: Source) -> None:
         cfg.crop_pct, cfg.interpolation = pre["crop_pct"], pre["interpolation"]
         cfg.mean, cfg.std = cfg.mean or pre["mean"], cfg.std or pre["std"]
     cfg.flip = source.flip_ok if cfg.flip is None else cfg.flip
+    cfg.monitor = cfg.monitor or get_task(cfg.task).default_monitor
     if "val" not in source.splits and cfg.monitor.startswith("val"):  # training logs loss and accuracy only
         cfg.monitor = "train_loss" if cfg.monitor == "val_loss" else "train_acc"
 

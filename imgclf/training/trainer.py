@@ -31,7 +31,7 @@ from ..data.cache import ImageTensors
 from ..data.loader import eval_batches, inference_batch
 from ..data.transforms import normalize
 from ..errors import Interrupted
-from ..metrics import confusion_scores
+from ..task import MultiClass, Task
 from .callbacks import Callback
 from .optim import StepSchedule
 from .transfer import train_mode
@@ -78,8 +78,9 @@ class Trainer:
                  amp: bool = True, channels_last: bool = True, checkpoint_path: Path | None = None,
                  weights_metadata: dict[str, str] | None = None, log: Callable[[str], None] = print,
                  full_model: nn.Module | None = None, mix: Callable | None = None, accumulate: int = 1,
-                 ema_decay: float | None = None, monitor: str = "val_acc") -> None:
+                 ema_decay: float | None = None, monitor: str = "val_acc", task: Task | None = None) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.task = task or MultiClass()  # what the outputs mean: the training accuracy and validation ask it
         # Inference runs on the module itself: a DistributedDataParallel forward would wait for the other processes.
         self.eval_model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
         self.full_model = full_model if full_model is not None else self.eval_model
@@ -210,7 +211,7 @@ class Trainer:
         started = time.perf_counter()
         waited, seen = 0.0, self.partial["seen"]
         loss_sum = torch.tensor(self.partial["loss_sum"], device=self.device)
-        correct = torch.tensor(self.partial["correct"], device=self.device, dtype=torch.long)
+        correct = torch.tensor(self.partial["correct"], device=self.device, dtype=torch.float32)
         lr = self.optimizer.param_groups[0]["lr"]
         ready = time.perf_counter()
         for step, (x, y) in enumerate(self.train_loader, start=1):
@@ -255,7 +256,7 @@ class Trainer:
                 if self.schedule is not None:
                     self.schedule.step(self.global_step)
             loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            correct += self.task.hits(logits.detach(), y)
             seen += len(y)
             # Reading the running metrics syncs with the device, so it happens every 10 steps, not every step:
             # that is when a diverged loss is caught and callbacks hear the running loss and accuracy.
@@ -269,7 +270,7 @@ class Trainer:
             if boundary and step < self.steps_per_epoch and self._stopping():
                 self.done_steps = step
                 total_loss, total_correct, total_seen = ddp.all_reduce_sum([loss_sum.item(), correct.item(), seen])
-                self.partial = {"loss_sum": total_loss, "correct": int(total_correct), "seen": int(total_seen)}
+                self.partial = {"loss_sum": total_loss, "correct": float(total_correct), "seen": int(total_seen)}
                 self.save_checkpoint(epoch)
                 self._interrupted(epoch, step)
             ready = time.perf_counter()
@@ -294,27 +295,20 @@ class Trainer:
 
     @torch.inference_mode()
     def validate(self, images: ImageTensors, model: nn.Module | None = None) -> dict[str, float]:
-        """Plain cross-entropy (no label smoothing, no class weights), accuracy, balanced accuracy and macro F1 of
-        ``model`` (default: the one trained) on ``images``. With several processes each takes every N-th image, and
-        the loss sums and confusion matrices are added up: the figures are for the whole split."""
+        """The task's validation figures of ``model`` (default: the one trained) on ``images``: plain loss (no label
+        smoothing, no class weights), accuracy, balanced accuracy and macro F1, or for multi-label mAP, macro and
+        micro F1. With several processes each takes every N-th image and the task adds up their parts: the figures
+        are for the whole split."""
         model = model if model is not None else self.eval_model
         model.eval()
         mine = torch.arange(ddp.rank(), len(images), self.processes)
-        loss_sum, confusion = 0.0, None
+        stats = self.task.validation()
         for index in mine.split(inference_batch(tuple(images.x.shape[1:]))):
             rows = index if self.processes > 1 else slice(int(index[0]), int(index[-1]) + 1)  # one read, in order
             with autocast_for(self.device, self.amp):
                 logits = model(self.inputs(images.x[rows])).float().cpu()
-            y = images.y[index]
-            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-            k = logits.shape[1]
-            batch = torch.bincount(y * k + logits.argmax(1), minlength=k * k).reshape(k, k)
-            confusion = batch if confusion is None else confusion + batch
-        # A process whose shard is empty (fewer images than processes) still takes part, with zeros.
-        k = max(ddp.gather(confusion.shape[0] if confusion is not None else 0))
-        confusion = confusion if confusion is not None else torch.zeros(k, k, dtype=torch.long)
-        totals = ddp.all_reduce_sum([loss_sum, len(mine), *confusion.flatten().tolist()])
-        return {"loss": totals[0] / max(totals[1], 1), **confusion_scores(np.array(totals[2:]).reshape(k, k))}
+            stats.add(logits, images.y[index])
+        return stats.result()
 
     # ---- persistence ----------------------------------------------------------------------------------------
     def save_weights(self, path: Path, metadata: dict[str, str] | None = None) -> None:
