@@ -352,7 +352,10 @@ def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume:
 def _tune_thresholds(clf: Classifier, run: RunDir, val: ImageTensors, log: Callable[[str], None]) -> None:
     """The decision thresholds predict uses, tuned for the best F1 on the validation split and saved in the run:
     class 1's for two classes, each label's for multi-label; none for more classes."""
-    probs, classes = clf.predict_proba(val.x).numpy(), clf.classes
+    classes = clf.classes
+    if not clf.task.multilabel and len(classes) != 2:
+        return
+    probs = clf.predict_proba(val.x).numpy()
     if clf.task.multilabel:
         clf.threshold = run.save_threshold(tune_thresholds(val.y.numpy(), probs).tolist(), classes)
         shown = ", ".join(f"{c} {t:.2f}" for c, t in zip(classes[:8], clf.threshold))

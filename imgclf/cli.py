@@ -393,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                 "predict": "; the rows done are in --output, and the same command with --resume adds the rest"}
         print(f"\ninterrupted{hint.get(args.command, '')}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `imgclf predict ... | head`: the reader left; say nothing more (Python's advice)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return code or 0
 
 

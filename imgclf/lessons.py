@@ -153,20 +153,21 @@ def data_overview(data: str, folder: Path, data_root: str | None = None, img_siz
     from .data.prepare import input_shape
     from .data.sources import load_source
     from .data.transforms import augmentation
+    from .metrics import label_counts
     from .plots import plot_data_overview
 
     source = load_source(data, data_root)
     channels, size = input_shape(source, "cnn", img_size, channels, quiet=True)
     train = source.splits["train"]
     rng = np.random.default_rng(seed)
+    member = (lambda c: train.labels[:, c] > 0) if source.multilabel else (lambda c: train.labels == c)
     picks = [rng.choice(ids, min(len(ids), per_class), replace=False)
-             for c in range(len(source.classes)) if len(ids := np.flatnonzero(train.labels == c))]
-    sample = decode_split(train.subset(np.sort(np.concatenate(picks))),
+             for c in range(len(source.classes)) if len(ids := np.flatnonzero(member(c)))]
+    sample = decode_split(train.subset(np.unique(np.concatenate(picks))),  # one image may show several labels
                           TrainConfig(channels=channels, img_size=size).preprocess, quiet=True)
     if len(sample) == 0:
         raise UserError(f"{data}: none of the sampled images could be read; run imgclf check {data}")
-    counts = {name: np.bincount(split.labels, minlength=len(source.classes)).tolist()
-              for name, split in source.splits.items()}
+    counts = {name: label_counts(split.labels, len(source.classes)) for name, split in source.splits.items()}
     flip = source.flip_ok if flip is None else flip
     label = f"{augment}{'' if flip else ' --no-flip'}"
     return plot_data_overview(sample.x, sample.y, source.classes, counts, augmentation(augment, size, channels, flip),

@@ -104,14 +104,15 @@ class MultiLabel:
             f"each label: {shares}{', ...' if len(classes) > 8 else ''}")
         pos_weight = None
         if cfg.class_weights == "balanced":
-            pos_weight = ((len(labels) - counts) / counts.clamp_min(1)).clamp_min(1e-3)
+            # a label on every image (or none) has no balance to restore: weight 1
+            known = (counts > 0) & (counts < len(labels))
+            pos_weight = torch.where(known, (len(labels) - counts) / counts.clamp_min(1), torch.ones_like(counts))
             shown = ", ".join(f"{c} {w:.2f}" for c, w in zip(classes[:8], pos_weight.tolist()))
             log(f"positive weights in the loss (balanced: each label's negatives over its positives): {shown}"
                 f"{', ...' if len(classes) > 8 else ''}")
         if cfg.loss == "asymmetric":
             return AsymmetricLossMultiLabel(smoothing=cfg.label_smoothing, pos_weight=pos_weight)
-        return BinaryCrossEntropy(smoothing=cfg.label_smoothing, smooth_dense=True,
-                                  pos_weight=pos_weight if pos_weight is None else torch.as_tensor(pos_weight))
+        return BinaryCrossEntropy(smoothing=cfg.label_smoothing, smooth_dense=True, pos_weight=pos_weight)
 
     def hits(self, logits: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
         """Per image, the share of its labels decided right at p >= 0.5 (Keras' binary accuracy), summed."""

@@ -124,7 +124,8 @@ def decode_split(split: Split, pre: Preprocess, workers: int | None = None, desc
     the pixels in RAM, in a disk store (reused by later runs on the same files), or ``auto`` (see
     :func:`~imgclf.data.store.choose`)."""
     # A copy (pandas' arrays may be read-only): class ids, or a multi-label 0/1 matrix as float (BCE's targets).
-    labels = torch.tensor(np.asarray(split.labels, dtype=np.float32 if split.labels.ndim == 2 else np.int64))
+    given = np.asarray(split.labels)
+    labels = torch.tensor(given.astype(np.float32 if given.ndim == 2 else np.int64))
     if split.pixels is not None:  # already in memory (a pixel CSV, a built-in data set)
         return ImageTensors(_from_pixels(split.pixels, pre), labels)
     where, why = choose(cache, len(split.paths), pre)

@@ -21,6 +21,9 @@ def plot_curves(rows: list[dict[str, float]], path: Path, monitor: str = "val_ac
             ax.plot(epochs, [r[f"val_{metric}"] for r in rows], "o-", ms=3, label="validation")
         ax.set_title(name)
         ax.set_ylabel(name)
+    if rows and all("val_map" in r for r in rows):  # multi-label: accuracy is binary accuracy; mAP beside it
+        axes[1].plot(epochs, [r["val_map"] for r in rows], "s-", ms=3, label="validation mAP")
+        axes[1].set_title("binary accuracy and mAP")
     if rows and all("lr" in r for r in rows):
         axes[2].plot(epochs, [r["lr"] for r in rows], "o-", ms=3, color="tab:green", label="learning rate")
         axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
