@@ -266,8 +266,9 @@ def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume:
         net = net.to(memory_format=torch.channels_last)
     total, _ = count_parameters(net)
     sizes = ", ".join(f"{k} {len(v)}" for k, v in prepared.splits.items())
+    kind = "labels (multi-label)" if cfg.task == "multilabel" else "classes"
     log(f"{'resuming' if resume else 'training'} {cfg.model} ({total:,} parameters) on {cfg.data}: "
-        f"{len(prepared.classes)} classes, {sizes} images at {cfg.channels}x{cfg.img_size}x{cfg.img_size}, "
+        f"{len(prepared.classes)} {kind}, {sizes} images at {cfg.channels}x{cfg.img_size}x{cfg.img_size}, "
         f"device {device}, run {run.path}")
 
     model, params, mean, std, splits, extra = _transfer_setup(cfg, net, prepared.splits, device, log)

@@ -13,6 +13,8 @@ from sklearn.metrics import (accuracy_score, average_precision_score, classifica
                              f1_score, precision_recall_curve, precision_recall_fscore_support, recall_score,
                              roc_auc_score, top_k_accuracy_score)
 
+from .tta import gain_text
+
 
 # What Evaluation.save writes (figures only when asked and when there is something to draw).
 EVAL_FILES = ["report.txt", "eval.json", "confusion_matrix.csv", "confusion_matrix.png",
@@ -174,9 +176,7 @@ class Evaluation:
 
     @property
     def tta_text(self) -> str:
-        gain = 100 * (self.accuracy - self.plain_accuracy)
-        return f"test-time augmentation: accuracy {self.accuracy:.4f} vs {self.plain_accuracy:.4f} without " \
-               f"({gain:+.2f} points)"
+        return gain_text("accuracy", self.accuracy, self.plain_accuracy)
 
     def as_dict(self) -> dict:
         per_class = classification_report(self.y_true, self.y_pred, labels=range(len(self.classes)),

@@ -12,6 +12,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, f1_score, 
                              precision_recall_fscore_support)
 
 from .metrics import tune_threshold
+from .tta import gain_text
 
 # What MultiLabelEvaluation.save writes (figures only when asked and when there is something to draw).
 MULTILABEL_FILES = ["report.txt", "eval.json", "per_label.csv", "per_label.png", "pr_curves.png", "top_losses.png"]
@@ -126,9 +127,7 @@ class MultiLabelEvaluation:
 
     @property
     def tta_text(self) -> str:
-        gain = 100 * (self.mean_average_precision - self.plain_map)
-        return f"test-time augmentation: mAP {self.mean_average_precision:.4f} vs {self.plain_map:.4f} without " \
-               f"({gain:+.2f} points)"
+        return gain_text("mAP", self.mean_average_precision, self.plain_map)
 
     def report(self) -> str:
         """Headline numbers, then a line per label (precision, recall, F1, average precision, support, threshold)."""

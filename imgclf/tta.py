@@ -27,3 +27,9 @@ def views(x: np.ndarray, flip: bool = True) -> list[np.ndarray]:
 def averaged(proba: Callable[[np.ndarray], np.ndarray], x: np.ndarray, flip: bool = True) -> np.ndarray:
     """The mean of ``proba`` over the views of ``x``."""
     return np.mean([proba(np.ascontiguousarray(v)) for v in views(x, flip)], axis=0)
+
+
+def gain_text(metric: str, with_tta: float, without: float) -> str:
+    """The line evaluate prints for ``--tta``: the score with and without, and the gain in points."""
+    return f"test-time augmentation: {metric} {with_tta:.4f} vs {without:.4f} without " \
+           f"({100 * (with_tta - without):+.2f} points)"
