@@ -13,11 +13,12 @@ from torch import nn
 from . import distributed as ddp
 from .classifier import Classifier
 from .config import TrainConfig
+from .data.batch_augment import BatchAugment
 from .data.cache import ImageTensors, channel_stats
 from .data.loader import train_loader
 from .data.prepare import prepare
 from .data.transforms import augmentation
-from .device import resolve_device
+from .device import autocast_dtype, resolve_device
 from .diagnose import collapse_note, diagnose
 from .errors import Interrupted, UserError
 from .metrics import tune_threshold
@@ -272,7 +273,10 @@ def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume:
         f"device {device}, run {run.path}")
 
     model, params, mean, std, splits, extra = _transfer_setup(cfg, net, prepared.splits, device, log)
-    transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip) if mean is not None else None
+    # light augmentation runs batched in the trainer (BatchAugment), the other presets per image in the workers
+    batched = cfg.batch_augment and cfg.augment == "light" and mean is not None
+    transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip) \
+        if mean is not None and not batched else None
     per_process = ddp.per_process_batch(cfg.batch_size, len(splits["train"]), log)
     # Random resized crops come from the whole photo where the files are decoded per batch (--cache none).
     loader = train_loader(splits["train"], per_process, transform, cfg.workers, cfg.seed + ddp.rank(),
@@ -283,13 +287,17 @@ def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume:
     mix, mix_loss = mixing(cfg.mixup, cfg.cutmix, len(prepared.classes), cfg.label_smoothing, task.multilabel)
     optimizer = create_optimizer(params, cfg)
     model = ddp.parallel(model, device, cfg.sync_bn, find_unused=cfg.mode == "fine-tune")
+    if cfg.compile:  # after DDP, as PyTorch advises; the trainer validates and saves the module itself
+        model = torch.compile(model)
     trainer = Trainer(
         model, optimizer, (mix_loss or task.criterion(splits["train"].y, prepared.classes, cfg, log)).to(device),
         loader, splits.get("val"),
         mean, std, device, cfg.epochs,
         schedule=create_schedule(optimizer, cfg, math.ceil(len(loader) / cfg.accumulate)),  # optimizer steps
         callbacks=ddp.process_callbacks(extra + with_user_callbacks(default_callbacks(cfg, run),
-                                                                    list(callbacks or []), run)), amp=cfg.amp,
+                                                                    list(callbacks or []), run)),
+        precision=autocast_dtype(cfg.precision, device),
+        augment=BatchAugment(cfg.img_size, cfg.flip, seed=cfg.seed * 1000 + ddp.rank()) if batched else None,
         channels_last=cfg.channels_last, checkpoint_path=run / LAST, log=log, full_model=net,
         mix=mix, accumulate=cfg.accumulate, monitor=cfg.monitor, ema_decay=cfg.ema_decay if cfg.ema else None,
         task=task, weights_metadata={"model": cfg.model, "task": task.name,

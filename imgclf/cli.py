@@ -350,6 +350,22 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"predict with it alone: imgclf predict {result.path} IMAGES")
 
 
+def cmd_benchmark(args: argparse.Namespace) -> None:
+    from .benchmark import as_dicts, benchmark, format_rows
+    from .device import resolve_device
+    from .predict import check_output, write_rows
+
+    if args.output:
+        check_output(Path(args.output), args.overwrite)  # before minutes of timing
+    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    rows = benchmark(args.target, args.batch_size, args.seconds, args.images, str(resolve_device(args.device)),
+                     engines, log=lambda m: print(m, file=sys.stderr))
+    print(format_rows(rows))
+    if args.output:
+        write_rows(as_dicts(rows), Path(args.output), args.overwrite)
+        print(f"{len(rows)} row(s) written to {args.output}")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from .serve import Limits, serve
 
@@ -368,7 +384,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 COMMANDS = {"train": cmd_train, "cv": cmd_cv, "lr-find": cmd_lr_find, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "check": cmd_check, "info": cmd_info,
             "summary": cmd_summary, "viz": cmd_viz, "explain": cmd_explain, "report": cmd_report,
-            "export": cmd_export, "serve": cmd_serve, "demo": cmd_demo}
+            "export": cmd_export, "benchmark": cmd_benchmark, "serve": cmd_serve, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

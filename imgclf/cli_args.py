@@ -8,6 +8,9 @@ from . import __version__
 from .config import (AUGMENTS, CACHES, CLASS_WEIGHTS, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, FEATURE_CACHES,
                      FEATURE_EXTRACT_LR_SCALE, LOSSES, MODES, MONITORS, OPTIMIZERS, RESIZE_MODES, SAMPLERS,
                      SCHEDULERS, TrainConfig)
+from .device import PRECISIONS
+
+BENCHMARK_ENGINES = ("pytorch", "pytorch-compiled", "onnxruntime", "onnxruntime-int8", "training")
 from .task import TASKS
 
 DEFAULTS = TrainConfig()
@@ -216,9 +219,16 @@ def _add_train(sub: argparse._SubParsersAction, command: str = "train") -> None:
     p.add_argument("--data-root", default=None, help="where built-in datasets live (default "
                                                      "~/.cache/imgclf/datasets)")
     p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="full precision on GPU")
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision,
+                   help="autocast dtype for training and validation; auto: bf16 where the device computes it "
+                        "natively (CUDA from Ampere, CPUs with AVX-512 BF16 or AMX), fp16 on older GPUs, else fp32")
+    p.add_argument("--per-image-augment", dest="batch_augment", action="store_false", default=None,
+                   help="run --augment light as per-image torchvision transforms in worker processes (default: "
+                        "batched tensor operations on the training device, in the training process)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model for training (pays off on long "
+                                                          "runs; the first steps compile it)")
     p.add_argument("--workers", type=COUNT, default=None, help="augmentation worker processes, 0 for none "
-                                                                "(default: cores - 1, at most 4)")
+                                                                "(default: the free cores - 1, at most 4)")
     p.add_argument("--no-plots", dest="plots", action="store_false",
                    help="draw only the training curves: no data or evaluation figures and no report")
     p.add_argument("--no-report", dest="report", action="store_false",
@@ -398,6 +408,21 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--output", default=None, help="file to write (default: RUN/model.onnx, model_int8.onnx or "
                                                   "model.torchscript.pt)")
     o.add_argument("--check-images", type=SOME, default=256, help="validation images for the parity check")
+
+    b = sub.add_parser("benchmark", formatter_class=_Formatter, help="inference and training speed per engine",
+                       description="Images/s and latency at batch 1 and --batch-size for PyTorch eager, PyTorch "
+                                   "compiled, ONNX Runtime fp32 and INT8 (exported to a temporary folder), and "
+                                   "training images/s, on this machine; a run's validation images give each "
+                                   "engine's accuracy (a bare model name is timed on random images).")
+    b.add_argument("target", help="run directory or name, or a timm architecture name (random weights)")
+    b.add_argument("--batch-size", type=SOME, default=64, help="the larger batch (batch 1 is always timed)")
+    b.add_argument("--seconds", type=number(float, above=0), default=2.0, help="timing per engine and batch size")
+    b.add_argument("--images", type=SOME, default=256, help="validation images to score each engine on")
+    b.add_argument("--engines", default=",".join(BENCHMARK_ENGINES), help="comma-separated, from: "
+                                                                         + ", ".join(BENCHMARK_ENGINES))
+    b.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    b.add_argument("--output", default=None, help="also write the rows to a .csv or .json file")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
 
     w = sub.add_parser("serve", formatter_class=_Formatter, help="a web page and REST API for a model",
                        description="Serve a run, an exported .onnx file or a pretrained model name: GET / is a page "

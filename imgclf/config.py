@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from .data.decode import INTERPOLATION, Preprocess
+from .device import PRECISIONS
 from .errors import UserError
 from .task import TASKS
 
@@ -47,9 +48,17 @@ def default_warmup_epochs(scheduler: str, epochs: int) -> float:
     return min(1.0, epochs / 4) if scheduler == "cosine" else 0.0
 
 
+def free_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def default_workers() -> int:
     """Augmentation worker processes beside the training threads: one is enough for 2 cores, at most 4."""
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+    return max(1, min(4, free_cores() - 1))
 
 
 @dataclass
@@ -103,7 +112,9 @@ class TrainConfig:
     device: str = "auto"
     processes: int = 1  # training processes, as used (torchrun / --devices); resume needs as many
     sync_bn: bool = False
-    amp: bool = True
+    precision: str = "auto"  # autocast dtype: bf16 where the device has it natively (see imgclf.device)
+    batch_augment: bool | None = None  # light augmentation as batched tensor ops in the trainer; None: for light
+    compile: bool = False  # torch.compile the training forward/backward
     channels_last: bool = True
     workers: int | None = None
     monitor: str | None = None  # None: the task's (val_acc, or val_map for multi-label)
@@ -126,7 +137,8 @@ class TrainConfig:
         """Reject impossible values with a message naming the option and the allowed values."""
         choices = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "augment": AUGMENTS, "resize": RESIZE_MODES,
                    "mode": MODES, "feature_cache": FEATURE_CACHES, "cache": CACHES,
-                   "class_weights": CLASS_WEIGHTS, "sampler": SAMPLERS, "task": TASKS, "loss": LOSSES}
+                   "class_weights": CLASS_WEIGHTS, "sampler": SAMPLERS, "task": TASKS, "loss": LOSSES,
+                   "precision": PRECISIONS}
         for key, allowed in choices.items():
             if getattr(self, key) not in (*allowed, None):
                 raise UserError(f"--{key.replace('_', '-')} {getattr(self, key)!r} is not one of: "
@@ -191,6 +203,11 @@ class TrainConfig:
             raise UserError("--mode scratch trains from random weights: drop --pretrained/--weights, or use "
                             "--mode fine-tune or --mode feature-extract")
         self.augment = self.augment or ("none" if self.mode == "feature-extract" else "light")
+        if self.batch_augment is None:  # the presets it covers: light's shifts and flips
+            self.batch_augment = self.augment == "light"
+        if self.batch_augment and self.augment not in ("light", "none"):
+            raise UserError(f"batch_augment covers --augment light (shifts and flips); --augment {self.augment} "
+                            f"runs per image in worker processes")
         if self.head_epochs is None:  # fastai's fine_tune: one epoch for the new head; no separate head phase else
             self.head_epochs = (1 if self.epochs > 1 else 0) if self.mode == "fine-tune" else 0
         self.lr = self.lr if self.lr is not None else default_lr(self.optimizer, self.mode)
@@ -235,6 +252,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
+        values = dict(values)
+        if "amp" in values:  # runs from before --precision: amp true was "mixed precision on CUDA"
+            values.setdefault("precision", "auto" if values.pop("amp") else "fp32")
         unknown = sorted(set(values) - known)
         if unknown:
             raise UserError(f"unknown training option(s): {', '.join(unknown)}")

@@ -23,3 +23,40 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps: Apple's MPS is not available here; use --device cpu or auto")
     return device
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU from Ampere on, or a CPU with AVX-512 BF16 or AMX
+    (oneDNN's own check, the one torch's CPU autocast relies on)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype ``torch.autocast`` computes in for ``--precision`` on ``device`` (None: full precision).
+
+    auto: bf16 where the device has it natively (fp16 on older CUDA GPUs), else fp32: on a CPU without native bf16
+    autocast would emulate it, slower than fp32.
+    """
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
+    if precision == "fp32" or device.type not in ("cuda", "cpu"):
+        return None
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if native_bf16(device) else torch.float16
+        return torch.bfloat16 if native_bf16(device) else None
+    if precision == "bf16":
+        if device.type == "cuda" and not native_bf16(device):
+            raise UserError("--precision bf16: this GPU has no bfloat16; use --precision fp16 or auto")
+        return torch.bfloat16
+    if device.type == "cpu" and not bool(torch.ops.mkldnn._is_mkldnn_fp16_supported()):
+        raise UserError("--precision fp16: this CPU has no native float16 (AVX-512 FP16 or AMX-FP16); use "
+                        "--precision bf16, fp32 or auto")
+    return torch.float16

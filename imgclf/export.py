@@ -72,8 +72,10 @@ def _torch_logits(model: torch.nn.Module, clf: Classifier, x: torch.Tensor) -> n
                           for i in range(0, len(x), 128)]).numpy()
 
 
-def _onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int | None, dynamic: bool,
-          meta: dict[str, str]) -> None:
+def to_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int | None, dynamic: bool,
+            meta: dict[str, str]) -> None:
+    """``model`` (float32, eval) as an ONNX file at ``path`` (torch.onnx's dynamo exporter), a dynamic batch
+    dimension when ``dynamic``, ``meta`` in its metadata, checked by onnx's checker."""
     import onnx
 
     shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic else None
@@ -99,7 +101,7 @@ class _Calibration:
         return None if batch is None else {self.name: batch}
 
 
-def _quantize(fp32: Path, out: Path, clf: Classifier, fixed_batch: int | None) -> None:
+def quantize_int8(fp32: Path, out: Path, clf: Classifier, fixed_batch: int | None) -> None:
     """Static INT8 quantization (QDQ, per-channel weights) calibrated on up to 256 training images."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -160,9 +162,9 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
     else:
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = Path(tmp) / "fp32.onnx" if int8 else path
-            _onnx(model, example, fp32, opset, dynamic_batch, metadata(clf))
+            to_onnx(model, example, fp32, opset, dynamic_batch, metadata(clf))
             if int8:
-                _quantize(fp32, path, clf, None if dynamic_batch else batch)
+                quantize_int8(fp32, path, clf, None if dynamic_batch else batch)
         logits = OnnxClassifier(path).logits(images.x.numpy())
     seconds = time.perf_counter() - started
     result = ExportResult(path, _compare(reference, logits, images.y.numpy(), int8))

@@ -28,6 +28,7 @@ from torch import nn
 
 from .. import distributed as ddp
 from ..data.cache import ImageTensors
+from ..data.batch_augment import BatchAugment
 from ..data.loader import eval_batches, inference_batch
 from ..data.transforms import normalize
 from ..errors import Interrupted
@@ -37,12 +38,11 @@ from .optim import StepSchedule
 from .transfer import train_mode
 
 
-def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA (bf16 where supported, else fp16); full precision elsewhere."""
-    if not enabled or device.type != "cuda":
+def autocast_for(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed precision in ``dtype`` (see :func:`imgclf.device.autocast_dtype`), or full precision for None."""
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def rng_state() -> dict[str, Any]:
@@ -75,23 +75,27 @@ class Trainer:
                  train_loader: torch.utils.data.DataLoader, val: ImageTensors | None,
                  mean: list[float] | None, std: list[float] | None, device: torch.device, epochs: int,
                  schedule: StepSchedule | None = None, callbacks: list[Callback] | None = None,
-                 amp: bool = True, channels_last: bool = True, checkpoint_path: Path | None = None,
+                 precision: torch.dtype | None = None, channels_last: bool = True, checkpoint_path: Path | None = None,
                  weights_metadata: dict[str, str] | None = None, log: Callable[[str], None] = print,
                  full_model: nn.Module | None = None, mix: Callable | None = None, accumulate: int = 1,
-                 ema_decay: float | None = None, monitor: str = "val_acc", task: Task | None = None) -> None:
+                 ema_decay: float | None = None, monitor: str = "val_acc", task: Task | None = None,
+                 augment: BatchAugment | None = None) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.task = task or MultiClass()  # what the outputs mean: the training accuracy and validation ask it
-        # Inference runs on the module itself: a DistributedDataParallel forward would wait for the other processes.
-        self.eval_model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        # Inference runs on the module itself: a DistributedDataParallel forward would wait for the other processes,
+        # and a compiled one would compile again for every new batch shape.
+        inner = getattr(model, "_orig_mod", model)
+        self.eval_model = inner.module if isinstance(inner, nn.parallel.DistributedDataParallel) else inner
+        self.augment = augment  # batched augmentation of the uint8 batch on the device, before normalising
         self.full_model = full_model if full_model is not None else self.eval_model
         self.processes = ddp.world_size()
         self.train_loader, self.val, self.device, self.epochs = train_loader, val, device, epochs
         self.schedule, self.callbacks = schedule, list(callbacks or [])
         self.mean = torch.tensor(mean, device=device) if mean is not None else None
         self.std = torch.tensor(std, device=device) if std is not None else None
-        self.amp, self.channels_last = amp and device.type == "cuda", channels_last
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and not torch.cuda.is_bf16_supported()) \
-            if device.type == "cuda" else None
+        # float16 needs its gradients scaled (bf16 has float32's range and does not)
+        self.precision, self.channels_last = precision, channels_last
+        self.scaler = torch.amp.GradScaler(device.type) if precision == torch.float16 else None
         self.checkpoint_path, self.weights_metadata, self.log = checkpoint_path, weights_metadata or {}, log
         self.steps_per_epoch = len(train_loader)
         # ``mix`` (Mixup/CutMix) turns (x, y) into (x, soft targets) for ``loss_fn``; ``accumulate`` batches make one
@@ -209,7 +213,7 @@ class Trainer:
             self.epoch_rng = self.train_loader.generator.get_state()
         skip = self.done_steps
         started = time.perf_counter()
-        waited, seen = 0.0, self.partial["seen"]
+        waited, augmenting, seen = 0.0, 0.0, self.partial["seen"]
         loss_sum = torch.tensor(self.partial["loss_sum"], device=self.device)
         correct = torch.tensor(self.partial["correct"], device=self.device, dtype=torch.float32)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -226,6 +230,11 @@ class Trainer:
             if not len(y):  # every file of the batch failed to decode (--cache none); each was warned about
                 ready = time.perf_counter()
                 continue
+            x = x.to(self.device, non_blocking=True)
+            if self.augment is not None:
+                began = time.perf_counter()
+                x = self.augment(x)
+                augmenting += time.perf_counter() - began
             x = self.inputs(x)
             y = y.to(self.device, non_blocking=True)
             x, target = self.mix(x, y) if self.mix is not None else (x, y)
@@ -235,7 +244,7 @@ class Trainer:
             # Gradients of the batches inside an accumulation are not exchanged between processes: once a step.
             no_sync = self.model.no_sync() if not boundary and self.processes > 1 else contextlib.nullcontext()
             with no_sync:
-                with autocast_for(self.device, self.amp):
+                with autocast_for(self.device, self.precision):
                     logits = self.model(x)
                     loss = self.loss_fn(logits, target)
                 scaled = loss / self.accumulate if self.accumulate > 1 else loss
@@ -277,9 +286,12 @@ class Trainer:
         self.done_steps, self.partial = 0, {"loss_sum": 0.0, "correct": 0, "seen": 0}
         total_loss, total_correct, seen = ddp.all_reduce_sum([loss_sum.item(), correct.item(), seen])
         elapsed = time.perf_counter() - started
+        # Where the epoch went: waiting for batches (decoding, per-image augmentation in the workers), batched
+        # augmentation here, and the rest (forward, backward, step, metrics), in seconds.
         return {"train_loss": total_loss / max(seen, 1), "train_acc": total_correct / max(seen, 1),
                 "lr": lr, "time": elapsed, "data_wait": waited / max(elapsed, 1e-9),
-                "images_per_s": seen / max(elapsed, 1e-9)}
+                "images_per_s": seen / max(elapsed, 1e-9), "data_time": waited, "augment_time": augmenting,
+                "compute_time": elapsed - waited - augmenting}
 
     @torch.inference_mode()
     def predict_logits(self, images: ImageTensors, batch_size: int | None = None) -> torch.Tensor:
@@ -289,7 +301,7 @@ class Trainer:
         out = []
         for x, _ in eval_batches(images, batch_size):
             x = self.inputs(x)
-            with autocast_for(self.device, self.amp):
+            with autocast_for(self.device, self.precision):
                 out.append(self.eval_model(x).float().cpu())
         return torch.cat(out) if out else torch.empty(0)
 
@@ -305,7 +317,7 @@ class Trainer:
         stats = self.task.validation()
         for index in mine.split(inference_batch(tuple(images.x.shape[1:]))):
             rows = index if self.processes > 1 else slice(int(index[0]), int(index[-1]) + 1)  # one read, in order
-            with autocast_for(self.device, self.amp):
+            with autocast_for(self.device, self.precision):
                 logits = model(self.inputs(images.x[rows])).float().cpu()
             stats.add(logits, images.y[index])
         return stats.result()
@@ -339,7 +351,8 @@ class Trainer:
             "ema": self.ema.module.state_dict() if self.ema is not None else None, "use_ema": self.use_ema,
             # Each process's random state, in rank order (augmentation and the epoch's worker seeds differ by rank).
             "ranks": ddp.gather({"rng": rng_state(), "loader_rng": self.train_loader.generator.get_state(),
-                                 "epoch_rng": self.epoch_rng}),
+                                 "epoch_rng": self.epoch_rng,
+                                 "augment": self.augment.state_dict() if self.augment is not None else None}),
         }
 
     def _callback_keys(self) -> list[tuple[str, Callback]]:
@@ -388,6 +401,8 @@ class Trainer:
         else:
             set_rng_state(mine["rng"])
         self.train_loader.generator.set_state(mine["loader_rng"])
+        if self.augment is not None and mine.get("augment") is not None:  # no batch skipped on resume drew from it
+            self.augment.load_state_dict(mine["augment"])
         self.start_epoch, self.global_step = state["epoch"], state["global_step"]
         self.done_steps, self.epoch_rng = state.get("step", 0), mine.get("epoch_rng")
         if ddp.is_main():  # the epoch's sums so far, over every process: counted once, by rank 0

@@ -1,0 +1,129 @@
+"""Speed features (issue 15), tested for correctness, not timing: bf16 autocast where the CPU has it, the batched
+light augmentation (per-image parameters, labels kept, --no-flip, the seed, resume), the time split in
+metrics.csv, --compile, and ``imgclf benchmark``."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torchvision.transforms import v2
+
+import imgclf
+from imgclf.cli import main
+from imgclf.config import TrainConfig
+from imgclf.data.batch_augment import BatchAugment, reflect
+from imgclf.device import autocast_dtype, native_bf16
+from imgclf.errors import UserError
+
+from .conftest import TINY, TINY_ARGS, write_class_folders
+
+
+def _pattern(n: int, size: int = 12) -> torch.Tensor:
+    """``n`` distinct, asymmetric uint8 images: no shift of one equals a shift of another or its mirror."""
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, 256, (n, 2, size, size), dtype=torch.uint8, generator=g)
+
+
+def _views(image: torch.Tensor, pad: int, flip: bool) -> list[tuple[int, int, bool]]:
+    """Every (dy, dx, mirrored) that v2.RandomCrop(padding=pad, reflect) + RandomHorizontalFlip can make of
+    ``image``, as the images themselves (keyed by the parameters)."""
+    padded = torch.nn.functional.pad(image[None].float(), (pad,) * 4, mode="reflect")[0]
+    h, w = image.shape[1:]
+    views = {}
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            crop = v2.functional.crop(padded, dy, dx, h, w)
+            for mirrored in (False, True) if flip else (False,):
+                views[(dy - pad, dx - pad, mirrored)] = crop.flip(-1) if mirrored else crop
+    return views
+
+
+def test_reflect_mirrors_indices_as_reflect_padding_does():
+    assert reflect(torch.arange(-3, 9), 6).tolist() == [3, 2, 1, 0, 1, 2, 3, 4, 5, 4, 3, 2]
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_batched_augmentation_is_torchvisions_light_preset_per_image(flip):
+    x = _pattern(64)
+    out = BatchAugment(12, flip=flip, seed=3, pad=2)(x)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    drawn = []
+    for i in range(len(x)):  # image i's output is one of image i's own views: labels stay aligned
+        matches = [k for k, view in _views(x[i], 2, flip).items() if torch.equal(view, out[i].float())]
+        assert len(matches) == 1, i
+        drawn.append(matches[0])
+    assert len(set(drawn)) > 20  # each image its own parameters
+    assert any(m for *_, m in drawn) == flip  # --no-flip never mirrors
+
+
+def test_batched_augmentation_is_reproducible_and_resumes_its_draws():
+    x = _pattern(16)
+    a, b = BatchAugment(12, seed=7), BatchAugment(12, seed=7)
+    assert torch.equal(a(x), b(x)) and not torch.equal(a(x), BatchAugment(12, seed=8)(x))
+    state = a.state_dict()
+    expected = a(x)
+    c = BatchAugment(12, seed=0)
+    c.load_state_dict(state)
+    assert torch.equal(c(x), expected)
+
+
+def test_precision_auto_is_bf16_only_where_native_and_old_runs_read_as_before():
+    cpu = torch.device("cpu")
+    assert autocast_dtype("fp32", cpu) is None and autocast_dtype("bf16", cpu) == torch.bfloat16
+    assert autocast_dtype("auto", cpu) == (torch.bfloat16 if native_bf16(cpu) else None)
+    assert TrainConfig.from_dict({"amp": False}).precision == "fp32"
+    assert TrainConfig.from_dict({"amp": True}).precision == "auto"
+
+
+def test_bf16_and_fp32_training_reach_the_same_accuracy(tmp_path):
+    data = str(write_class_folders(tmp_path / "shapes", per_class=30))
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        clf = imgclf.train(data, epochs=6, precision=precision, name=precision, project=str(tmp_path / "runs"),
+                           **TINY)
+        scores[precision] = clf.evaluation.accuracy
+    assert min(scores.values()) >= 0.9, scores
+
+
+def test_metrics_say_where_each_epoch_went_and_per_image_augmentation_stays_available(tmp_path):
+    data = str(write_class_folders(tmp_path / "shapes"))
+    for name, extra in (("batched", {}), ("per-image", {"batch_augment": False})):
+        clf = imgclf.train(data, epochs=1, name=name, project=str(tmp_path / "runs"), **TINY, **extra)
+        row = clf.run.metrics()[0]
+        assert row["time"] == pytest.approx(row["data_time"] + row["augment_time"] + row["compute_time"], abs=1e-5)
+        assert (row["augment_time"] > 0) == (name == "batched")  # per image it runs inside the data wait
+        assert clf.config.batch_augment == (name == "batched")
+    with pytest.raises(UserError, match="covers --augment light"):
+        imgclf.train(data, epochs=1, augment="standard", batch_augment=True, **TINY)
+
+
+def test_compile_trains_and_saves_plain_weights(tmp_path):
+    clf = imgclf.train(str(write_class_folders(tmp_path / "shapes")), epochs=1, compile=True,
+                       project=str(tmp_path / "runs"), **TINY)
+    assert clf.config.compile and not any("_orig_mod" in k for k in clf.model.state_dict())
+    assert len(clf.predict(torch.zeros(16, 16, 3, dtype=torch.uint8).numpy())[0].labels) == 3
+
+
+def test_benchmark_prints_every_engine_with_its_accuracy(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_class_folders(tmp_path / "shapes")
+    assert main(["train", "shapes", *TINY_ARGS, "--epochs", "1", "--name", "b"]) == 0
+    capsys.readouterr()
+    assert main(["benchmark", "runs/b", "--seconds", "0.05", "--images", "16", "--batch-size", "8",
+                 "--output", "bench.json"]) == 0
+    table = capsys.readouterr().out
+    rows = json.loads((tmp_path / "bench.json").read_text())
+    engines = {r["engine"] for r in rows}
+    assert engines == {"pytorch", "pytorch-compiled", "onnxruntime", "onnxruntime-int8", "training"}, table
+    for r in rows:
+        assert r["images_per_s"] and r["images_per_s"] > 0, r
+        assert (r["accuracy"] is None) == (r["engine"] == "training"), r
+        assert r["engine"] in table
+    inference = [r for r in rows if r["engine"] != "training"]
+    assert {r["batch"] for r in inference} == {1, 8}
+    accuracies = {r["engine"]: r["accuracy"] for r in inference}
+    assert accuracies["onnxruntime"] == accuracies["pytorch"]  # fp32 export: the same answers
+    assert main(["benchmark", "runs/b", "--output", "bench.json"]) == 2  # never replaces a file
+    assert main(["benchmark", "runs/b", "--engines", "tensorrt"]) == 2
