@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from predict_bulk import ROOT, bench_folder, run
@@ -97,6 +98,54 @@ def train(folder: Path, data_root: str, name: str, epochs: int, options: list[st
             "data_share": statistics.mean(r.get("data_time", 0) / r["time"] for r in epochs_rows)}
 
 
+# (d) the seeds' Keras workflow: a BatchNorm/Dropout CNN like the default cnn, Adam, ReduceLROnPlateau and
+# ModelCheckpoint on a tenth held out, then the best weights on the test split. Run by a Python that has Keras
+# (pip install keras tensorflow-cpu: optional, never a dependency of imgclf).
+KERAS = """
+import json, sys, time
+import numpy as np
+import keras
+from keras import layers
+data, epochs, out = np.load(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+x, y, xt, yt = data["x"][..., None], data["y"], data["xt"][..., None], data["yt"]
+keras.utils.set_random_seed(0)
+def block(n):
+    return [layers.Conv2D(n, 3, padding="same", use_bias=False), layers.BatchNormalization(), layers.ReLU(),
+            layers.MaxPooling2D()]
+model = keras.Sequential([layers.Input((28, 28, 1)), layers.Rescaling(1 / 255), *block(32), *block(64), *block(128),
+                          layers.Flatten(), layers.Dropout(0.3), layers.Dense(256, activation="relu"),
+                          layers.Dropout(0.3), layers.Dense(10, activation="softmax")])
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+started = time.perf_counter()
+history = model.fit(x, y, batch_size=128, epochs=epochs, validation_split=0.1, verbose=0, callbacks=[
+    keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.2, patience=2),
+    keras.callbacks.ModelCheckpoint(out + "/best.keras", monitor="val_accuracy", save_best_only=True)])
+seconds = time.perf_counter() - started
+best = keras.models.load_model(out + "/best.keras")
+accuracy = float(best.evaluate(xt, yt, verbose=0)[1])
+print(json.dumps({"seconds": seconds, "accuracy": accuracy, "images_per_s": 0.9 * len(x) * epochs / seconds}))
+"""
+
+
+def keras_run(python: str, folder: Path, data_root: str, epochs: int) -> dict:
+    """Train the Keras model with ``python`` on Fashion-MNIST (the same files, as arrays)."""
+    import subprocess
+
+    from imgclf.data.builtin import load_builtin
+
+    arrays = folder / "fashion.npz"
+    if not arrays.exists():
+        source = load_builtin("fashion-mnist", data_root)
+        np.savez(arrays, x=source.splits["train"].pixels, y=source.splits["train"].labels,
+                 xt=source.splits["test"].pixels, yt=source.splits["test"].labels)
+    started = time.perf_counter()
+    out = subprocess.run([python, "-c", KERAS, str(arrays), str(epochs), str(folder)], capture_output=True,
+                         text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["wall"] = time.perf_counter() - started
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared/data/fashion-mnist"))
@@ -104,6 +153,8 @@ def main() -> None:
     parser.add_argument("--new", default="10,15,20", help="epoch counts for the new defaults")
     parser.add_argument("--recipe", action="append", default=[],
                         help="'LABEL=EPOCHS[,EPOCHS]:OPTIONS' an extra recipe on top of the new defaults")
+    parser.add_argument("--keras-python", default=None, help="a Python with keras and tensorflow for (d)")
+    parser.add_argument("--keras-epochs", default="15,20", help="epoch counts for (d)")
     parser.add_argument("--folder", default="bench-runs/speed")
     args = parser.parse_args()
     folder = bench_folder(args.folder)
@@ -112,7 +163,7 @@ def main() -> None:
     ceilings = {label: bare_step("cnn", 128, cl, dtype) for label, cl, dtype in
                 (("fp32", False, None), ("fp32 channels-last", True, None),
                  ("bf16 channels-last", True, torch.bfloat16))}
-    print("\n(a) the bare training step, default cnn, batch 128, 28x28x1 (median of 60 steps):")
+    print("\n(a) the bare training step, default cnn, batch 128, 28x28x1 (median of 40 steps):")
     for label, speed in ceilings.items():
         print(f"  {label}: {speed:,.0f} img/s")
     recipes = [("(b) today's settings (--precision fp32 --per-image-augment)", args.today,
@@ -129,12 +180,15 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     reached: dict[str, dict[float, float]] = {}
     for label, epochs, options in recipes:
-        for n in (int(e) for e in epochs.split(",")):
+        for n in (int(e) for e in epochs.split(",") if e):  # an empty list skips the recipe
             name = f"{label.split(')')[0].strip('(')}-{n}"
             fp32 = "fp32" in options
-            ceiling = [bare_step("cnn", 128, True, None if fp32 else torch.bfloat16)]
+            # the run's own model and batch size
+            model = options[options.index("--model") + 1] if "--model" in options else "cnn"
+            batch = int(options[options.index("--batch-size") + 1]) if "--batch-size" in options else 128
+            ceiling = [bare_step(model, batch, True, None if fp32 else torch.bfloat16)]
             r = train(folder, args.data_root, name, n, options)
-            ceiling.append(bare_step("cnn", 128, True, None if fp32 else torch.bfloat16))
+            ceiling.append(bare_step(model, batch, True, None if fp32 else torch.bfloat16))
             for target in TARGETS:
                 if r["accuracy"] >= target:
                     best = reached.setdefault(label, {})
@@ -143,6 +197,17 @@ def main() -> None:
             print(f"| {label} | {n} | {r['images_per_s']:,.0f} | {top:,.0f} | {r['images_per_s'] / top:.0%}"
                   f" | {r['epoch_s']:.1f} s | {r['augment_share']:.1%} / {r['data_share']:.1%} | "
                   f"{r['accuracy']:.2%} | {r['seconds']:.0f} s |", flush=True)
+    if args.keras_python:
+        label = "(d) the seeds' Keras workflow (BatchNorm/Dropout CNN, ReduceLROnPlateau, ModelCheckpoint)"
+        recipes.append((label, args.keras_epochs, []))
+        for n in (int(e) for e in args.keras_epochs.split(",")):
+            r = keras_run(args.keras_python, folder, args.data_root, n)
+            for target in TARGETS:
+                if r["accuracy"] >= target:
+                    best = reached.setdefault(label, {})
+                    best[target] = min(best.get(target, float("inf")), r["wall"])
+            print(f"| {label} | {n} | {r['images_per_s']:,.0f} | | | {r['seconds'] / n:.1f} s | | "
+                  f"{r['accuracy']:.2%} | {r['wall']:.0f} s |", flush=True)
     print("\ntime to reach the test accuracy (the shortest run that does):")
     for label, _, _ in recipes:
         got = reached.get(label, {})
