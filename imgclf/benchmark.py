@@ -100,13 +100,10 @@ def benchmark(target: str, batch: int = 64, seconds: float = 2.0, images: int = 
 def _images(clf: Classifier, limit: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, np.ndarray | None]:
     """uint8 images to time and score on: the run's validation (else test) images, or random ones."""
     if clf.run is not None:
-        for split in ("val", "test"):
-            try:
-                images, _ = clf.eval_images(split=split, limit=limit)
-            except UserError:
-                continue
-            if len(images):
-                return images.x[:], images.y.numpy()
+        from .export import check_images
+
+        images, _ = check_images(clf, limit)  # the images export checks its files on
+        return images.x[:], images.y.numpy()
     generator = torch.Generator().manual_seed(0)
     return torch.randint(0, 256, (min(limit, 64), *shape), dtype=torch.uint8, generator=generator), None
 
