@@ -6,9 +6,8 @@ from typing import Callable
 
 from . import __version__
 from .config import (AUGMENTS, CACHES, CLASS_WEIGHTS, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, FEATURE_CACHES,
-                     FEATURE_EXTRACT_LR_SCALE, LOSSES, MODES, MONITORS, OPTIMIZERS, RESIZE_MODES, SAMPLERS,
-                     SCHEDULERS, TrainConfig)
-from .device import PRECISIONS
+                     FEATURE_EXTRACT_LR_SCALE, LOSSES, MODES, MONITORS, OPTIMIZERS, PRECISIONS, RESIZE_MODES,
+                     SAMPLERS, SCHEDULERS, TrainConfig)
 
 BENCHMARK_ENGINES = ("pytorch", "pytorch-compiled", "onnxruntime", "onnxruntime-int8", "training")
 from .task import TASKS

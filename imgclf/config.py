@@ -10,7 +10,6 @@ from typing import Any
 import yaml
 
 from .data.decode import INTERPOLATION, Preprocess
-from .device import PRECISIONS
 from .errors import UserError
 from .task import TASKS
 
@@ -22,6 +21,7 @@ FEATURE_CACHES = ("disk", "memory", "off")
 CACHES = ("auto", "ram", "disk", "none")
 MONITORS = ("val_acc", "val_loss", "val_balanced_acc", "val_macro_f1", "val_map", "val_micro_f1", "train_acc",
             "train_loss")  # which apply depends on the task (imgclf.task); val_map and val_micro_f1 are multi-label's
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # autocast dtypes; auto: see imgclf.device.autocast_dtype
 LOSSES = ("default", "asymmetric")  # default: cross-entropy, or binary cross-entropy for multi-label; asymmetric: ASL
 CLASS_WEIGHTS = ("none", "balanced")  # balanced: scikit-learn's inverse-frequency weights in the loss
 SAMPLERS = ("random", "balanced")  # balanced: every class equally likely in each batch

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .config import PRECISIONS
 from .errors import UserError
 
 
@@ -24,8 +25,6 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise UserError("--device mps: Apple's MPS is not available here; use --device cpu or auto")
     return device
 
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def native_bf16(device: torch.device) -> bool:
