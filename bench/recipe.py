@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 from predict_bulk import ROOT, bench_folder, run
 

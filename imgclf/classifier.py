@@ -127,9 +127,6 @@ class Classifier(Predictor):
     # ---- evaluation ---------------------------------------------------------------------------------------
     def _map_labels(self, source: Source) -> np.ndarray:
         """Position of each of the source's classes among the model's classes; unknown names are an error."""
-        if source.multilabel and not self.task.multilabel:
-            raise UserError(f"{source.name} is multi-label data (several labels per image) and this model answers "
-                            f"one class per image; evaluate it on single-label data")
         ids = {c: i for i, c in enumerate(self.classes)}
         unknown = [c for c in source.classes if c not in ids]
         if unknown:
@@ -157,7 +154,9 @@ class Classifier(Predictor):
             split = split or ("test" if "test" in source.splits else "val")
         else:
             source = load_source(data, cfg.data_root)
-            self._map_labels(source)  # first: multi-label data for a multi-class model is said as such
+            if source.multilabel and not self.task.multilabel:
+                raise UserError(f"{source.name} is multi-label data (several labels per image) and this model "
+                                f"answers one class per image; evaluate it on single-label data")
             source = source.for_task(self.task.name)
             split = split or ("test" if "test" in source.splits else "train")
         if split not in source.splits:

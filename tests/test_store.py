@@ -21,7 +21,7 @@ from imgclf.data.loader import TensorImages
 from imgclf.data.store import DiskRows, FileRows, cache_root
 from imgclf.errors import UserError
 
-from .conftest import TINY_ARGS, write_class_folders
+from .conftest import TINY_ARGS
 
 
 def _files(folder: Path, n: int, size: int = 20, bad: tuple[int, ...] = (3,)) -> Split:
