@@ -17,14 +17,16 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {"load": "api", "train": "api", "Classifier": "classifier", "TrainConfig": "config", "UserError": "errors",
-            "create_model": "models", "cross_validate": "cv"}
-__all__ = ["Classifier", "TrainConfig", "UserError", "callbacks", "create_model", "cross_validate", "load", "train",
-           "__version__"]
+            "create_model": "models", "cross_validate": "cv", "tune": "tune", "runs": "runs_table.list_runs",
+            "Comparison": "compare"}
+__all__ = ["Classifier", "Comparison", "TrainConfig", "UserError", "callbacks", "create_model", "cross_validate",
+           "load", "runs", "train", "tune", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "callbacks":
         return importlib.import_module(".callbacks", __name__)
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        module, _, attribute = _EXPORTS[name].partition(".")
+        return getattr(importlib.import_module(f".{module}", __name__), attribute or name)
     raise AttributeError(f"module 'imgclf' has no attribute {name!r}")

@@ -27,8 +27,9 @@ from .models import CUSTOM, count_parameters, is_custom
 from .plots import plot_curves
 from .predictor import Predictor, load_predictor
 from .report import save_data_overview, write_report
-from .run import BEST, LAST, METRICS, THRESHOLD, RunDir, check_run_name, kept_epoch
+from .run import BEST, LAST, METRICS, THRESHOLD, RunDir, RunStatus, check_run_name, kept_epoch
 from .task import get_task
+from .tracking import loggers
 from .training.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, ReduceLROnPlateau
 from .training.optim import MIN_SCHEDULED_STEPS, create_optimizer, create_schedule
 from .training.features import FeatureCache, default_cache_dir
@@ -55,7 +56,8 @@ def with_user_callbacks(defaults: list[Callback], extra: list[Callback], run: Ru
 
 
 def default_callbacks(cfg: TrainConfig, run: RunDir) -> list[Callback]:
-    """The classic workflow: progress, CSV log, best checkpoint, and plateau/early stopping when asked for."""
+    """The classic workflow: progress, CSV log, best checkpoint, plateau/early stopping and trackers when asked
+    for."""
     callbacks: list[Callback] = [] if cfg.quiet else [ProgressBar()]
     callbacks += [CSVLogger(run / METRICS),
                   ModelCheckpoint(run / BEST, cfg.monitor, save_best_only=True, min_delta=cfg.min_delta)]
@@ -65,7 +67,7 @@ def default_callbacks(cfg: TrainConfig, run: RunDir) -> list[Callback]:
                                            min_delta=cfg.min_delta))
     if cfg.patience > 0:
         callbacks.append(EarlyStopping(cfg.monitor, cfg.min_delta, cfg.patience))
-    return callbacks
+    return callbacks + loggers(cfg.log)
 
 
 def plateau_from_callbacks(cfg: TrainConfig, callbacks: list[Callback], log: Callable[[str], None]) -> None:
@@ -181,11 +183,27 @@ def train(data: str | None = None, model: str | nn.Module = "cnn", epochs: int |
     In a process started by ``torchrun`` (or ``imgclf train --devices N``) the processes train one model together
     with DistributedDataParallel; global rank 0 writes the run directory and evaluates the result alone.
     """
-    if not ddp.launched():
-        return _train(data, model, epochs, resume, exist_ok, callbacks, options, None)
+    status = RunStatus()  # status.json: running, then finished, interrupted or failed (imgclf runs lists it)
+    try:
+        if not ddp.launched():
+            clf = _train(data, model, epochs, resume, exist_ok, callbacks, options, None, status)
+        else:
+            clf = _train_distributed(data, model, epochs, resume, exist_ok, callbacks, options, status)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        status.end("interrupted", str(exc))
+        raise
+    except BaseException as exc:
+        status.end("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    status.end("finished")
+    return clf
+
+
+def _train_distributed(data: str | None, model: str | nn.Module, epochs: int | None, resume: bool, exist_ok: bool,
+                       callbacks: list[Callback] | None, options: dict[str, Any], status: RunStatus) -> Classifier:
     device = ddp.setup(options.get("device", "auto"))
     try:
-        return _train(data, model, epochs, resume, exist_ok, callbacks, options, device)
+        return _train(data, model, epochs, resume, exist_ok, callbacks, options, device, status)
     except RuntimeError as exc:
         if not ddp.lost_peer(exc):
             raise
@@ -196,7 +214,8 @@ def train(data: str | None = None, model: str | nn.Module = "cnn", epochs: int |
 
 
 def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume: bool, exist_ok: bool,
-           callbacks: list[Callback] | None, options: dict[str, Any], device: torch.device | None) -> Classifier:
+           callbacks: list[Callback] | None, options: dict[str, Any], device: torch.device | None,
+           status: RunStatus) -> Classifier:
     own = model if isinstance(model, nn.Module) else None  # a user's network: its class name goes in the config
     model = f"{CUSTOM}{type(own).__name__}" if own is not None else model
     if own is not None and (options.get("pretrained") or options.get("weights")):
@@ -271,6 +290,8 @@ def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume:
     log(f"{'resuming' if resume else 'training'} {cfg.model} ({total:,} parameters) on {cfg.data}: "
         f"{len(prepared.classes)} {kind}, {sizes} images at {cfg.channels}x{cfg.img_size}x{cfg.img_size}, "
         f"device {device}, run {run.path}")
+    if ddp.is_main():
+        status.start(run, parameters=total, processes=cfg.processes)
 
     model, params, mean, std, splits, extra = _transfer_setup(cfg, net, prepared.splits, device, log)
     # light augmentation runs batched in the trainer (BatchAugment), the other presets per image in the workers
@@ -354,8 +375,20 @@ def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume:
         if cfg.plots and cfg.report:
             where = f"{final} split, {len(images)} images"
             log(f"report: {write_report(clf, clf.evaluation, images, where)}")
+    for cb in trainer.callbacks:  # the trackers log the finished run
+        cb.on_run_end(trainer, run.path, _results(clf, final, cfg.monitor, rows, kept))
     log(f"run directory: {run.path}")
     return clf
+
+
+def _results(clf: Classifier, final: str | None, monitor: str, rows: list[dict[str, float]], kept: int | None
+             ) -> dict[str, float]:
+    """The run's headline figures for the trackers: the final evaluation's (``test_accuracy``...) and the kept
+    epoch's monitored value (``best_val_acc``)."""
+    figures = {f"{final}_{k}": float(v) for k, v in clf.evaluation.as_dict().items()
+               if isinstance(v, (int, float)) and k != "images"} if clf.evaluation is not None and final else {}
+    row = next((r for r in rows if int(r["epoch"]) == kept), None)
+    return figures | ({f"best_{monitor}": row[monitor]} if row and monitor in row else {})
 
 
 def _tune_thresholds(clf: Classifier, run: RunDir, val: ImageTensors, log: Callable[[str], None]) -> None:

@@ -38,6 +38,22 @@ class Classifier(Predictor):
         self.mean = torch.tensor(config.mean, device=self.device)
         self.std = torch.tensor(config.std, device=self.device)
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the model, its input, its classes, where it lives and its score."""
+        import html
+
+        total, trainable = count_parameters(self.model)
+        shown = ", ".join(self.classes[:12]) + (f", ... ({len(self.classes)} in all)" if len(self.classes) > 12 else "")
+        rows = {"model": f"{self.config.model} ({total:,} parameters)", "input": f"{self.config.channels}x"
+                f"{self.config.img_size}x{self.config.img_size}", "task": self.task.name, "classes": shown,
+                "run": str(self.run.path) if self.run else "-"}
+        if self.evaluation is not None:
+            rows["score"] = self.evaluation.headline if self.task.multilabel else \
+                f"accuracy {self.evaluation.accuracy:.4f} on {len(self.evaluation.y_true)} images"
+        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{html.escape(v)}</td>"
+                       f"</tr>" for k, v in rows.items())
+        return f"<table><caption>imgclf Classifier</caption>{body}</table>"
+
     # ---- loading ------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name: str, device: str = "auto") -> "Classifier":

@@ -1,5 +1,5 @@
 """The ``imgclf`` commands (train, evaluate, predict, check, info, summary, viz, explain, report, export, serve,
-demo); their arguments are defined in :mod:`imgclf.cli_args`."""
+demo, runs, compare, tune); their arguments are defined in :mod:`imgclf.cli_args`."""
 from __future__ import annotations
 
 import argparse
@@ -48,6 +48,14 @@ def cmd_cv(args: argparse.Namespace) -> None:
     _one_process(args)
     cross_validate(args.data, args.model, args.epochs, folds=args.folds, resume=args.resume,
                    **_train_options(args, "folds"))
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from .tune import tune
+
+    _one_process(args)
+    tune(args.data, args.model, args.epochs, trials=args.trials, timeout=args.timeout, space=args.space,
+         pruner=args.pruner, resume=args.resume, **_train_options(args, "trials", "timeout", "space", "pruner"))
 
 
 def cmd_lr_find(args: argparse.Namespace) -> None:
@@ -375,6 +383,33 @@ def cmd_serve(args: argparse.Namespace) -> None:
           args.batch_wait_ms)
 
 
+def cmd_runs(args: argparse.Namespace) -> None:
+    from .predict import check_output, write_rows
+    from .runs_table import format_table, list_runs
+
+    if args.output:
+        check_output(Path(args.output), args.overwrite)
+    table = list_runs(args.folder, args.sort)
+    print(format_table(table))
+    if args.output:
+        write_rows(table.astype(object).where(table.notna(), None).to_dict("records"), Path(args.output),
+                   args.overwrite)
+        print(f"{len(table)} run(s) written to {args.output}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .compare import Comparison
+    from .run import output_file
+
+    comparison = Comparison(args.runs)
+    output = output_file(args.output, Path("compare.html"), args.overwrite)
+    if output.suffix.lower() != ".html":
+        raise UserError(f"--output {output}: the comparison is an HTML page; give a file name ending in .html")
+    page, figure = comparison.save(output)
+    print(comparison.summary())
+    print(f"comparison written to {page} (figure: {figure})")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -384,7 +419,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 COMMANDS = {"train": cmd_train, "cv": cmd_cv, "lr-find": cmd_lr_find, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "check": cmd_check, "info": cmd_info,
             "summary": cmd_summary, "viz": cmd_viz, "explain": cmd_explain, "report": cmd_report,
-            "export": cmd_export, "benchmark": cmd_benchmark, "serve": cmd_serve, "demo": cmd_demo}
+            "export": cmd_export, "benchmark": cmd_benchmark, "serve": cmd_serve, "demo": cmd_demo,
+            "runs": cmd_runs, "compare": cmd_compare, "tune": cmd_tune}
 
 
 def main(argv: list[str] | None = None) -> int:

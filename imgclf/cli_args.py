@@ -6,11 +6,11 @@ from typing import Callable
 
 from . import __version__
 from .config import (AUGMENTS, CACHES, CLASS_WEIGHTS, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, FEATURE_CACHES,
-                     FEATURE_EXTRACT_LR_SCALE, LOSSES, MODES, MONITORS, OPTIMIZERS, PRECISIONS, RESIZE_MODES,
-                     SAMPLERS, SCHEDULERS, TrainConfig)
+                     FEATURE_EXTRACT_LR_SCALE, LOGGERS, LOSSES, MODES, MONITORS, OPTIMIZERS, PRECISIONS,
+                     RESIZE_MODES, SAMPLERS, SCHEDULERS, TrainConfig)
+from .task import TASKS
 
 BENCHMARK_ENGINES = ("pytorch", "pytorch-compiled", "onnxruntime", "onnxruntime-int8", "training")
-from .task import TASKS
 
 DEFAULTS = TrainConfig()
 
@@ -35,6 +35,17 @@ def number(kind: type = int, low: float | None = None, high: float | None = None
             raise argparse.ArgumentTypeError(f"must be less than {below}, got {text}")
         return value
     parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def names(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated list of ``choices`` (``--log tensorboard,mlflow``)."""
+    def parse(text: str) -> list[str]:
+        given = [name.strip().lower() for name in text.split(",") if name.strip()]
+        if unknown := [name for name in given if name not in choices]:
+            raise argparse.ArgumentTypeError(f"{unknown[0]!r} is not one of: {', '.join(choices)}")
+        return given
+    parse.__name__ = "list"
     return parse
 
 
@@ -88,6 +99,24 @@ def _add_train(sub: argparse._SubParsersAction, command: str = "train") -> None:
                            "out-of-fold predictions (oof.csv); predict and evaluate on runs/NAME use the folds as "
                            "an ensemble. Every train option applies to each fold.")
         p.add_argument("--folds", type=number(int, 2), default=5, help="number of folds")
+    elif command == "tune":
+        p = sub.add_parser("tune", formatter_class=_Formatter, help="hyperparameter search with Optuna",
+                           description="Search training settings on DATA (" + DATA_HELP + ") with Optuna: a TPE "
+                           "sampler, a pruner fed each epoch's validation metric (bad trials stop early), the "
+                           "study in SQLite inside runs/NAME (--resume continues a killed search), every trial a "
+                           "run directory runs/NAME/trial-NNN, and the best trial printed as the imgclf train "
+                           "command that reproduces it. Every train option applies to each trial.")
+        p.add_argument("--trials", type=SOME, default=20, help="trials in the search (a resumed search runs the "
+                                                               "rest; raise it to search further)")
+        p.add_argument("--timeout", default=None, help="stop starting trials after this long: 600, 30m, 2h")
+        p.add_argument("--space", default=None,
+                       help="settings to search, comma-separated, from: lr, wd (weight_decay), dropout (cnn), "
+                            "label_smoothing, mixup, augment, batch_size, optimizer, model, backbone_lr_scale "
+                            "(default: lr,wd,dropout,label_smoothing from scratch; lr,wd,backbone_lr_scale,augment "
+                            "for fine-tuning)")
+        p.add_argument("--pruner", choices=("median", "halving", "none"), default="median",
+                       help="stop a trial whose metric is below the median of the others at that epoch, or "
+                            "successive halving")
     elif command == "lr-find":
         p = sub.add_parser("lr-find", formatter_class=_Formatter, help="find a learning rate: the range test",
                            description="The learning-rate range test on DATA (" + DATA_HELP + ") The real model "
@@ -228,6 +257,10 @@ def _add_train(sub: argparse._SubParsersAction, command: str = "train") -> None:
                                                           "runs; the first steps compile it)")
     p.add_argument("--workers", type=COUNT, default=None, help="augmentation worker processes, 0 for none "
                                                                 "(default: the free cores - 1, at most 4)")
+    p.add_argument("--log", type=names(LOGGERS), default=[], metavar="TRACKERS",
+                   help=f"also log the run to experiment trackers, comma-separated: {', '.join(LOGGERS)} "
+                        f"(TensorBoard event files in the run directory; MLflow at $MLFLOW_TRACKING_URI, else "
+                        f"PROJECT/mlruns; pip install 'imgclf[mlflow]')")
     p.add_argument("--no-plots", dest="plots", action="store_false",
                    help="draw only the training curves: no data or evaluation figures and no report")
     p.add_argument("--no-report", dest="report", action="store_false",
@@ -440,6 +473,25 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--batch-wait-ms", type=number(float, 0), default=5.0, help="how long the first image waits for others")
     w.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (PyTorch models)")
 
+    n = sub.add_parser("runs", formatter_class=_Formatter, help="list the runs under a folder",
+                       description="One line per run directory: name, date, data, model, mode, epochs done/planned, "
+                                   "best validation value, test accuracy, parameters, wall time and status "
+                                   "(running, finished, interrupted, failed); newest first.")
+    n.add_argument("folder", nargs="?", default="runs", help="the folder that holds the run directories")
+    n.add_argument("--sort", default=None, help="a column to sort by: test_acc, best, wall_s, date, name... "
+                                                "(numbers best first)")
+    n.add_argument("--output", default=None, help="also write the table to a .csv or .json file")
+    _add_overwrite(n)
+
+    m = sub.add_parser("compare", formatter_class=_Formatter, help="two or more runs side by side",
+                       description="Their validation curves overlaid, their metrics, the settings that differ and "
+                                   "their accuracy per class: printed, and written as a PNG and a self-contained "
+                                   "HTML page.")
+    m.add_argument("runs", nargs="+", help="run directories (runs/NAME) or run names")
+    m.add_argument("--output", default=None, help="the HTML page to write, its figure beside it as .png "
+                                                  "(default: compare.html here, numbered if taken)")
+    _add_overwrite(m)
+
     d = sub.add_parser("demo", formatter_class=_Formatter, help="train, evaluate and predict on the bundled sample",
                        description="The whole workflow on 8,000 bundled Fashion-MNIST images, offline, in a few "
                                    "minutes on a laptop CPU.")
@@ -455,5 +507,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_train(sub, "cv")
     _add_train(sub, "lr-find")
+    _add_train(sub, "tune")
     _add_commands(sub)
     return parser

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ CACHES = ("auto", "ram", "disk", "none")
 MONITORS = ("val_acc", "val_loss", "val_balanced_acc", "val_macro_f1", "val_map", "val_micro_f1", "train_acc",
             "train_loss")  # which apply depends on the task (imgclf.task); val_map and val_micro_f1 are multi-label's
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # autocast dtypes; auto: see imgclf.device.autocast_dtype
+LOGGERS = ("tensorboard", "mlflow")  # experiment trackers (imgclf.tracking)
 LOSSES = ("default", "asymmetric")  # default: cross-entropy, or binary cross-entropy for multi-label; asymmetric: ASL
 CLASS_WEIGHTS = ("none", "balanced")  # balanced: scikit-learn's inverse-frequency weights in the loss
 SAMPLERS = ("random", "balanced")  # balanced: every class equally likely in each batch
@@ -115,6 +117,7 @@ class TrainConfig:
     precision: str = "auto"  # autocast dtype: bf16 where the device has it natively (see imgclf.device)
     batch_augment: bool | None = None  # light augmentation as batched tensor ops in the trainer; None: for light
     compile: bool = False  # torch.compile the training forward/backward
+    log: list[str] = dataclasses.field(default_factory=list)  # experiment trackers: tensorboard, mlflow
     channels_last: bool = True
     workers: int | None = None
     monitor: str | None = None  # None: the task's (val_acc, or val_map for multi-label)
@@ -186,6 +189,11 @@ class TrainConfig:
             raise UserError(f"--max-bad-fraction must be in [0, 1], got {self.max_bad_fraction}")
         if self.backbone_lr_scale <= 0:
             raise UserError(f"--backbone-lr-scale must be positive, got {self.backbone_lr_scale}")
+        self.log = [self.log] if isinstance(self.log, str) else list(self.log or [])
+        if unknown := [name for name in self.log if name not in LOGGERS]:
+            raise UserError(f"--log {unknown[0]!r} is not one of: {', '.join(LOGGERS)}")
+        if "mlflow" in self.log and importlib.util.find_spec("mlflow") is None:
+            raise UserError("--log mlflow needs MLflow: pip install 'imgclf[mlflow]'")
         if self.monitor not in (*MONITORS, None):
             raise UserError(f"--monitor {self.monitor!r} is not one of: {', '.join(MONITORS)}")
 

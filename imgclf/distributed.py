@@ -172,13 +172,15 @@ def parallel(model: nn.Module, device: torch.device, sync_bn: bool, find_unused:
 
 def process_callbacks(callbacks: list) -> list:
     """Rank 0 keeps every callback; the others leave out those that print or write files (the progress bar, the
-    CSV log, checkpoints), and keep those that decide (early stopping, plateau, fine-tuning), which see the same
+    CSV log, checkpoints, trackers), and keep those that decide (early stopping, plateau, fine-tuning), which see the same
     all-reduced metrics everywhere and so decide alike."""
     if is_main():
         return callbacks
+    from .tracking import MLflowLogger, TensorBoardLogger
     from .training.callbacks import CSVLogger, ModelCheckpoint, ProgressBar
 
-    return [cb for cb in callbacks if not isinstance(cb, (CSVLogger, ModelCheckpoint, ProgressBar))]
+    writers = (CSVLogger, ModelCheckpoint, ProgressBar, TensorBoardLogger, MLflowLogger)
+    return [cb for cb in callbacks if not isinstance(cb, writers)]
 
 
 def average_buffers(model: nn.Module) -> None:

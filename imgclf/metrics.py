@@ -3,6 +3,7 @@ class), top-k accuracy, per-class report, confusion matrix, the most-confused pa
 from __future__ import annotations
 
 import csv
+import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +153,15 @@ class Evaluation:
     def top_losses(self, n: int = 16) -> np.ndarray:
         """Indices of the ``n`` images with the highest loss, worst first."""
         return np.argsort(-self.losses(), kind="stable")[:n]
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the headline numbers and the per-class table."""
+        import pandas as pd
+
+        per_class = pd.DataFrame(self.as_dict()["per_class"]).T
+        return (f"<p><b>accuracy {self.accuracy:.4f}</b>{html.escape(self.top_k_text)}, balanced accuracy "
+                f"{self.balanced_accuracy:.4f}, macro F1 {self.macro_f1:.4f} on {len(self.y_true)} images</p>"
+                + per_class.to_html(float_format="{:.4f}".format))
 
     def report(self) -> str:
         """scikit-learn's per-class precision, recall, F1 and support, with the headline numbers first and the

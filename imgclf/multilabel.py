@@ -129,6 +129,13 @@ class MultiLabelEvaluation:
     def tta_text(self) -> str:
         return gain_text("mAP", self.mean_average_precision, self.plain_map)
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the headline numbers and the per-label table."""
+        import pandas as pd
+
+        return (f"<p><b>{self.headline}</b>, exact match {self.exact_match:.4f} on {len(self.y_true)} images</p>"
+                + pd.DataFrame(self.per_label()).set_index("label").to_html(float_format="{:.4f}".format))
+
     def report(self) -> str:
         """Headline numbers, then a line per label (precision, recall, F1, average precision, support, threshold)."""
         width = max(12, *(len(c) for c in self.classes))

@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import TrainConfig
 from .errors import UserError
 
-CONFIG, LABELS, METRICS, BEST, LAST, SKIPPED, THRESHOLD = (
-    "config.yaml", "labels.json", "metrics.csv", "best.safetensors", "last.pt", "skipped.csv", "threshold.json")
+CONFIG, LABELS, METRICS, BEST, LAST, SKIPPED, THRESHOLD, STATUS = (
+    "config.yaml", "labels.json", "metrics.csv", "best.safetensors", "last.pt", "skipped.csv", "threshold.json",
+    "status.json")
+STATES = ("running", "finished", "interrupted", "failed")
 
 
 def slug(text: str) -> str:
@@ -181,3 +186,62 @@ class RunDir:
             return []
         with (self / METRICS).open(newline="", encoding="utf-8") as f:
             return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+class RunStatus:
+    """Where a run stands, in its ``status.json`` (what ``imgclf runs`` lists): ``running`` from the start, then
+    ``finished``, ``interrupted`` (resumable) or ``failed`` with the error; the wall time adds up over resumes. A
+    run still marked running whose process is gone (killed) reads as interrupted."""
+
+    def __init__(self) -> None:
+        self.run: RunDir | None = None
+        self.began = time.time()
+
+    def start(self, run: RunDir, **info: object) -> None:
+        self.run = run
+        saved = self.read(run)
+        self._write(saved | info | {"status": "running", "started": saved.get("started", _now()), "pid": os.getpid(),
+                                    "host": socket.gethostname(), "wall_s": saved.get("wall_s", 0.0),
+                                    "error": ""})
+
+    def end(self, status: str, error: str = "") -> None:
+        if self.run is None:  # failed before the run directory existed
+            return
+        saved = self.read(self.run)
+        wall = float(saved.get("wall_s", 0.0)) + time.time() - self.began
+        self._write(saved | {"status": status, "ended": _now(), "wall_s": round(wall, 1), "error": error[:500]})
+
+    def _write(self, values: dict) -> None:
+        path = self.run / STATUS
+        path.with_suffix(".tmp").write_text(json.dumps(values, indent=1, ensure_ascii=False), encoding="utf-8")
+        path.with_suffix(".tmp").replace(path)
+
+    @staticmethod
+    def read(run: RunDir) -> dict:
+        """The saved status; for a run from before status files, the one its files tell."""
+        try:
+            saved = json.loads((run / STATUS).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = None
+        if not isinstance(saved, dict):
+            return {}
+        if saved.get("status") == "running" and saved.get("host") == socket.gethostname() and \
+                not _alive(int(saved.get("pid", 0))):
+            saved["status"] = "interrupted"
+        return saved
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # headless files; a notebook keeps its inline backend (no windows either)
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import font_manager  # noqa: E402

@@ -6,7 +6,7 @@ from pathlib import Path
 from matplotlib.ticker import MaxNLocator
 
 from ..diagnose import diagnose
-from .style import save, subplots
+from .style import label_fontsize, save, subplots
 
 
 def plot_curves(rows: list[dict[str, float]], path: Path, monitor: str = "val_acc", kept: int | None = None) -> Path:
@@ -44,3 +44,31 @@ def plot_curves(rows: list[dict[str, float]], path: Path, monitor: str = "val_ac
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return save(fig, path)
+
+
+def plot_comparison(names: list[str], histories: list[list[dict[str, float]]],
+                    per_class: dict[str, list[float | None]], path: Path) -> Path:
+    """Several runs on the same axes: validation loss and accuracy per epoch (training dotted) and, given
+    ``per_class`` (each class's accuracy in each run), grouped bars of it."""
+    fig, axes = subplots(1, 3 if per_class else 2, (16 if per_class else 11, 4.2))
+    axes = axes[0]
+    for name, rows in zip(names, histories):
+        epochs = [int(r["epoch"]) for r in rows]
+        for ax, key in zip(axes, ("loss", "acc")):
+            line, = ax.plot(epochs, [r.get(f"val_{key}", float("nan")) for r in rows], "o-", ms=3, label=name)
+            ax.plot(epochs, [r.get(f"train_{key}", float("nan")) for r in rows], ":", color=line.get_color())
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        ax.set(title=f"validation {key} (dotted: training)", xlabel="epoch", ylabel=key)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if per_class:
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            axes[2].bar([j + i * width for j in range(len(per_class))], [v[i] or 0 for v in per_class.values()],
+                        width, label=name)
+        axes[2].set_xticks([j + 0.4 - width / 2 for j in range(len(per_class))], list(per_class), rotation=60,
+                           ha="right", fontsize=label_fontsize(len(per_class)))
+        axes[2].set(title="accuracy per class (recall)", ylim=(0, 1.05))
+        axes[2].legend(fontsize=8)
+    return save(fig, path, dpi=110)

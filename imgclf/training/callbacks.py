@@ -33,6 +33,10 @@ class Callback:
 
     def on_train_end(self, trainer: "Trainer") -> None: ...
 
+    def on_run_end(self, trainer: "Trainer", run: Path, results: dict[str, float]) -> None:
+        """Called by :func:`imgclf.train` once the run directory is complete (best weights, evaluation, report),
+        with the final evaluation's figures (``test_accuracy``...); not after an interrupted or failed run."""
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
