@@ -172,8 +172,8 @@ def parallel(model: nn.Module, device: torch.device, sync_bn: bool, find_unused:
 
 def process_callbacks(callbacks: list) -> list:
     """Rank 0 keeps every callback; the others leave out those that print or write files (the progress bar, the
-    CSV log, checkpoints, trackers), and keep those that decide (early stopping, plateau, fine-tuning), which see the same
-    all-reduced metrics everywhere and so decide alike."""
+    CSV log, checkpoints, trackers), and keep those that decide (early stopping, plateau, fine-tuning), which see
+    the same all-reduced metrics everywhere and so decide alike."""
     if is_main():
         return callbacks
     from .tracking import MLflowLogger, TensorBoardLogger

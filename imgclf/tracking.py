@@ -82,8 +82,11 @@ class TensorBoardLogger(_Tracker):
         from torch.utils.tensorboard import SummaryWriter
 
         # drop the events logged after the step training starts from: those of an interrupted run's last steps on
-        # --resume, or all of them when --exist-ok trains over a run
+        # --resume, or all of them when --exist-ok trains over a run. TensorBoard purges every tag from that step
+        # on, so it must also stay above the epoch numbers the epoch scalars were logged at.
         purge = trainer.start_epoch * trainer.steps_per_epoch + trainer.done_steps
+        if trainer.start_epoch:
+            purge = max(purge, trainer.start_epoch + 1)
         self.writer = self._safely("opening the event file",
                                    lambda: SummaryWriter(str(self.run or "."), purge_step=purge))
 

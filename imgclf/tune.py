@@ -115,21 +115,23 @@ class Pruning(Callback):
         if self.monitor not in logs:
             return
         self.trial.report(logs[self.monitor], epoch)
-        if self.trial.should_prune():
+        if epoch + 1 < trainer.epochs and self.trial.should_prune():  # after the last epoch, nothing is saved
             self.pruned_at = epoch + 1
             trainer.stop_training = True
             trainer.log(f"pruned after epoch {epoch + 1}: {self.monitor} {logs[self.monitor]:.4f} is behind the "
                         f"other trials at this epoch")
 
 
-def _pruner(name: str) -> "optuna.pruners.BasePruner":
+def _pruner(name: str, epochs: int) -> "optuna.pruners.BasePruner":
     import optuna
 
     if name not in PRUNERS:
         raise UserError(f"--pruner {name!r} is not one of: {', '.join(PRUNERS)}")
-    # a trial is judged from its second epoch, once two trials have finished
-    return {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-            "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+    # Judged from the middle of the run on, once 5 trials have finished (Optuna's default): under a one-cycle or
+    # cosine schedule the early epochs' accuracy says little about the last, and a high learning rate starts slow.
+    return {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 2)),
+            "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, epochs // 4),
+                                                                      reduction_factor=3),
             "none": optuna.pruners.NopPruner}[name]()
 
 
@@ -211,7 +213,8 @@ def tune(data: str | None = None, model: str = "cnn", epochs: int | None = None,
     quiet = options.get("quiet", False)
     folder, spec = _tune_folder(data, model, epochs, trials, space, pruner, resume, options)
     data, model, epochs, options = spec["data"], spec["model"], spec["epochs"], spec["options"] | {"quiet": quiet}
-    cfg = TrainConfig(data=data, model=model, **{k: v for k, v in options.items() if k not in ("exist_ok",)})
+    cfg = TrainConfig(data=data, model=model, **{k: v for k, v in options.items() if k not in ("exist_ok",)},
+                      **({"epochs": epochs} if epochs else {}))
     cfg.resolve_mode()
     monitor = cfg.monitor or ("val_map" if cfg.task == "multilabel" else "val_acc")
     names = spec["space"]
@@ -222,7 +225,7 @@ def tune(data: str | None = None, model: str = "cnn", epochs: int | None = None,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction = "minimize" if monitor_mode(monitor) == "min" else "maximize"
     study = optuna.create_study(study_name=folder.name, storage=f"sqlite:///{(folder / STUDY_DB).resolve()}",
-                                load_if_exists=True, direction=direction, pruner=_pruner(spec["pruner"]),
+                                load_if_exists=True, direction=direction, pruner=_pruner(spec["pruner"], cfg.epochs),
                                 # seeded by the trial count, so a resumed search does not draw the same points again
                                 sampler=optuna.samplers.TPESampler(seed=cfg.seed + len(_existing(folder))))
     for stale in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):  # a killed search's last trial
@@ -290,14 +293,15 @@ def _tune_folder(data: str | None, model: str, epochs: int | None, trials: int, 
         raise UserError("no data given: pass an image folder, a CSV, or a built-in dataset name")
     data = str(Path(data).resolve()) if Path(data).exists() else str(data)
     kept = {k: v for k, v in options.items() if k not in ("name", "project", "exist_ok", "quiet")}
-    cfg = TrainConfig(data=data, model=model, **kept)  # bad options fail here, before anything is written
+    # bad options fail here, before anything is written
+    cfg = TrainConfig(data=data, model=model, **kept, **({"epochs": epochs} if epochs else {}))
     cfg.resolve_mode()
     names = parse_space(space, cfg.mode)
     for name in names:
         space_for(name, cfg.mode, cfg)
     if "dropout" in names:
         with_dropout(model, 0.0)
-    _pruner(pruner)
+    _pruner(pruner, cfg.epochs)
     if options.get("name"):
         folder = project / check_run_name(options["name"])
         if (folder / TUNE_FILE).exists():

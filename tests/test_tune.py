@@ -45,7 +45,7 @@ def test_pruning_stops_a_trial_behind_the_others():
         study.tell(trial, 0.9)
 
     class Trainer:
-        stop_training = False
+        stop_training, epochs = False, 4
         log = staticmethod(print)
 
     trainer, pruning = Trainer(), Pruning(study.ask(), "val_acc")
@@ -53,6 +53,9 @@ def test_pruning_stops_a_trial_behind_the_others():
     assert not trainer.stop_training  # warm-up: the first epoch is never judged
     pruning.on_epoch_end(trainer, 1, {"val_acc": 0.2})
     assert trainer.stop_training and pruning.pruned_at == 2
+    last, late = Trainer(), Pruning(study.ask(), "val_acc")
+    late.on_epoch_end(last, 3, {"val_acc": 0.2})
+    assert not last.stop_training and late.pruned_at is None  # at the last epoch stopping saves nothing
 
 
 def test_bad_search_spaces_are_one_line_errors(split_folder, run_cwd, capsys):
