@@ -3,7 +3,9 @@ real image folders contain: broken ones, odd-but-valid ones, and things that are
 from __future__ import annotations
 
 import io
+import shutil
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -184,3 +186,23 @@ def write_gallery(root: Path, plain_per_class: int = 8) -> Path:
     # the same picture in train and test: leakage
     (root / "test" / "dog" / "leaked.png").write_bytes((root / "train" / "dog" / "plain0.png").read_bytes())
     return root
+
+
+def headless_chrome(what: str):
+    """Debian's headless Chromium driven by Selenium, its console log kept; without Chromium a loud skip that says
+    the browser test of ``what`` did not run."""
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        message = (f"CHROMIUM NOT FOUND: the browser test of {what} did NOT run. Install Debian's chromium and "
+                   "chromium-driver (make test tries apt-get install chromium chromium-driver).")
+        warnings.warn(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(chromedriver), options=options)

@@ -3,8 +3,6 @@ browser (Debian's headless Chromium, driven by Selenium) with every image loaded
 from __future__ import annotations
 
 import re
-import shutil
-import warnings
 
 import pytest
 import torch
@@ -14,9 +12,8 @@ from imgclf.api import train
 from imgclf.cli import main
 from imgclf.report import FIGURES as FIGURES_BY_SECTION
 
-from .conftest import TINY
+from .conftest import TINY, headless_chrome
 
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # The figures every run with a test split and augmentation has (most_confused.png only when there are mistakes).
 FIGURES = 9
 
@@ -78,22 +75,9 @@ def test_report_command_rewrites_it_and_info_gives_the_diagnosis(report_run, cap
 
 
 def test_the_report_renders_in_headless_chromium(report_run):
-    if not (CHROMIUM and DRIVER):
-        message = ("CHROMIUM NOT FOUND: the browser test of report.html did NOT run. Install Debian's chromium and "
-                   "chromium-driver (make test tries apt-get install chromium chromium-driver).")
-        warnings.warn(message)
-        pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    main(["report", str(report_run.run.path)])
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver = headless_chrome("report.html")
     try:
+        main(["report", str(report_run.run.path)])
         driver.get((report_run.run.path / "report.html").as_uri())
         loaded = driver.execute_script(
             "return Array.from(document.images).map(i => i.complete && i.naturalWidth > 100 && i.naturalHeight > 100)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import warnings
 
 import pytest
 
@@ -15,9 +14,7 @@ from imgclf.errors import Interrupted
 from imgclf.runs_table import list_runs
 from imgclf.training.callbacks import Callback
 
-from .conftest import TINY
-
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+from .conftest import TINY, headless_chrome
 
 
 class StopAfter(Callback):
@@ -103,23 +100,10 @@ def test_compare_refuses_one_run_or_a_folder_that_is_not_a_run(project, tmp_path
 
 
 def test_compare_renders_in_headless_chromium(project, tmp_path):
-    if not (CHROMIUM and DRIVER):
-        message = ("CHROMIUM NOT FOUND: the browser test of compare.html did NOT run. Install Debian's chromium and "
-                   "chromium-driver (make test tries apt-get install chromium chromium-driver).")
-        warnings.warn(message)
-        pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
+    driver = headless_chrome("compare.html")
     page = tmp_path / "compare.html"
-    main(["compare", str(project / "done"), str(project / "other"), "--output", str(page)])
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     try:
+        main(["compare", str(project / "done"), str(project / "other"), "--output", str(page)])
         driver.get(page.as_uri())
         loaded = driver.execute_script(
             "return Array.from(document.images).map(i => i.complete && i.naturalWidth > 500 && i.naturalHeight > 100)")

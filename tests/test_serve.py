@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 
 import numpy as np
 import pytest
@@ -22,8 +21,7 @@ from imgclf.export import export
 from imgclf.onnx_model import OnnxClassifier
 from imgclf.serve import Limits, create_app
 
-from .conftest import TINY, make_image, write_class_folders
-from .test_report import CHROMIUM, DRIVER
+from .conftest import TINY, headless_chrome, make_image, write_class_folders
 
 
 # Korean class names (bar, bright, dark) so every answer and the web page are checked with non-Latin labels.
@@ -257,28 +255,16 @@ def _free_port() -> int:
 
 
 def test_a_browser_uploads_a_photo_and_sees_the_label(run, tmp_path):
-    if not (CHROMIUM and DRIVER):
-        message = ("CHROMIUM NOT FOUND: the browser test of the web page did NOT run. Install Debian's chromium and "
-                   "chromium-driver (make test tries apt-get install chromium chromium-driver).")
-        warnings.warn(message)
-        pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
+    driver = headless_chrome("the web page")
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "imgclf", "serve", str(run.run.path), "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     photo = tmp_path / "photo.png"
     photo.write_bytes(png("dark", 7))
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = None
     try:
         for _ in range(150):
             try:
@@ -287,7 +273,6 @@ def test_a_browser_uploads_a_photo_and_sees_the_label(run, tmp_path):
             except OSError:
                 assert server.poll() is None, server.stdout.read().decode()
                 time.sleep(0.2)
-        driver = webdriver.Chrome(service=Service(DRIVER), options=options)
         driver.get(f"http://127.0.0.1:{port}/")
         WebDriverWait(driver, 20).until(lambda d: "classes" in d.find_element(By.ID, "model").text)
         driver.find_element(By.ID, "file").send_keys(str(photo))
@@ -298,8 +283,7 @@ def test_a_browser_uploads_a_photo_and_sees_the_label(run, tmp_path):
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
     finally:
-        if driver is not None:
-            driver.quit()
+        driver.quit()
         server.terminate()
         server.wait(10)
 
