@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .config import TrainConfig, default_lr
-from .errors import UserError
+from .errors import Interrupted, UserError
 from .run import RunDir, check_run_name, fresh_path, slug
 from .training.callbacks import Callback
 from .training.monitor import monitor_mode
@@ -217,11 +217,7 @@ def tune(data: str | None = None, model: str = "cnn", epochs: int | None = None,
                       **({"epochs": epochs} if epochs else {}))
     cfg.resolve_mode()
     monitor = cfg.monitor or ("val_map" if cfg.task == "multilabel" else "val_acc")
-    names = spec["space"]
-    for name in names:  # an unknown parameter fails before the first trial
-        space_for(name, cfg.mode, cfg)
-    if "dropout" in names:
-        with_dropout(model, 0.0)
+    names = spec["space"]  # checked by _tune_folder when the search was made
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction = "minimize" if monitor_mode(monitor) == "min" else "maximize"
     study = optuna.create_study(study_name=folder.name, storage=f"sqlite:///{(folder / STUDY_DB).resolve()}",
@@ -259,8 +255,12 @@ def tune(data: str | None = None, model: str = "cnn", epochs: int | None = None,
     started = time.time()
     if left > 0:
         # a trial that fails (a diverged loss, settings that do not fit the data) is marked failed; the search goes on
-        study.optimize(objective, n_trials=left, timeout=parse_duration(timeout), catch=(UserError,),
-                       callbacks=[optuna.study.MaxTrialsCallback(spec["trials"], states=finished)])
+        try:
+            study.optimize(objective, n_trials=left, timeout=parse_duration(timeout), catch=(UserError,),
+                           callbacks=[optuna.study.MaxTrialsCallback(spec["trials"], states=finished)])
+        except Interrupted as exc:  # Ctrl-C: the trial is marked failed; the search resumes with a new one
+            raise Interrupted(f"search stopped during trial {len(study.trials) - 1}; continue it with: imgclf tune "
+                              f"--resume --name {folder.name} --project {folder.parent}", exc.exit_code) from None
     elif not quiet:
         print(f"{folder}: all {spec['trials']} trials are done; raise --trials to search further")
     return _summarise(study, folder, monitor, quiet, time.time() - started)

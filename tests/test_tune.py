@@ -75,3 +75,16 @@ def test_dropout_rewrites_the_cnn_spec_and_the_command_reproduces_settings():
     command = train_command("data", "cnn:8-m-fc16", 5, {"lr": 0.0123456, "plots": False, "flip": False,
                                                          "batch_size": 128, "quiet": True})
     assert command == "imgclf train data --model cnn:8-m-fc16 --epochs 5 --lr 0.01235 --no-plots --no-flip"
+
+
+def test_ctrl_c_names_the_command_that_resumes_the_search(split_folder, run_cwd, monkeypatch, capsys):
+    import imgclf.api
+    from imgclf.errors import Interrupted
+
+    def stopped(*args, **kwargs):
+        raise Interrupted("stopped by SIGINT after epoch 1", 130)
+    monkeypatch.setattr(imgclf.api, "train", stopped)
+    assert main(["tune", str(split_folder), "--name", "cut", "--space", "lr", *TINY_ARGS]) == 130
+    assert "imgclf tune --resume --name cut" in capsys.readouterr().err
+    study = optuna.load_study(study_name="cut", storage=f"sqlite:///{run_cwd / 'runs' / 'cut' / 'study.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]  # resumed as a new trial, not redone
