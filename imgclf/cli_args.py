@@ -115,8 +115,8 @@ def _add_train(sub: argparse._SubParsersAction, command: str = "train") -> None:
                             "(default: lr,wd,dropout,label_smoothing from scratch; lr,wd,backbone_lr_scale,augment "
                             "for fine-tuning)")
         p.add_argument("--pruner", choices=("median", "halving", "none"), default="median",
-                       help="stop a trial whose metric is below the median of the others at that epoch, or "
-                            "successive halving")
+                       help="stop a trial whose metric is below the median of the others at the same epoch "
+                            "(judged from mid-run on, once 5 trials finished), or successive halving")
     elif command == "lr-find":
         p = sub.add_parser("lr-find", formatter_class=_Formatter, help="find a learning rate: the range test",
                            description="The learning-rate range test on DATA (" + DATA_HELP + ") The real model "
