@@ -375,8 +375,9 @@ def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume:
         if cfg.plots and cfg.report:
             where = f"{final} split, {len(images)} images"
             log(f"report: {write_report(clf, clf.evaluation, images, where)}")
+    results = _results(clf, final, cfg.monitor, rows, kept)
     for cb in trainer.callbacks:  # the trackers log the finished run
-        cb.on_run_end(trainer, run.path, _results(clf, final, cfg.monitor, rows, kept))
+        cb.on_run_end(trainer, run.path, results)
     log(f"run directory: {run.path}")
     return clf
 

@@ -12,7 +12,7 @@ from .errors import UserError
 from .plots import plot_comparison
 from .report import STYLE, _figure
 from .run import CONFIG, RunDir
-from .runs_table import _read_json, run_row
+from .runs_table import read_json, run_row
 
 # the run_row figures shown in the metrics table, with their labels
 METRICS = [("status", "status"), ("epochs", "epochs done"), ("best", "best validation value"),
@@ -35,7 +35,7 @@ class Comparison:
         self.rows = [run_row(r.path, r.path.parent) for r in self.runs]
         self.metrics = [r.metrics() for r in self.runs]
         self.configs = [yaml.safe_load((r / CONFIG).read_text(encoding="utf-8")) or {} for r in self.runs]
-        self.evaluations = [_read_json(r / "eval.json") for r in self.runs]
+        self.evaluations = [read_json(r / "eval.json") for r in self.runs]
 
     def differences(self) -> dict[str, list]:
         """The settings whose values are not the same in every run."""

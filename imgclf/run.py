@@ -20,7 +20,6 @@ from .errors import UserError
 CONFIG, LABELS, METRICS, BEST, LAST, SKIPPED, THRESHOLD, STATUS = (
     "config.yaml", "labels.json", "metrics.csv", "best.safetensors", "last.pt", "skipped.csv", "threshold.json",
     "status.json")
-STATES = ("running", "finished", "interrupted", "failed")
 
 
 def slug(text: str) -> str:
@@ -218,7 +217,8 @@ class RunStatus:
 
     @staticmethod
     def read(run: RunDir) -> dict:
-        """The saved status; for a run from before status files, the one its files tell."""
+        """The saved status ({} for a run from before status files), a dead process's "running" read as
+        "interrupted"."""
         try:
             saved = json.loads((run / STATUS).read_text(encoding="utf-8"))
         except (OSError, ValueError):

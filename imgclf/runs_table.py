@@ -9,14 +9,13 @@ import yaml
 
 from .errors import UserError
 from .run import BEST, CONFIG, LAST, RunDir, RunStatus, kept_epoch
+from .training.monitor import monitor_mode
 
 COLUMNS = ["name", "date", "data", "model", "mode", "epochs", "planned", "monitor", "best", "test_acc", "test_map",
            "parameters", "wall_s", "status", "path"]
-# metrics where lower is better; the rest are better higher
-LOWER = ("val_loss", "train_loss")
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -33,12 +32,12 @@ def run_row(path: Path, root: Path) -> dict:
         config = {}
     rows = run.metrics()
     status = RunStatus.read(run)
-    evaluation = _read_json(path / "eval.json")
+    evaluation = read_json(path / "eval.json")
     monitor = config.get("monitor") or ("val_map" if config.get("task") == "multilabel" else "val_acc")
     kept = kept_epoch(path / BEST) if (path / BEST).exists() else None
     values = [r[monitor] for r in rows if monitor in r]
     row = next((r for r in rows if int(r["epoch"]) == kept), None)
-    best = row.get(monitor) if row else (min(values) if monitor in LOWER else max(values)) if values else None
+    best = row.get(monitor) if row else (min if monitor_mode(monitor) == "min" else max)(values) if values else None
     state = status.get("status") or (  # a run from before status.json: what its files say
         "finished" if evaluation or (rows and len(rows) >= int(config.get("epochs", 0) or 0))
         else "interrupted" if (path / LAST).exists() else "failed")
@@ -70,7 +69,7 @@ def list_runs(folder: str | Path = "runs", sort: str | None = None) -> pd.DataFr
         raise UserError(f"--sort {sort!r} is not a column; use one of: {', '.join(COLUMNS)}")
     numeric = pd.api.types.is_numeric_dtype(table[sort]) and sort not in ("epochs", "planned")
     ascending = not numeric or sort in ("wall_s", "parameters") or sort == "best" and all(
-        m in LOWER for m in table["monitor"])
+        monitor_mode(m) == "min" for m in table["monitor"])
     return table.sort_values(sort, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
 
 
