@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from predict_bulk import ROOT, bench_folder, run
 
 CUT = [1, 3, 5, 7, 9]  # trouser, dress, sandal, sneaker, ankle boot: 300 training images each instead of 6,000

@@ -16,11 +16,11 @@ import time
 import numpy as np
 import torch
 
-from imgclf.api import train
-from imgclf.classifier import Classifier
 from imgclf.data.transforms import normalize
-from imgclf.export import export
-from imgclf.onnx_model import OnnxClassifier
+from imgclf.deploy.export import export
+from imgclf.inference.classifier import Classifier
+from imgclf.inference.onnx import OnnxClassifier
+from imgclf.training.job import train
 
 
 def throughput(fn, batch: np.ndarray, seconds: float) -> float:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
 from predict_bulk import ROOT, bench_folder, run
 
 
@@ -79,7 +78,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     import imgclf
-    from imgclf.multilabel import MultiLabelEvaluation
+    from imgclf.metrics.multilabel import MultiLabelEvaluation
 
     ml = json.loads((folder / "runs" / "multilabel" / "eval.json").read_text())
     clf = imgclf.load(folder / "runs" / "naive", device="cpu")

@@ -107,7 +107,7 @@ def default_model() -> str:
     ready = Path("bench-runs/inference-cnn")
     if (ready / "best.safetensors").exists():
         return str(ready)
-    from imgclf.api import train
+    from imgclf.training.job import train
     return str(train("fashion-mnist-sample", "cnn", 3, project="bench-runs", name="serve-cnn", exist_ok=True,
                      quiet=True, plots=False).run.path)
 

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from predict_bulk import ROOT, bench_folder, run
 
 sys.path.insert(0, str(ROOT))

@@ -42,7 +42,7 @@ def make_tiny_onnx(work: Path) -> None:
     from PIL import Image
 
     import imgclf
-    from imgclf.export import export
+    from imgclf.deploy.export import export
 
     rng = np.random.default_rng(0)
     for name in ("a", "b"):

@@ -12,7 +12,6 @@ import json
 import sys
 
 import optuna
-
 from predict_bulk import ROOT, bench_folder, run
 
 sys.path.insert(0, str(ROOT))

@@ -16,9 +16,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
-_EXPORTS = {"load": "api", "train": "api", "Classifier": "classifier", "TrainConfig": "config", "UserError": "errors",
-            "create_model": "models", "cross_validate": "cv", "tune": "tune", "runs": "runs_table.list_runs",
-            "Comparison": "compare"}
+_EXPORTS = {"load": "training.job", "train": "training.job", "Classifier": "inference.classifier",
+            "TrainConfig": "config", "UserError": "errors", "create_model": "models", "cross_validate": "experiments.cv",
+            "tune": "experiments.tune", "runs": "reports.runs:list_runs", "Comparison": "reports.compare"}
 __all__ = ["Classifier", "Comparison", "TrainConfig", "UserError", "callbacks", "create_model", "cross_validate",
            "load", "runs", "train", "tune", "__version__"]
 
@@ -27,6 +27,6 @@ def __getattr__(name: str) -> Any:
     if name == "callbacks":
         return importlib.import_module(".callbacks", __name__)
     if name in _EXPORTS:
-        module, _, attribute = _EXPORTS[name].partition(".")
+        module, _, attribute = _EXPORTS[name].partition(":")
         return getattr(importlib.import_module(f".{module}", __name__), attribute or name)
     raise AttributeError(f"module 'imgclf' has no attribute {name!r}")

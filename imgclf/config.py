@@ -22,8 +22,10 @@ FEATURE_CACHES = ("disk", "memory", "off")
 CACHES = ("auto", "ram", "disk", "none")
 MONITORS = ("val_acc", "val_loss", "val_balanced_acc", "val_macro_f1", "val_map", "val_micro_f1", "train_acc",
             "train_loss")  # which apply depends on the task (imgclf.task); val_map and val_micro_f1 are multi-label's
+# what imgclf benchmark measures (here, not in deploy/, so that --help lists them without importing torch)
+BENCHMARK_ENGINES = ("pytorch", "pytorch-compiled", "onnxruntime", "onnxruntime-int8", "training")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # autocast dtypes; auto: see imgclf.device.autocast_dtype
-LOGGERS = ("tensorboard", "mlflow")  # experiment trackers (imgclf.tracking)
+LOGGERS = ("tensorboard", "mlflow")  # experiment trackers (imgclf.training.trackers)
 LOSSES = ("default", "asymmetric")  # default: cross-entropy, or binary cross-entropy for multi-label; asymmetric: ASL
 CLASS_WEIGHTS = ("none", "balanced")  # balanced: scikit-learn's inverse-frequency weights in the loss
 SAMPLERS = ("random", "balanced")  # balanced: every class equally likely in each batch
@@ -61,6 +63,11 @@ def free_cores() -> int:
 def default_workers() -> int:
     """Augmentation worker processes beside the training threads: one is enough for 2 cores, at most 4."""
     return max(1, min(4, free_cores() - 1))
+
+
+def decode_workers() -> int:
+    """Worker processes that only decode images (the store, bulk prediction): one per usable core, at most 8."""
+    return min(8, free_cores())
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Choosing where to compute: CUDA, then Apple's MPS, then the CPU."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .config import PRECISIONS
@@ -59,3 +61,10 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         raise UserError("--precision fp16: this CPU has no native float16 (AVX-512 FP16 or AMX-FP16); use "
                         "--precision bf16, fp32 or auto")
     return torch.float16
+
+
+def autocast_for(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed precision in ``dtype`` (see :func:`autocast_dtype`), or full precision for None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

@@ -145,18 +145,6 @@ def per_process_batch(batch_size: int, n_train: int, log: Callable[[str], None])
     return per
 
 
-def shard_sampler(labels: torch.Tensor, seed: int, balanced: bool = False) -> torch.utils.data.Sampler | None:
-    """Every epoch a fresh seeded shuffle, cut into one disjoint shard per process (None for one process: the
-    loader shuffles); ``balanced``: classes drawn equally often (:class:`~imgclf.data.sampler.BalancedSampler`)."""
-    if balanced:
-        from .data.sampler import BalancedSampler
-
-        return BalancedSampler(labels, seed, world_size(), rank())
-    if world_size() == 1:
-        return None
-    return torch.utils.data.DistributedSampler(range(len(labels)), world_size(), rank(), shuffle=True, seed=seed)
-
-
 def parallel(model: nn.Module, device: torch.device, sync_bn: bool, find_unused: bool) -> nn.Module:
     """``model`` wrapped in DistributedDataParallel (the model itself for one process). ``find_unused`` for
     fine-tuning, whose frozen backbone gives no gradients in the first epochs."""
@@ -168,19 +156,6 @@ def parallel(model: nn.Module, device: torch.device, sync_bn: bool, find_unused:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                                find_unused_parameters=find_unused)
-
-
-def process_callbacks(callbacks: list) -> list:
-    """Rank 0 keeps every callback; the others leave out those that print or write files (the progress bar, the
-    CSV log, checkpoints, trackers), and keep those that decide (early stopping, plateau, fine-tuning), which see
-    the same all-reduced metrics everywhere and so decide alike."""
-    if is_main():
-        return callbacks
-    from .tracking import MLflowLogger, TensorBoardLogger
-    from .training.callbacks import CSVLogger, ModelCheckpoint, ProgressBar
-
-    writers = (CSVLogger, ModelCheckpoint, ProgressBar, TensorBoardLogger, MLflowLogger)
-    return [cb for cb in callbacks if not isinstance(cb, writers)]
 
 
 def average_buffers(model: nn.Module) -> None:

@@ -20,6 +20,7 @@ from .errors import UserError
 CONFIG, LABELS, METRICS, BEST, LAST, SKIPPED, THRESHOLD, STATUS = (
     "config.yaml", "labels.json", "metrics.csv", "best.safetensors", "last.pt", "skipped.csv", "threshold.json",
     "status.json")
+CV_FILE = "cv.json"  # at the top of a cross-validation folder (imgclf cv): the folds' shared options
 
 
 def slug(text: str) -> str:

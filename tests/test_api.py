@@ -66,7 +66,7 @@ def test_resume_continues_exactly(image_folder, run_cwd):
     with pytest.raises(KeyboardInterrupt):
         imgclf.train(str(image_folder), epochs=4, name="cut", callbacks=[Interrupt(at_epoch=2)], **options)
     assert torch.load(run_cwd / "runs" / "cut" / "last.pt", weights_only=True)["epoch"] == 2
-    from imgclf.cli import main
+    from imgclf.cli.main import main
 
     assert main(["train", "--resume", "--name", "cut", "--quiet"]) == 0
 
@@ -117,3 +117,24 @@ def test_diverging_loss_stops_with_a_hint(image_folder, run_cwd):
     options["lr"] = 1e12
     with pytest.raises(imgclf.UserError, match="try a lower --lr"):
         imgclf.train(str(image_folder), epochs=3, name="nan", **options)
+
+
+def test_config_yaml_holds_every_value_the_run_used(image_folder, run_cwd):
+    """The choices made for the user (batch size that fits, schedule, normalisation, task, monitor, input size) are
+    settled before config.yaml is written, so the file describes the run that trained."""
+    import yaml
+
+    seen = {}
+
+    class Record(Callback):
+        def on_train_begin(self, trainer):
+            seen.update(batch=trainer.train_loader.batch_size, epochs=trainer.epochs,
+                        lr=trainer.optimizer.param_groups[0]["lr"], monitor=trainer.monitor)
+
+    clf = imgclf.train(str(image_folder), epochs=1, callbacks=[Record()], **(TINY | {"batch_size": 500}))
+    saved = yaml.safe_load((clf.run.path / "config.yaml").read_text())
+    assert saved["batch_size"] == seen["batch"] < 500 and saved["epochs"] == seen["epochs"] == 1
+    assert saved["scheduler"] == "none" and saved["lr"] == pytest.approx(seen["lr"])  # too few steps to schedule
+    assert saved["task"] == "multiclass" and saved["monitor"] == seen["monitor"] == "val_acc"
+    assert saved["img_size"] == 16 and saved["channels"] == 3 and len(saved["mean"]) == 3
+    assert clf.config.batch_size == saved["batch_size"]

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from imgclf.cli import main
+from imgclf.cli.main import main
 
 from .conftest import TINY_ARGS, write_class_folders
 

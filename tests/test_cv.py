@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from imgclf.cli import main
+from imgclf.cli.main import main
 from imgclf.data.split import fold_indices
 from imgclf.errors import UserError
-from imgclf.predictor import load_predictor
+from imgclf.inference.load import load_predictor
 
 from .conftest import TINY_ARGS, write_class_folders
 

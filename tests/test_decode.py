@@ -106,8 +106,8 @@ def test_image_extensions_any_case_and_hidden_files(tmp_path):
 
 
 def test_a_split_decodes_into_one_allocation_with_bad_files_leaving_no_gap(tmp_path):
-    from imgclf.data.cache import channel_stats, decode_split
     from imgclf.data.sources import Split
+    from imgclf.data.tensors import channel_stats, decode_split
 
     rng = np.random.default_rng(0)
     paths = []

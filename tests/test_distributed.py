@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from imgclf.cli import main
+from imgclf.cli.main import main
 
 from .conftest import write_class_folders
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from imgclf import explain
-from imgclf.api import train
-from imgclf.cli import main
+from imgclf.cli.main import main
 from imgclf.models import create_model
+from imgclf.reports import explain
+from imgclf.training.job import train
 
 from .conftest import TINY
 from .test_plots import assert_picture

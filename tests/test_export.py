@@ -12,12 +12,11 @@ import pytest
 import torch
 
 import imgclf
-
-from imgclf import export as export_module
-from imgclf.api import train
-from imgclf.cli import main
+from imgclf.cli.main import main
+from imgclf.deploy import export as export_module
 from imgclf.errors import UserError
-from imgclf.onnx_model import OnnxClassifier
+from imgclf.inference.onnx import OnnxClassifier
+from imgclf.training.job import train
 
 from .conftest import TINY, write_class_folders
 

@@ -13,10 +13,10 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 from sklearn.utils.class_weight import compute_class_weight
 
 import imgclf
-from imgclf.cli import main
+from imgclf.cli.main import main
 from imgclf.data.sampler import BalancedSampler
-from imgclf.diagnose import collapse_note, diagnose
-from imgclf.metrics import confusion_scores
+from imgclf.metrics.classification import confusion_scores
+from imgclf.metrics.diagnose import collapse_note, diagnose
 from imgclf.training.loss import class_weights
 
 
@@ -117,7 +117,7 @@ def test_the_diagnosis_says_when_the_minority_is_missed():
 
 
 def test_the_tuned_threshold_maximises_f1():
-    from imgclf.metrics import tune_threshold
+    from imgclf.metrics.classification import tune_threshold
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 300)

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.cli import main
+from imgclf.cli.main import main
 from imgclf.errors import UserError
-from imgclf.lessons import bottleneck, convolve, output_size, parse_kernel, pool
+from imgclf.lessons.convolution import bottleneck, convolve, output_size, parse_kernel, pool
 
 
 def test_a_vertical_edge_through_the_vertical_kernel():

@@ -14,12 +14,13 @@ from PIL import Image
 from sklearn.metrics import average_precision_score, f1_score, hamming_loss
 
 import imgclf
-from imgclf.cli import main
+from imgclf.cli.main import main
 from imgclf.data.sources import load_source
 from imgclf.data.split import split_indices
 from imgclf.errors import UserError
-from imgclf.multilabel import MultiLabelEvaluation, tune_thresholds
+from imgclf.metrics.multilabel import MultiLabelEvaluation, tune_thresholds
 from imgclf.task import MultiLabel, get_task
+from imgclf.training.loss import create_criterion
 from imgclf.training.mix import mixing
 
 from .conftest import BARS, TINY, TINY_ARGS, make_bars, write_class_folders, write_multilabel_csv
@@ -129,7 +130,7 @@ def test_the_task_decides_by_each_labels_threshold():
 def test_class_weights_weigh_each_labels_positives_and_mixup_mixes_the_label_rows():
     y = torch.tensor([[1, 0], [1, 0], [1, 1], [1, 0]], dtype=torch.float32)
     cfg = imgclf.TrainConfig(class_weights="balanced", label_smoothing=0.0)
-    loss = MultiLabel().criterion(y, ["a", "b"], cfg, lambda m: None)
+    loss = create_criterion(MultiLabel(), y, ["a", "b"], cfg, lambda m: None)
     torch.testing.assert_close(loss.pos_weight, torch.tensor([1.0, 3.0]))  # a: on every image; b: 3 negatives a positive
     mix, mix_loss = mixing(1.0, 0.0, 2, 0.0, multilabel=True)
     torch.manual_seed(0)
@@ -181,9 +182,9 @@ def test_predict_uses_the_saved_thresholds_and_threshold_overrides_them(bars_run
 def test_onnx_and_serve_answer_as_the_run_does(bars_run, tmp_path):
     from fastapi.testclient import TestClient
 
-    from imgclf.export import export
-    from imgclf.onnx_model import OnnxClassifier
-    from imgclf.serve import create_app
+    from imgclf.deploy.export import export
+    from imgclf.deploy.serve import create_app
+    from imgclf.inference.onnx import OnnxClassifier
 
     clf, root = bars_run
     run = root / "runs" / "bars"
@@ -234,7 +235,7 @@ def test_two_processes_validate_the_whole_split(tmp_path):
     import subprocess
     import sys
 
-    from imgclf.multilabel import label_scores
+    from imgclf.metrics.multilabel import label_scores
 
     csv = write_multilabel_csv(tmp_path / "bars", 120)
     env = os.environ | {"IMGCLF_CACHE_DIR": str(tmp_path / "cache")}

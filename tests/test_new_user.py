@@ -21,11 +21,11 @@ from safetensors.torch import load_file
 
 import imgclf
 from imgclf.callbacks import EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
-from imgclf.cli import main
+from imgclf.cli.main import main
 from imgclf.config import TrainConfig
-from imgclf.diagnose import diagnose
 from imgclf.errors import UserError
-from imgclf.metrics import Evaluation
+from imgclf.metrics.classification import Evaluation
+from imgclf.metrics.diagnose import diagnose
 from imgclf.run import kept_epoch
 
 from .conftest import TINY, TINY_ARGS, write_class_folders
@@ -147,7 +147,7 @@ def test_a_tiny_data_set_keeps_every_image_and_says_what_it_changed(image_folder
 
 
 def test_no_batch_of_a_single_image():
-    from imgclf.api import fit_batch_size
+    from imgclf.training.job import fit_batch_size
 
     cfg = TrainConfig(batch_size=128, epochs=10)
     cfg.resolve_mode()
@@ -367,7 +367,7 @@ def test_a_paths_csv_whose_files_are_all_missing_says_so(tmp_path, capsys):
 
 
 def test_check_and_train_give_the_same_reason_for_a_truncated_jpeg(tmp_path):
-    from imgclf.check import inspect_file
+    from imgclf.data.check import inspect_file
     from imgclf.data.decode import BadImage, Preprocess
 
     buffer = io.BytesIO()
@@ -383,7 +383,7 @@ def test_check_and_train_give_the_same_reason_for_a_truncated_jpeg(tmp_path):
 def test_positive_suggests_imagenet_synonyms_by_spelling():
     from timm.data import ImageNetInfo
 
-    from imgclf.binary import positive_ids
+    from imgclf.inference.decide import positive_ids
 
     info = ImageNetInfo()
     classes = [info.index_to_description(i) for i in range(1000)]

@@ -11,8 +11,8 @@ from PIL import Image
 
 from imgclf import plots
 from imgclf.data.transforms import augmentation
-from imgclf.diagnose import diagnose
-from imgclf.metrics import Evaluation
+from imgclf.metrics.classification import Evaluation
+from imgclf.metrics.diagnose import diagnose
 from imgclf.plots import style
 
 KOREAN = ["운동화", "샌들", "가방", "티셔츠", "바지"]
@@ -144,7 +144,7 @@ def test_a_hundred_korean_class_names_do_not_overlap(tmp_path, monkeypatch, plot
 
 
 def test_viz_data_draws_a_data_set_before_training(tmp_path, capsys, no_missing_glyphs):
-    from imgclf.cli import main
+    from imgclf.cli.main import main
 
     from .conftest import write_class_folders
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.cli import main
+from imgclf.cli.main import main
 
 from .conftest import TINY_ARGS, write_class_folders
 

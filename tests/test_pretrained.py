@@ -8,9 +8,9 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import imgclf
-from imgclf.cli import main
-from imgclf.classifier import Classifier
+from imgclf.cli.main import main
 from imgclf.errors import UserError
+from imgclf.inference.classifier import Classifier
 from imgclf.models import create_model, pretrained
 from imgclf.models.pretrained import read_weights
 

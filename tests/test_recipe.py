@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from imgclf.cli import main
-from imgclf.data.cache import ImageTensors
+from imgclf.cli.main import main
 from imgclf.data.loader import train_loader
+from imgclf.data.tensors import ImageTensors
 from imgclf.training.mix import MixBatch
 from imgclf.training.trainer import Trainer
 
@@ -98,7 +98,7 @@ def test_an_epoch_whose_ema_scores_better_offers_the_ema_weights(monkeypatch):
 
 
 def test_tta_views_are_the_image_its_mirror_and_two_shifts():
-    from imgclf.tta import averaged, shifted, views
+    from imgclf.inference.tta import averaged, shifted, views
 
     x = np.arange(2 * 1 * 16 * 16, dtype=np.uint8).reshape(2, 1, 16, 16)
     seen = views(x)
@@ -115,8 +115,8 @@ def test_tta_views_are_the_image_its_mirror_and_two_shifts():
 def test_evaluate_and_predict_with_tta(image_folder, run_cwd, capsys):
     import json
 
-    from imgclf.predictor import load_predictor
-    from imgclf.tta import views
+    from imgclf.inference.load import load_predictor
+    from imgclf.inference.tta import views
 
     assert main(["train", str(image_folder), "--epochs", "1", "--name", "t", *TINY_ARGS]) == 0
     capsys.readouterr()
@@ -161,7 +161,7 @@ def test_a_users_own_module_trains_saves_and_loads(image_folder, run_cwd, capsys
 
 
 def test_the_lr_suggestion_is_the_steepest_descent_before_the_minimum():
-    from imgclf.lr_find import suggest
+    from imgclf.training.lr_find import suggest
 
     lrs = list(np.logspace(-6, 1, 71))
     losses = [2.0 - 1.5 / (1 + np.exp(-(np.log10(lr) + 3) * 3)) + (0.5 * (np.log10(lr) + 0.5) ** 2

@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from imgclf.api import train
-from imgclf.cli import main
-from imgclf.report import FIGURES as FIGURES_BY_SECTION
+from imgclf.cli.main import main
+from imgclf.reports.report import FIGURES as FIGURES_BY_SECTION
+from imgclf.training.job import train
 
 from .conftest import TINY, headless_chrome
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import imgclf
-from imgclf.cli import main
+from imgclf.cli.main import main
 from imgclf.errors import UserError
 from imgclf.training.callbacks import Callback
 
@@ -152,7 +152,7 @@ def test_a_resized_recompressed_copy_in_test_is_a_near_duplicate_leak(tmp_path):
     from PIL import Image
     from skimage import data
 
-    from imgclf.check import check, near_pairs
+    from imgclf.data.check import check, near_pairs
 
     photo = Image.fromarray(data.astronaut())
     for folder in ("train/astro", "train/cat", "test/astro", "test/cat"):

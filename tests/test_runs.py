@@ -8,11 +8,11 @@ import signal
 
 import pytest
 
-from imgclf.api import train
-from imgclf.cli import main
+from imgclf.cli.main import main
 from imgclf.errors import Interrupted
-from imgclf.runs_table import list_runs
+from imgclf.reports.runs import list_runs
 from imgclf.training.callbacks import Callback
+from imgclf.training.job import train
 
 from .conftest import TINY, headless_chrome
 

@@ -16,13 +16,12 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from imgclf.api import train
-from imgclf.export import export
-from imgclf.onnx_model import OnnxClassifier
-from imgclf.serve import Limits, create_app
+from imgclf.deploy.export import export
+from imgclf.deploy.serve import Limits, create_app
+from imgclf.inference.onnx import OnnxClassifier
+from imgclf.training.job import train
 
 from .conftest import TINY, headless_chrome, make_image, write_class_folders
-
 
 # Korean class names (bar, bright, dark) so every answer and the web page are checked with non-Latin labels.
 KO = {"bar": "막대", "bright": "밝음", "dark": "어두움"}
@@ -114,7 +113,7 @@ def test_the_size_limit_acts_before_the_body_is_read(run):
     """A declared Content-Length over the limit is refused before any byte of the body is received."""
     import asyncio
 
-    from imgclf.serve import BodyLimit
+    from imgclf.deploy.serve import BodyLimit
 
     received, sent = [], []
 
@@ -212,7 +211,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 
 def schema_operations() -> list[tuple[str, str, list[str]]]:
     """(path, method, query parameter names) of every operation the app's OpenAPI schema declares."""
-    from imgclf.predictor import Predictor
+    from imgclf.inference.predictor import Predictor
 
     class Stub(Predictor):  # the schema does not depend on the model
         classes, config = ["a"], None
@@ -312,15 +311,15 @@ def test_help_predict_and_serve_an_onnx_file_without_importing_torch(run, tmp_pa
     image = tmp_path / "bright.png"
     image.write_bytes(png("bright"))
     script = NO_TORCH + f"""
-from imgclf.cli import main
+from imgclf.cli.main import main
 try:
     main(['--help'])
 except SystemExit as done:
     assert done.code == 0
 assert main(['predict', {str(exported.path)!r}, {str(image)!r}, '--top-k', '1']) == 0
 from fastapi.testclient import TestClient
-from imgclf.predictor import load_predictor
-from imgclf.serve import create_app
+from imgclf.inference.load import load_predictor
+from imgclf.deploy.serve import create_app
 with TestClient(create_app(load_predictor({str(exported.path)!r}))) as client:
     answer = client.post('/predict', files={{'files': ('x.png', open({str(image)!r}, 'rb').read())}})
     assert answer.status_code == 200, answer.text

@@ -10,7 +10,7 @@ import torch
 from torchvision.transforms import v2
 
 import imgclf
-from imgclf.cli import main
+from imgclf.cli.main import main
 from imgclf.config import TrainConfig
 from imgclf.data.batch_augment import BatchAugment, reflect
 from imgclf.device import autocast_dtype, native_bf16

@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from imgclf.cli import main
-from imgclf.data.cache import decode_split
+from imgclf.cli.main import main
 from imgclf.data.decode import Preprocess
-from imgclf.data.sources import Split
 from imgclf.data.loader import TensorImages
+from imgclf.data.sources import Split
 from imgclf.data.store import DiskRows, FileRows, cache_root
+from imgclf.data.tensors import decode_split
 from imgclf.errors import UserError
 
 from .conftest import TINY_ARGS
@@ -114,7 +114,7 @@ def test_a_store_left_half_written_is_never_read(tmp_path):
 KILLED = """
 import sys, time
 from pathlib import Path
-from imgclf.data.cache import decode_split
+from imgclf.data.tensors import decode_split
 from imgclf.data.decode import Preprocess
 from imgclf.data.sources import Split
 slow = Preprocess.load
@@ -178,7 +178,7 @@ def test_training_on_files_decoded_per_batch(image_folder, run_cwd):
 MEASURE = """
 import sys, torch
 from pathlib import Path
-from imgclf.data.cache import decode_split
+from imgclf.data.tensors import decode_split
 from imgclf.data.decode import Preprocess
 from imgclf.data.sources import Split
 paths = sorted(Path(sys.argv[1]).glob('*.png'))

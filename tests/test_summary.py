@@ -1,6 +1,6 @@
-from imgclf.cli import main
+from imgclf.cli.main import main
 from imgclf.models import create_model
-from imgclf.summary import summarize
+from imgclf.models.summary import summarize
 
 
 def test_small_network_checked_by_hand():

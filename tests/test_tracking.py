@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.api import train
-from imgclf.cli import main
+from imgclf.cli.main import main
 from imgclf.errors import Interrupted, UserError
 from imgclf.training.callbacks import Callback
+from imgclf.training.job import train
 
 from .conftest import TINY
 

@@ -10,8 +10,8 @@ from timm.models.efficientnet import EfficientNet
 from torch import nn
 
 import imgclf
-from imgclf.cli import main
-from imgclf.data.cache import ImageTensors
+from imgclf.cli.main import main
+from imgclf.data.tensors import ImageTensors
 from imgclf.models import create_model
 from imgclf.training.callbacks import Callback
 from imgclf.training.features import FeatureCache
@@ -213,7 +213,7 @@ def test_positive_gives_yes_no_answers_scored_against_folders(tmp_path, capsys):
 
 
 def test_positive_understands_synonyms_ids_and_not_folders():
-    from imgclf.binary import folder_truth, positive_ids
+    from imgclf.inference.decide import folder_truth, positive_ids
 
     classes = ["tabby, tabby cat", "hotdog, hot dog, red hot", "espresso"]
     assert positive_ids("Hot Dog", classes) == [1] and positive_ids("2,tabby cat", classes) == [0, 2]

@@ -7,10 +7,10 @@ import json
 import optuna
 import yaml
 
-from imgclf.cli import main
-from imgclf.tune import Pruning, train_command, with_dropout
+from imgclf.cli.main import main
+from imgclf.experiments.tune import Pruning, train_command, with_dropout
 
-from .conftest import TINY_ARGS
+from .conftest import TINY_ARGS, write_multilabel_csv
 
 
 def test_three_trials_then_a_resumed_search_adds_new_ones(split_folder, run_cwd, capsys):
@@ -78,13 +78,24 @@ def test_dropout_rewrites_the_cnn_spec_and_the_command_reproduces_settings():
 
 
 def test_ctrl_c_names_the_command_that_resumes_the_search(split_folder, run_cwd, monkeypatch, capsys):
-    import imgclf.api
+    import imgclf.training.job
     from imgclf.errors import Interrupted
 
     def stopped(*args, **kwargs):
         raise Interrupted("stopped by SIGINT after epoch 1", 130)
-    monkeypatch.setattr(imgclf.api, "train", stopped)
+    monkeypatch.setattr(imgclf.training.job, "train", stopped)
     assert main(["tune", str(split_folder), "--name", "cut", "--space", "lr", *TINY_ARGS]) == 130
     assert "imgclf tune --resume --name cut" in capsys.readouterr().err
     study = optuna.load_study(study_name="cut", storage=f"sqlite:///{run_cwd / 'runs' / 'cut' / 'study.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]  # resumed as a new trial, not redone
+
+
+def test_an_auto_detected_multi_label_csv_is_tuned_on_map(tmp_path, run_cwd):
+    csv_path = write_multilabel_csv(tmp_path / "bars", n=48)
+    args = ["tune", str(csv_path), "--epochs", "1", "--space", "lr", "--name", "labels", "--trials", "1",
+            *TINY_ARGS]
+    assert main(args) == 0
+    best = json.loads((run_cwd / "runs" / "labels" / "best.json").read_text())
+    assert best["monitor"] == "val_map"  # the task decides the monitor, not the binary accuracy of "auto"
+    trained = yaml.safe_load((run_cwd / "runs" / "labels" / "trial-000" / "config.yaml").read_text())
+    assert trained["task"] == "multilabel"

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import torch
 from torchvision.transforms import v2
 
-from .cache import ImageTensors
 from .store import FileRows
+from .tensors import ImageTensors
 
 
 class TensorImages(torch.utils.data.Dataset):

@@ -7,9 +7,9 @@ import numpy as np
 
 from ..errors import UserError
 from ..models import default_img_size, is_cnn, is_custom
-from .cache import ImageTensors, decode_split, row_digests, scan
 from .decode import Preprocess
 from .sources import Source
+from .tensors import ImageTensors, decode_split, row_digests, scan
 
 # For photos of mixed sizes, the from-scratch CNN works at this size unless --img-size says otherwise.
 CNN_PHOTO_SIZE = 96

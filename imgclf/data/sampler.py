@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from ..distributed import rank, world_size
+
 
 class BalancedSampler(torch.utils.data.Sampler[int]):
     """``len(labels)`` draws an epoch (in all, over ``replicas`` processes), each image with probability
@@ -36,3 +38,13 @@ class BalancedSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+def shard_sampler(labels: torch.Tensor, seed: int, balanced: bool = False) -> torch.utils.data.Sampler | None:
+    """Every epoch a fresh seeded shuffle, cut into one disjoint shard per process (None for one process: the
+    loader shuffles); ``balanced``: classes drawn equally often (:class:`BalancedSampler`)."""
+    if balanced:
+        return BalancedSampler(labels, seed, world_size(), rank())
+    if world_size() == 1:
+        return None
+    return torch.utils.data.DistributedSampler(range(len(labels)), world_size(), rank(), shuffle=True, seed=seed)

@@ -5,13 +5,13 @@ from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
 
-from ..diagnose import diagnose
+from ..metrics.diagnose import diagnose
 from .style import label_fontsize, save, subplots
 
 
 def plot_curves(rows: list[dict[str, float]], path: Path, monitor: str = "val_acc", kept: int | None = None) -> Path:
     """Loss and accuracy (train vs validation) and the learning rate per epoch, with the kept (best) epoch marked
-    and the epochs after over-fitting set in shaded; see :func:`~imgclf.diagnose.diagnose` for ``kept``."""
+    and the epochs after over-fitting set in shaded; see :func:`~imgclf.metrics.diagnose.diagnose` for ``kept``."""
     epochs = [int(r["epoch"]) for r in rows]
     fig, axes = subplots(1, 3, (15, 4.2))
     axes = axes[0]

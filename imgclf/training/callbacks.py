@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
-from .monitor import KERAS_NAMES, Monitor, metric_name, monitor_mode
+from ..metrics.monitor import KERAS_NAMES, Monitor, metric_name, monitor_mode
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 class Callback:
     """Base class: every hook does nothing."""
+
+    # True for callbacks that print or write files: under torchrun only rank 0 runs them (the others would write
+    # the same file at once); those that decide (early stopping, plateau) run everywhere and decide alike.
+    rank_zero_only = False
 
     def on_train_begin(self, trainer: "Trainer") -> None: ...
 
@@ -58,6 +62,8 @@ class ModelCheckpoint(Monitor, Callback):
     ``save_weights_only`` changes nothing. ``save_best_only=False`` saves every epoch. ``min_delta`` (ours) is the
     smallest change that counts as an improvement.
     """
+
+    rank_zero_only = True
 
     def __init__(self, filepath: str | Path, monitor: str = "val_loss", verbose: int = 0,
                  save_best_only: bool = False, save_weights_only: bool = False, mode: str = "auto",
@@ -187,6 +193,8 @@ class ReduceLROnPlateau(Callback):
 class CSVLogger(Callback):
     """One row per epoch in ``path``; on resume, rows of epochs that will be re-run are dropped."""
 
+    rank_zero_only = True
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
@@ -215,6 +223,8 @@ class CSVLogger(Callback):
 
 class ProgressBar(Callback):
     """A tqdm bar per epoch with live loss and accuracy, then one summary line per epoch."""
+
+    rank_zero_only = True
 
     def __init__(self, refresh_every: int = 10) -> None:
         self.refresh_every, self.bar = refresh_every, None

@@ -17,8 +17,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..data.cache import ImageTensors, row_digests
 from ..data.loader import inference_batch
+from ..data.tensors import ImageTensors, row_digests
 from ..data.transforms import normalize
 from .transfer import head_parameters, pre_logits
 

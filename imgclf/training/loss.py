@@ -12,9 +12,11 @@ from typing import Callable
 import numpy as np
 import torch
 from sklearn.utils.class_weight import compute_class_weight
+from timm.loss import AsymmetricLossMultiLabel, BinaryCrossEntropy
 from torch import nn
 
-from ..config import IMBALANCE_WARN
+from ..config import IMBALANCE_WARN, TrainConfig
+from ..task import Task
 
 
 def imbalance_ratio(labels: torch.Tensor | np.ndarray) -> float | None:
@@ -54,3 +56,35 @@ def create_loss(labels: torch.Tensor, classes: list[str], weighting: str, sample
         shown = ", ".join(f"{c} {w:.2f}" for c, w in zip(classes[:8], weight.tolist()))
         log(f"class weights in the loss (balanced): {shown}{', ...' if len(classes) > 8 else ''}")
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+
+
+def create_criterion(task: Task, labels: torch.Tensor, classes: list[str], cfg: TrainConfig,
+                     log: Callable[[str], None]) -> nn.Module:
+    """The training loss of the run's task: cross-entropy (see :func:`create_loss`) for one class per image, or
+    :func:`multilabel_loss` for multi-label data."""
+    if task.multilabel:
+        return multilabel_loss(labels, classes, cfg, log)
+    return create_loss(labels, classes, cfg.class_weights, cfg.sampler, cfg.label_smoothing, log)
+
+
+def multilabel_loss(labels: torch.Tensor, classes: list[str], cfg: TrainConfig, log: Callable[[str], None]
+                    ) -> nn.Module:
+    """timm's binary cross-entropy (label smoothing moves every target towards 0.5), or its asymmetric loss
+    (``--loss asymmetric``: easy negatives down-weighted, for many labels that are mostly absent). With
+    ``--class-weights balanced`` each label's positives weigh its negatives over its positives (BCE's
+    ``pos_weight``), so a rare label counts as much as a common one."""
+    counts = labels.float().sum(0)
+    shares = ", ".join(f"{c} {n / len(labels):.0%}" for c, n in zip(classes[:8], counts.tolist()))
+    log(f"multi-label: {labels.float().sum(1).mean():.2f} labels per training image on average; images with "
+        f"each label: {shares}{', ...' if len(classes) > 8 else ''}")
+    pos_weight = None
+    if cfg.class_weights == "balanced":
+        # a label on every image (or none) has no balance to restore: weight 1
+        known = (counts > 0) & (counts < len(labels))
+        pos_weight = torch.where(known, (len(labels) - counts) / counts.clamp_min(1), torch.ones_like(counts))
+        shown = ", ".join(f"{c} {w:.2f}" for c, w in zip(classes[:8], pos_weight.tolist()))
+        log(f"positive weights in the loss (balanced: each label's negatives over its positives): {shown}"
+            f"{', ...' if len(classes) > 8 else ''}")
+    if cfg.loss == "asymmetric":
+        return AsymmetricLossMultiLabel(smoothing=cfg.label_smoothing, pos_weight=pos_weight)
+    return BinaryCrossEntropy(smoothing=cfg.label_smoothing, smooth_dense=True, pos_weight=pos_weight)

@@ -44,6 +44,13 @@ def new_config(data: str | None, model: str, epochs: int | None, options: dict[s
     return cfg
 
 
+def resolve_task(task: str, source: Source) -> str:
+    """The run's task: ``auto`` becomes multi-label when a row of the data has several labels, else multi-class."""
+    if task != "auto":
+        return task
+    return "multilabel" if source.multilabel else "multiclass"
+
+
 def load_data(cfg: TrainConfig) -> Source:
     """The data of ``cfg`` with its validation split (carved from train, or a cross-validation fold), its labels
     as the run's task needs them; ``cfg.task`` is resolved from the data when it is ``auto``."""
@@ -51,8 +58,7 @@ def load_data(cfg: TrainConfig) -> Source:
     if len(source.classes) < 2:
         raise UserError(f"{cfg.data}: found a single class ({source.classes[0]!r}); a classifier needs at least 2 "
                         f"(one sub-folder of images per class)")
-    if cfg.task == "auto":
-        cfg.task = "multilabel" if source.multilabel else "multiclass"
+    cfg.task = resolve_task(cfg.task, source)
     check_options(cfg, get_task(cfg.task))
     return holdout(source.for_task(cfg.task), cfg.val_split, cfg.seed, cfg.folds, cfg.fold)
 

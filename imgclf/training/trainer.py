@@ -27,22 +27,17 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from .. import distributed as ddp
-from ..data.cache import ImageTensors
 from ..data.batch_augment import BatchAugment
-from ..data.loader import eval_batches, inference_batch
+from ..data.loader import inference_batch
+from ..data.tensors import ImageTensors
 from ..data.transforms import normalize
+from ..device import autocast_for
 from ..errors import Interrupted
+from ..metrics.by_task import validation_for
 from ..task import MultiClass, Task
 from .callbacks import Callback
 from .optim import StepSchedule
 from .transfer import train_mode
-
-
-def autocast_for(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """Mixed precision in ``dtype`` (see :func:`imgclf.device.autocast_dtype`), or full precision for None."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def rng_state() -> dict[str, Any]:
@@ -294,18 +289,6 @@ class Trainer:
                 "compute_time": elapsed - waited - augmenting}
 
     @torch.inference_mode()
-    def predict_logits(self, images: ImageTensors, batch_size: int | None = None) -> torch.Tensor:
-        """Logits (float32, on the CPU) for every image, in order."""
-        self.eval_model.eval()
-        batch_size = batch_size or inference_batch(tuple(images.x.shape[1:]))
-        out = []
-        for x, _ in eval_batches(images, batch_size):
-            x = self.inputs(x)
-            with autocast_for(self.device, self.precision):
-                out.append(self.eval_model(x).float().cpu())
-        return torch.cat(out) if out else torch.empty(0)
-
-    @torch.inference_mode()
     def validate(self, images: ImageTensors, model: nn.Module | None = None) -> dict[str, float]:
         """The task's validation figures of ``model`` (default: the one trained) on ``images``: plain loss (no label
         smoothing, no class weights), accuracy, balanced accuracy and macro F1, or for multi-label mAP, macro and
@@ -314,7 +297,7 @@ class Trainer:
         model = model if model is not None else self.eval_model
         model.eval()
         mine = torch.arange(ddp.rank(), len(images), self.processes)
-        stats = self.task.validation()
+        stats = validation_for(self.task)
         for index in mine.split(inference_batch(tuple(images.x.shape[1:]))):
             rows = index if self.processes > 1 else slice(int(index[0]), int(index[-1]) + 1)  # one read, in order
             with autocast_for(self.device, self.precision):

@@ -17,7 +17,6 @@ from timm.models import group_parameters
 from torch import nn
 
 from ..errors import UserError
-
 from .callbacks import Callback
 
 if TYPE_CHECKING:

@@ -1,0 +1,107 @@
+"""Taking a run out: export, benchmark and serve."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..config import BENCHMARK_ENGINES
+from .options import POSITIVE, SOME, Formatter, add_device, add_overwrite, number
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    o = sub.add_parser("export", formatter_class=Formatter, help="export a run as ONNX or TorchScript",
+                       description="Write the model with its class names and preprocessing in the file, then check "
+                                   "it against PyTorch on the run's validation images: max |logit difference| "
+                                   "<= 1e-4 and the same top-1 class (fp32), or an accuracy drop of at most 1 point "
+                                   "(--int8). A failed check exits 1; the numbers go to FILE.check.json in the run.")
+    o.add_argument("run", help="run directory (runs/NAME) or run name")
+    o.add_argument("--format", dest="fmt", choices=("onnx", "torchscript"), default="onnx",
+                   help="onnx (portable: onnxruntime, other frameworks, phones) or torchscript (PyTorch's own, "
+                        "which PyTorch now marks deprecated)")
+    o.add_argument("--opset", type=number(int, 7), default=None, help="ONNX opset (default: the exporter's, 18)")
+    o.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: one image per call)")
+    o.add_argument("--int8", action="store_true", help="static INT8 quantization with onnxruntime, calibrated on "
+                                                       "training images")
+    o.add_argument("--output", default=None, help="file to write (default: RUN/model.onnx, model_int8.onnx or "
+                                                  "model.torchscript.pt)")
+    o.add_argument("--check-images", type=SOME, default=256, help="validation images for the parity check")
+
+
+
+def add_benchmark(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("benchmark", formatter_class=Formatter, help="inference and training speed per engine",
+                       description="Images/s and latency at batch 1 and --batch-size for PyTorch eager, PyTorch "
+                                   "compiled, ONNX Runtime fp32 and INT8 (exported to a temporary folder), and "
+                                   "training images/s, on this machine; a run's validation images give each "
+                                   "engine's accuracy (a bare model name is timed on random images).")
+    b.add_argument("target", help="run directory or name, or a timm architecture name (random weights)")
+    b.add_argument("--batch-size", type=SOME, default=64, help="the larger batch (batch 1 is always timed)")
+    b.add_argument("--seconds", type=number(float, above=0), default=2.0, help="timing per engine and batch size")
+    b.add_argument("--images", type=SOME, default=256, help="validation images to score each engine on")
+    b.add_argument("--engines", default=",".join(BENCHMARK_ENGINES), help="comma-separated, from: "
+                                                                         + ", ".join(BENCHMARK_ENGINES))
+    add_device(b, "cpu", help="cpu, cuda, cuda:N, mps or auto")
+    b.add_argument("--output", default=None, help="also write the rows to a .csv or .json file")
+    add_overwrite(b, "replace an existing --output file")
+
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    w = sub.add_parser("serve", formatter_class=Formatter, help="a web page and REST API for a model",
+                       description="Serve a run, an exported .onnx file or a pretrained model name: GET / is a page "
+                                   "to drop a photo on; POST /predict takes multipart 'files' or JSON base64 "
+                                   "'images'; GET /labels, /metadata, /healthz; OpenAPI docs at /docs.")
+    w.add_argument("model", help="run directory or name, .onnx file, or a pretrained model name")
+    w.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 opens it to the network)")
+    w.add_argument("--port", type=number(int, 1, 65535), default=8000, help="TCP port")
+    w.add_argument("--workers", type=SOME, default=1, help="server processes, each with its own copy of the model")
+    w.add_argument("--api-key", default=None, help="require this key in the X-API-Key header (default: "
+                                                   "$IMGCLF_API_KEY, else none)")
+    w.add_argument("--max-upload-mb", type=POSITIVE, default=10.0, help="largest request body")
+    w.add_argument("--max-pixels", type=SOME, default=40_000_000, help="largest image, in pixels, from its header")
+    w.add_argument("--max-files", type=SOME, default=16, help="images per request")
+    w.add_argument("--max-batch", type=SOME, default=32, help="images per forward pass when requests arrive together")
+    w.add_argument("--batch-wait-ms", type=number(float, 0), default=5.0, help="how long the first image waits for others")
+    add_device(w, "cpu", help="cpu, cuda, cuda:N or mps (PyTorch models)")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from ..deploy.export import export, summary
+    from ..inference.classifier import Classifier
+
+    clf = Classifier.load(args.run, device="cpu")
+    result = export(clf, args.fmt, args.output, args.opset, args.dynamic_batch, args.int8, args.check_images)
+    print(f"exported {result.path} ({result.check['bytes'] / 1e6:.1f} MB) in {result.check['seconds']:.1f} s")
+    print(f"parity check passed: {summary(result)}")
+    if args.fmt == "onnx":
+        print(f"predict with it alone: imgclf predict {result.path} IMAGES")
+
+
+def cmd_benchmark(args: argparse.Namespace) -> None:
+    from ..deploy.benchmark import as_dicts, benchmark, format_rows
+    from ..device import resolve_device
+    from ..inference.inputs import check_output, write_rows
+
+    if args.output:
+        check_output(Path(args.output), args.overwrite)  # before minutes of timing
+    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    rows = benchmark(args.target, args.batch_size, args.seconds, args.images, str(resolve_device(args.device)),
+                     engines, log=lambda m: print(m, file=sys.stderr))
+    print(format_rows(rows))
+    if args.output:
+        write_rows(as_dicts(rows), Path(args.output), args.overwrite)
+        print(f"{len(rows)} row(s) written to {args.output}")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from ..deploy.serve import Limits, serve
+
+    limits = Limits(int(args.max_upload_mb * 1024 * 1024), args.max_pixels, args.max_files)
+    print(f"serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops", flush=True)
+    serve(args.model, args.host, args.port, args.workers, args.api_key, limits, args.device, args.max_batch,
+          args.batch_wait_ms)
+
+
+# command -> (what adds its parser, what runs it)
+COMMANDS = {"export": (add_export, cmd_export), "benchmark": (add_benchmark, cmd_benchmark), "serve": (add_serve, cmd_serve)}

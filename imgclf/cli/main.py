@@ -1,0 +1,63 @@
+"""``imgclf``: the parser assembled from one module per command group, and the entry point that turns user
+mistakes into one line and an exit code. Each group module holds its commands' arguments beside their handlers;
+the handlers import the heavy parts (torch, timm, onnxruntime) only when they run, so that ``imgclf --help``
+starts fast."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .. import __version__
+from ..errors import Interrupted, UserError
+from . import data, deploy, lessons, predict, runs, train
+from .options import Formatter, Parser
+
+# the order --help lists the commands in
+ORDER = ("train", "cv", "lr-find", "tune", "evaluate", "predict", "check", "info", "summary", "viz", "explain",
+         "report", "export", "benchmark", "serve", "runs", "compare", "demo")
+COMMANDS = {name: entry for group in (train, predict, data, runs, lessons, deploy)
+            for name, entry in group.COMMANDS.items()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command's parser, in :data:`ORDER`."""
+    parser = Parser(prog="imgclf", formatter_class=Formatter,
+                    description="Image classification with convolutional networks.")
+    parser.add_argument("--version", action="version", version=f"imgclf {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in ORDER:
+        COMMANDS[name][0](sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user mistakes print one line and exit 2; Ctrl-C exits 130."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv  # what --devices hands on to the processes it launches
+    # In a run of several processes every one meets the same mistake; the first says so, the others stay quiet.
+    say = os.environ.get("RANK", "0") == "0"
+    try:
+        code = COMMANDS[args.command][1](args)
+    except UserError as exc:
+        if say:
+            print(f"imgclf {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Interrupted as exc:
+        if say:
+            print(f"\nimgclf {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        hint = {"train": "; a training run continues with: imgclf train --resume --name RUN",
+                "predict": "; the rows done are in --output, and the same command with --resume adds the rest"}
+        print(f"\ninterrupted{hint.get(args.command, '')}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `imgclf predict ... | head`: the reader left; say nothing more (Python's advice)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    return code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Taking a trained run out: export (ONNX, TorchScript), benchmark, the REST server."""

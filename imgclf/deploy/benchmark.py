@@ -1,0 +1,200 @@
+"""``imgclf benchmark RUN|MODEL``: how fast a model is on this machine, engine by engine, and what each engine costs
+in accuracy (timm's ``benchmark.py``, Ultralytics' benchmark mode).
+
+Inference images/s and latency at batch 1 and at a larger batch for PyTorch eager, PyTorch compiled
+(``torch.compile``), ONNX Runtime fp32 and ONNX Runtime INT8 (exported to a temporary folder with export's own code),
+then training images/s (forward, backward, optimizer step at the run's precision). A run's validation images (else
+its test images) give each engine's accuracy, so speed never hides a loss; a bare model name is timed on random
+images, without accuracy.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..config import BENCHMARK_ENGINES as ENGINES, TrainConfig
+from ..data.transforms import normalize
+from ..device import autocast_dtype, autocast_for
+from ..errors import UserError
+from ..inference.classifier import Classifier
+from ..inference.onnx import OnnxClassifier
+from ..metrics.by_task import evaluation_for
+from ..models import create_model, default_img_size, pretrained_preprocess
+from .export import check_images, metadata, quantize_int8, to_onnx
+
+
+@dataclass
+class Row:
+    """One engine at one batch size: throughput, median latency of a batch, and accuracy on the run's images."""
+
+    engine: str
+    batch: int
+    images_per_s: float | None
+    latency_ms: float | None
+    accuracy: float | None = None
+    note: str = ""
+
+
+def timed(step: Callable[[], object], seconds: float, warmup: int = 2, least: int = 5) -> float:
+    """The median seconds of ``step`` over at least ``least`` calls and about ``seconds`` in all, after ``warmup``
+    untimed calls (the first calls allocate, and a compiled model compiles then)."""
+    for _ in range(warmup):
+        step()
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < least or time.perf_counter() - started < seconds:
+        began = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def _model_only(name: str, device: str) -> Classifier:
+    """A bare architecture with random weights (speed does not depend on them) and 1,000 outputs, as timm times."""
+    size = default_img_size(name)
+    pre = pretrained_preprocess(name, 3)
+    config = TrainConfig(model=name, channels=3, img_size=size, mean=pre["mean"], std=pre["std"],
+                         crop_pct=pre["crop_pct"], interpolation=pre["interpolation"])
+    return Classifier(create_model(name, 1000, 3, size), [str(i) for i in range(1000)], config, None, device)
+
+
+def load_target(target: str, device: str = "cpu") -> Classifier:
+    """A run directory (its best weights) or a timm architecture name."""
+    import timm
+
+    if Path(target).exists() or (Path("runs") / target).exists() or not timm.is_model(target):
+        return Classifier.load(target, device=device)
+    return _model_only(target, device)
+
+
+def benchmark(target: str, batch: int = 64, seconds: float = 2.0, images: int = 256, device: str = "cpu",
+              engines: tuple[str, ...] = ENGINES, log: Callable[[str], None] = print) -> list[Row]:
+    """Time every engine of ``engines`` on ``target``'s model at batch 1 and ``batch``; see the module docstring."""
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        raise UserError(f"--engines {', '.join(unknown)}: choose from {', '.join(ENGINES)}")
+    clf = load_target(target, device)
+    x, y = _images(clf, images, (clf.config.channels, clf.config.img_size, clf.config.img_size))
+    model = clf.model.float().eval()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for engine in engines:
+            log(f"timing {engine} ...")
+            try:
+                rows += _engine(engine, clf, model, x, y, batch, seconds, Path(tmp))
+            except Exception as exc:  # noqa: BLE001 - one engine that cannot run here must not hide the others
+                rows.append(Row(engine, batch, None, None, note=f"failed: {str(exc).splitlines()[0][:120]}"))
+    return rows
+
+
+def _images(clf: Classifier, limit: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, np.ndarray | None]:
+    """uint8 images to time and score on: the run's validation (else test) images, or random ones."""
+    if clf.run is not None:
+        images, _ = check_images(clf, limit)  # the images export checks its files on
+        return images.x[:], images.y.numpy()
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (min(limit, 64), *shape), dtype=torch.uint8, generator=generator), None
+
+
+def _accuracy(clf: Classifier, probs: np.ndarray, y: np.ndarray | None) -> float | None:
+    if y is None:
+        return None
+    return float(evaluation_for(clf.task, clf.classes, y, probs, clf.threshold).accuracy)
+
+
+def _repeat(x: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` images from ``x``, repeating it when it holds fewer."""
+    return x[torch.arange(n) % len(x)]
+
+
+def _engine(engine: str, clf: Classifier, model: torch.nn.Module, x: torch.Tensor, y: np.ndarray | None,
+            batch: int, seconds: float, tmp: Path) -> list[Row]:
+    if engine == "training":
+        return [_training(clf, batch, seconds)]
+    if engine.startswith("onnxruntime"):
+        predict, note = _onnx_engine(engine, clf, model, x, tmp)
+    else:
+        model.to(memory_format=torch.channels_last if clf.config.channels_last else torch.contiguous_format)
+        run = torch.compile(model) if engine == "pytorch-compiled" else model
+        note = "torch.compile, default mode; compile time not counted" if engine == "pytorch-compiled" else "fp32"
+
+        def predict(images: torch.Tensor) -> np.ndarray:
+            with torch.inference_mode():
+                inputs = normalize(images.to(clf.device), clf.mean, clf.std, clf.config.channels_last)
+                return run(inputs).float().cpu().numpy()
+    logits = np.concatenate([predict(x[i:i + batch]) for i in range(0, len(x), batch)])
+    accuracy = _accuracy(clf, clf.task.probabilities_np(logits), y)
+    rows = []
+    for size in (1, batch):
+        chunk = _repeat(x, size)
+        seconds_per_batch = timed(lambda: predict(chunk), seconds)
+        rows.append(Row(engine, size, size / seconds_per_batch, 1000 * seconds_per_batch, accuracy, note))
+    return rows
+
+
+def _onnx_engine(engine: str, clf: Classifier, model: torch.nn.Module, x: torch.Tensor, tmp: Path
+                 ) -> tuple[Callable[[torch.Tensor], np.ndarray], str]:
+    fp32 = tmp / "fp32.onnx"
+    model.to(memory_format=torch.contiguous_format)  # the exporter traces the plain layout
+    if not fp32.exists():
+        to_onnx(model, normalize(x[:2].to(clf.device), clf.mean, clf.std), fp32, None, True, metadata(clf))
+    path, note = fp32, "fp32"
+    if engine == "onnxruntime-int8":
+        if clf.run is None:
+            raise UserError("INT8 calibrates on a run's training images; give a run")
+        path, note = tmp / "int8.onnx", "INT8 static (QDQ), calibrated on 256 training images"
+        quantize_int8(fp32, path, clf, None)
+    onnx = OnnxClassifier(path)
+    return (lambda images: onnx.logits(images.numpy())), note
+
+
+def _training(clf: Classifier, batch: int, seconds: float) -> Row:
+    """Training steps (forward, backward, AdamW step) on random images of the model's input, at the run's
+    precision, channels-last as training runs."""
+    cfg = clf.config
+    net = create_model(cfg.model, len(clf.classes), cfg.channels, cfg.img_size).to(clf.device)
+    net = net.to(memory_format=torch.channels_last) if cfg.channels_last else net
+    net.train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    dtype = autocast_dtype(cfg.precision, clf.device)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (batch, cfg.channels, cfg.img_size, cfg.img_size), dtype=torch.uint8,
+                      generator=generator).to(clf.device)
+    target = torch.randint(0, len(clf.classes), (batch,), generator=generator).to(clf.device)
+    if clf.task.multilabel:
+        target = torch.nn.functional.one_hot(target, len(clf.classes)).float()
+    loss_fn = torch.nn.BCEWithLogitsLoss() if clf.task.multilabel else torch.nn.CrossEntropyLoss()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_for(clf.device, dtype):
+            loss = loss_fn(net(normalize(x, clf.mean, clf.std, cfg.channels_last)), target)
+        loss.backward()
+        optimizer.step()
+        if clf.device.type == "cuda":
+            torch.cuda.synchronize()
+    per_step = timed(step, seconds)
+    precision = "fp32" if dtype is None else str(dtype).removeprefix("torch.")
+    return Row("training", batch, batch / per_step, 1000 * per_step, None, f"AdamW step, {precision} autocast")
+
+
+def format_rows(rows: list[Row]) -> str:
+    """The table ``imgclf benchmark`` prints."""
+    lines = [f"{'engine':<18} {'batch':>5} {'images/s':>10} {'latency ms':>11} {'accuracy':>9}  note"]
+    for r in rows:
+        speed = f"{r.images_per_s:10,.1f}" if r.images_per_s is not None else f"{'-':>10}"
+        latency = f"{r.latency_ms:11.2f}" if r.latency_ms is not None else f"{'-':>11}"
+        accuracy = f"{r.accuracy:9.4f}" if r.accuracy is not None else f"{'-':>9}"
+        lines.append(f"{r.engine:<18} {r.batch:>5} {speed} {latency} {accuracy}  {r.note}")
+    return "\n".join(lines)
+
+
+def as_dicts(rows: list[Row]) -> list[dict]:
+    return [asdict(r) for r in rows]

@@ -1,0 +1,343 @@
+"""``imgclf serve``: a FastAPI application that serves a run or an exported ``.onnx`` file.
+
+POST /predict takes images as multipart uploads (one or several ``files``) or JSON (``{"images": [base64, ...]}``)
+and answers the top-k classes per image (a multi-label model also the labels at or above their thresholds, in
+``labels``). Safety first: the body size is enforced while it streams in (before any
+multipart parser spools it), pixels are counted from the image header before decoding, the content is sniffed
+(names and content types are ignored), every error is a JSON ``{"error": ...}`` with a 4xx status, and an optional
+API key guards the model. Requests that arrive together are micro-batched into one forward pass.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import io
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from ..data.decode import BadImage, open_image
+from ..errors import UserError
+from ..inference.inputs import top_indices
+from ..inference.load import load_predictor
+from ..inference.predictor import Predictor
+
+if TYPE_CHECKING:
+    from ..inference.classifier import Classifier
+
+API_KEY_ENV = "IMGCLF_API_KEY"
+
+
+@dataclass
+class Limits:
+    """What one request may carry."""
+
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_files: int = 16
+
+
+class ApiError(HTTPException):
+    """An HTTP error whose body is ``{"error": message}``."""
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a body over ``limit`` bytes from its Content-Length, or as soon as the streamed
+    bytes pass the limit, before any parser has buffered it."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _send_error(send, 413, self._message())
+            return
+        received, started = 0, False
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracked_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except _TooLarge:
+            if not started:
+                await _send_error(send, 413, self._message())
+
+    def _message(self) -> str:
+        return f"request body over the limit of {self.limit:,} bytes; send smaller images or raise --max-upload-mb"
+
+
+async def _send_error(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Batcher:
+    """Collects images from concurrent requests and runs them through the model together: up to ``max_batch``
+    images, waiting at most ``wait_ms`` after the first. One model thread, so the model is never called twice
+    at once."""
+
+    def __init__(self, predictor: Predictor, max_batch: int = 32, wait_ms: float = 5.0) -> None:
+        self.predictor, self.max_batch, self.wait = predictor, max_batch, wait_ms / 1000
+        self.queue: asyncio.Queue | None = None
+        self.task: asyncio.Task | None = None
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="imgclf-model")
+
+    async def __call__(self, pixels: list[np.ndarray]) -> list[np.ndarray]:
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.get_loop() is not loop:  # first call, or a new event loop (tests)
+            self.queue = asyncio.Queue()
+            self.task = loop.create_task(self._run())
+        futures = [loop.create_future() for _ in pixels]
+        for item, future in zip(pixels, futures):
+            self.queue.put_nowait((item, future))
+        return list(await asyncio.gather(*futures))
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self.queue.get()]
+            deadline = loop.time() + self.wait
+            while len(items) < self.max_batch:
+                try:
+                    items.append(await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time())))
+                except asyncio.TimeoutError:
+                    break
+            batch = np.stack([pixels for pixels, _ in items])
+            try:
+                probs = await loop.run_in_executor(self.pool, self.predictor.proba, batch)
+            except Exception as exc:  # the model failed: every waiting request gets the error, the loop goes on
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), row in zip(items, probs):
+                if not future.done():
+                    future.set_result(row)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.pool.shutdown(wait=False)
+
+
+# BadImage.kind -> HTTP status
+_STATUS = {"too large": 413, "not an image": 415}
+
+
+def decode(data: bytes, predictor: Predictor, limits: Limits) -> np.ndarray:
+    """Bytes -> the model's uint8 pixels. The format is sniffed from the content; pixels are counted from the
+    header before anything is decoded."""
+    if not data:
+        raise ApiError(422, "empty file")
+    try:
+        # decoded as a file would be in training and predict (a large JPEG at a reduced scale)
+        pre = predictor.config.preprocess
+        return predictor.pixels(open_image(io.BytesIO(data), limits.max_pixels, pre.least_side))
+    except BadImage as exc:
+        raise ApiError(_STATUS.get(exc.kind, 422), str(exc)) from None
+
+
+# The request body /predict accepts, for the OpenAPI schema (the handler parses it itself, for both types).
+_REQUEST_BODY = {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+    "application/json": {"schema": {"type": "object", "properties": {
+        "images": {"type": "array", "items": {"type": "string", "description": "base64 image bytes"}},
+        "image": {"type": "string", "description": "one base64 image"}}}}}}
+
+
+def _b64(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ApiError(422, "JSON images must be base64 strings")
+    try:
+        return base64.b64decode(value.split(",", 1)[1] if value.startswith("data:") else value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, "an image is not valid base64") from None
+
+
+async def _uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each image in a multipart or JSON body."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        try:
+            form = await request.form(max_files=limits.max_files, max_fields=limits.max_files)
+        except HTTPException as exc:  # Starlette's parser limits say 400; too many parts is a size problem
+            raise ApiError(413 if "Too many" in str(exc.detail) else 422, str(exc.detail)) from None
+        except (ValueError, KeyError, AssertionError):
+            raise ApiError(422, "malformed multipart body") from None
+        files = [v for key, v in form.multi_items() if key in ("files", "file") and hasattr(v, "read")]
+        if not files:
+            raise ApiError(422, "no image: send the images as multipart field 'files'")
+        return [(f.filename or f"image {i}", await f.read()) for i, f in enumerate(files)]
+    if kind == "application/json":
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(422, "malformed JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(422, 'JSON body must be an object: {"images": [base64, ...]}')
+        images = body.get("images", [body["image"]] if "image" in body else None)
+        if not isinstance(images, list) or not images:
+            raise ApiError(422, 'no image: send {"images": [base64, ...]} or {"image": base64}')
+        if len(images) > limits.max_files:
+            raise ApiError(413, f"too many images in one request (limit {limits.max_files})")
+        return [(f"image {i}", _b64(v)) for i, v in enumerate(images)]
+    raise ApiError(415, "send multipart/form-data (field 'files') or application/json ({\"images\": [base64]})")
+
+
+def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str | None = None, max_batch: int = 32,
+               batch_wait_ms: float = 5.0) -> FastAPI:
+    """The web application for ``predictor`` (a run's :class:`Classifier` or an ONNX file's classifier)."""
+    limits = limits or Limits()
+    api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+    batcher = Batcher(predictor, max_batch, batch_wait_ms)
+    app = FastAPI(title="imgclf", description="Image classification: upload images, get the top classes.",
+                  version="1")
+    app.add_middleware(BodyLimit, limit=limits.max_upload_bytes)
+    app.router.add_event_handler("shutdown", batcher.close)
+    gradcam_ok = predictor.supports_gradcam
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, 422)
+
+    def check_key(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+        if not hmac.compare_digest(given.encode(), api_key.encode()):
+            raise ApiError(401, "missing or wrong API key: send it in the X-API-Key header")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return resources.files("imgclf").joinpath("assets/index.html").read_text(encoding="utf-8")
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok", "api_key_required": api_key is not None}
+
+    @app.get("/labels")
+    async def labels(request: Request) -> dict:
+        check_key(request)
+        return {"labels": predictor.classes}
+
+    @app.get("/metadata")
+    async def metadata(request: Request) -> dict:
+        check_key(request)
+        cfg = predictor.config
+        return {"model": cfg.model, "engine": "pytorch" if gradcam_ok else "onnxruntime",
+                "task": predictor.task.name, "classes": len(predictor.classes), "input": f"{cfg.channels}x{cfg.img_size}x{cfg.img_size}",
+                "resize": cfg.resize, "crop_pct": cfg.crop_pct, "mean": cfg.mean, "std": cfg.std, "gradcam": gradcam_ok,
+                "limits": {"max_upload_bytes": limits.max_upload_bytes, "max_pixels": limits.max_pixels,
+                           "max_files": limits.max_files}}
+
+    @app.post("/predict", openapi_extra={"requestBody": _REQUEST_BODY})
+    async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000),
+                      gradcam: bool = Query(False, description="add a Grad-CAM overlay (PNG, base64) per image")
+                      ) -> dict:
+        check_key(request)
+        if gradcam and not gradcam_ok:
+            raise ApiError(422, "Grad-CAM needs the PyTorch model: serve the run directory, not the .onnx file")
+        started = time.perf_counter()
+        uploads = await _uploads(request, limits)
+        pixels = [await run_in_threadpool(decode, data, predictor, limits) for _, data in uploads]
+        probs = await batcher(pixels)
+        k = min(top_k, len(predictor.classes))
+        results = []
+        for (name, _), p, image in zip(uploads, probs, pixels):
+            top = top_indices(p, k)
+            item = {"file": name, "top": [{"label": predictor.classes[i], "probability": round(float(p[i]), 6)}
+                                          for i in top]}
+            if predictor.task.multilabel:  # every label at or above its threshold, most likely first
+                item["labels"] = [{"label": predictor.classes[i], "probability": round(float(p[i]), 6)}
+                                  for i in predictor.task.answer(p, k, predictor.threshold)]
+            if gradcam:  # on the model thread: Grad-CAM hooks must not see a batched forward pass
+                item["gradcam"] = await asyncio.get_running_loop().run_in_executor(batcher.pool, _gradcam_png,
+                                                                                   predictor, image)
+            results.append(item)
+        return {"predictions": results, "time_ms": round(1000 * (time.perf_counter() - started), 2)}
+
+    return app
+
+
+def _gradcam_png(clf: "Classifier", pixels: np.ndarray) -> str:
+    """The Grad-CAM overlay of the predicted class as a base64 PNG."""
+    import torch
+
+    from ..reports.explain import grad_cam, overlay
+
+    x = torch.tensor(pixels)[None]
+    found = grad_cam(clf, x)
+    picture = overlay(pixels.transpose(1, 2, 0), found.heat[0])
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def app_from_env() -> FastAPI:
+    """The application for ``uvicorn --factory`` worker processes, configured through IMGCLF_SERVE_* variables."""
+    settings = json.loads(os.environ["IMGCLF_SERVE"])
+    return create_app(load_predictor(settings["model"], device=settings["device"]), Limits(**settings["limits"]),
+                      settings.get("api_key"), settings["max_batch"], settings["batch_wait_ms"])
+
+
+def serve(model: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, api_key: str | None = None,
+          limits: Limits | None = None, device: str = "cpu", max_batch: int = 32, batch_wait_ms: float = 5.0) -> None:
+    """Run the application on uvicorn; more than one worker runs one process (and one model copy) each."""
+    import uvicorn
+
+    limits = limits or Limits()
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    predictor = load_predictor(model, device=device)  # fail here, once, with a clear message, before forking workers
+    if workers == 1:
+        uvicorn.run(create_app(predictor, limits, api_key, max_batch, batch_wait_ms), host=host, port=port,
+                    log_level="warning")
+        return
+    os.environ["IMGCLF_SERVE"] = json.dumps({"model": str(model), "device": device, "api_key": api_key,
+                                             "limits": limits.__dict__, "max_batch": max_batch,
+                                             "batch_wait_ms": batch_wait_ms})
+    uvicorn.run("imgclf.deploy.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="warning")

@@ -1,0 +1,86 @@
+"""Predict with an exported ``.onnx`` file alone: onnxruntime runs it, and the preprocessing and class names come
+from the file's metadata (written by :func:`imgclf.deploy.export.export`)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..config import TrainConfig
+from ..errors import UserError
+from .predictor import Predictor
+
+if TYPE_CHECKING:
+    import torch
+
+# The metadata keys an imgclf export carries (all strings; lists and numbers as JSON).
+METADATA_KEYS = ("labels", "model", "channels", "img_size", "resize", "crop_pct", "interpolation", "mean", "std")
+INPUT_FORMAT = "float32 NCHW: pixels / 255, minus mean, over std (per channel), after resize and centre crop"
+
+
+def session(path: str | Path, threads: int | None = None):
+    """An onnxruntime CPU session; a missing or damaged file is a one-line error."""
+    import onnxruntime as ort
+
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such file")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        raise UserError(f"{path}: not a valid ONNX model ({str(exc).splitlines()[0][:200]})") from None
+
+
+class OnnxClassifier(Predictor):
+    """The same predict API as :class:`~imgclf.inference.classifier.Classifier`, on onnxruntime, from the file alone."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        self.path = Path(path)
+        self.session = session(path, threads)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        missing = [k for k in METADATA_KEYS if k not in meta]
+        if missing:
+            raise UserError(f"{path}: no {', '.join(missing)} in its metadata; export the model with "
+                            f"'imgclf export RUN --format onnx'")
+        self.metadata = dict(meta)
+        self.classes = json.loads(meta["labels"])
+        self.config = TrainConfig(model=meta["model"], channels=int(meta["channels"]), img_size=int(meta["img_size"]),
+                                  resize=meta["resize"], crop_pct=float(meta["crop_pct"]),
+                                  interpolation=meta["interpolation"], mean=json.loads(meta["mean"]),
+                                  std=json.loads(meta["std"]), channels_last=False,
+                                  flip=json.loads(meta.get("flip", "null")), task=meta.get("task", "multiclass"))
+        self.threshold = json.loads(meta["threshold"]) if "threshold" in meta else None
+        self.run = None
+        self.input = self.session.get_inputs()[0]
+        self.fixed_batch = self.input.shape[0] if isinstance(self.input.shape[0], int) else None
+        self._mean = np.asarray(self.config.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+        self._std = np.asarray(self.config.std, dtype=np.float32).reshape(1, -1, 1, 1)
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int | None = None) -> "OnnxClassifier":
+        return cls(path, threads)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Raw outputs for uint8 images (N, C, H, W) at the model's size."""
+        batch = (x.astype(np.float32) / 255 - self._mean) / self._std
+        if self.fixed_batch is None:
+            return self.session.run(None, {self.input.name: batch})[0]
+        step = self.fixed_batch  # exported without --dynamic-batch: feed it the batch size it was traced with
+        return np.concatenate([self.session.run(None, {self.input.name: batch[i:i + step]})[0]
+                               for i in range(0, len(batch), step)])
+
+    def proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Probabilities: the softmax of the logits, or each label's sigmoid for a multi-label model."""
+        out = [self.task.probabilities_np(self.logits(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.empty((0, len(self.classes)), np.float32)
+
+    def predict_proba(self, x: "torch.Tensor", batch_size: int = 256) -> "torch.Tensor":
+        """:meth:`proba` for torch tensors, as :meth:`imgclf.inference.classifier.Classifier.predict_proba` takes them."""
+        import torch
+
+        return torch.from_numpy(self.proba(x.numpy(), batch_size))

@@ -1,0 +1,1 @@
+"""The course side: convolution and pooling lessons (imgclf viz) and the bundled demo."""

@@ -1,0 +1,1 @@
+"""Scores: classification and multi-label metrics, the training-curve diagnosis, which way a monitor is better."""
