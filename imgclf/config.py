@@ -18,7 +18,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("onecycle", "cosine", "plateau", "none")
 AUGMENTS = ("none", "light", "standard", "strong")
 MODES = ("scratch", "feature-extract", "fine-tune")
-FEATURE_CACHES = ("disk", "memory", "off")
+FEATURE_CACHES = ("disk", "ram", "none")  # the words of --cache: where the frozen backbone's features live
+FEATURE_CACHE_ALIASES = {"memory": "ram", "off": "none"}  # the spellings before, still accepted
 CACHES = ("auto", "ram", "disk", "none")
 MONITORS = ("val_acc", "val_loss", "val_balanced_acc", "val_macro_f1", "val_map", "val_micro_f1", "train_acc",
             "train_loss")  # which apply depends on the task (imgclf.task); val_map and val_micro_f1 are multi-label's
@@ -30,7 +31,7 @@ LOSSES = ("default", "asymmetric")  # default: cross-entropy, or binary cross-en
 CLASS_WEIGHTS = ("none", "balanced")  # balanced: scikit-learn's inverse-frequency weights in the loss
 SAMPLERS = ("random", "balanced")  # balanced: every class equally likely in each batch
 # Above this ratio of the largest to the smallest training class, training warns and ``imgclf check`` counts a problem.
-IMBALANCE_WARN = 10.0  # where decoded images live (imgclf.data.store)
+IMBALANCE_WARN = 10.0
 RESIZE_MODES = ("crop", "squash")
 # Learning rates that work for each optimizer with the default batch size; --lr overrides.
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 3e-3}
@@ -141,6 +142,7 @@ class TrainConfig:
     std: list[float] | None = None
 
     def __post_init__(self) -> None:
+        self.feature_cache = FEATURE_CACHE_ALIASES.get(self.feature_cache, self.feature_cache)
         self.validate()
 
     def validate(self) -> None:
@@ -232,7 +234,7 @@ class TrainConfig:
             self.warmup_epochs = default_warmup_epochs(self.scheduler, self.epochs)
         self.workers = self.workers if self.workers is not None else default_workers()
         mixing = self.mixup > 0 or self.cutmix > 0
-        if mixing and self.mode == "feature-extract" and self.augment == "none" and self.feature_cache != "off":
+        if mixing and self.mode == "feature-extract" and self.augment == "none" and self.feature_cache != "none":
             raise UserError("--mixup/--cutmix mix images, and feature extraction trains on cached features; add "
                             "--augment light (the backbone then sees every mixed batch) or leave them out")
         if mixing and self.class_weights != "none":

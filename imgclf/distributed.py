@@ -12,14 +12,13 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
-import math
 import os
 import signal
 import socket
 import sys
 import uuid
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -39,6 +38,11 @@ def launched() -> bool:
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def backend() -> str:
+    """The process group's backend: nccl between GPUs, gloo between CPU processes."""
+    return dist.get_backend()
 
 
 def rank() -> int:
@@ -97,7 +101,7 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     """Each value summed over every process (float64, so counts stay exact)."""
     if not dist.is_initialized():
         return list(values)
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    device = torch.device("cuda", torch.cuda.current_device()) if backend() == "nccl" else "cpu"
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
@@ -127,24 +131,6 @@ def gather(obj: Any) -> list[Any]:
 
 
 # ---- what the trainer needs from the group --------------------------------------------------------------------------
-def per_process_batch(batch_size: int, n_train: int, log: Callable[[str], None]) -> int:
-    """``--batch-size`` is the global batch: each of N processes takes 1/N of it, so the learning rate, the steps
-    per epoch and the results match one process's run (no rescaling, said in the log). No process gets a last
-    batch of a single image, which batch-norm cannot train on."""
-    n = world_size()
-    if n == 1:
-        return batch_size
-    per = max(1, batch_size // n)
-    shard = math.ceil(n_train / n)
-    while per > 2 and shard % per == 1:
-        per -= 1
-    log(f"{n} processes ({dist.get_backend()}): global batch {per * n} = {n} x {per} per process"
-        f"{f' (--batch-size {batch_size} does not split evenly)' if per * n != batch_size else ''}; the "
-        f"learning rate is the one-process rate, since the global batch is the same; each process trains on its "
-        f"own shard of {shard} images per epoch")
-    return per
-
-
 def parallel(model: nn.Module, device: torch.device, sync_bn: bool, find_unused: bool) -> nn.Module:
     """``model`` wrapped in DistributedDataParallel (the model itself for one process). ``find_unused`` for
     fine-tuning, whose frozen backbone gives no gradients in the first epochs."""

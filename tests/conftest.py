@@ -8,10 +8,14 @@ import struct
 import warnings
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+from imgclf.training.trainer import Trainer
 
 # Three classes a tiny CNN separates in a couple of epochs: a bright square, a dark square, a vertical bar.
 CLASSES = ("bar", "bright", "dark")
@@ -206,3 +210,35 @@ def headless_chrome(what: str):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(chromedriver), options=options)
+
+
+class FakeTrainer(SimpleNamespace):
+    """Just what callbacks touch: an optimizer, a model, stop_training, log, save_weights."""
+
+    def __init__(self):
+        model = torch.nn.Linear(2, 2)
+        super().__init__(model=model, full_model=model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0), stop_training=False,
+                         start_epoch=0, messages=[], saved=[])
+
+    def log(self, message):
+        self.messages.append(message)
+
+    def epoch_weights(self):
+        return self.full_model.state_dict()
+
+    def save_weights(self, path, metadata=None):
+        self.saved.append(dict(metadata))
+        Trainer.save_weights(self, path, metadata)
+
+
+def assert_picture(path, min_w=300, min_h=150):
+    """A readable PNG, big enough, with real content (many colours, not one flat tone)."""
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        assert im.width >= min_w and im.height >= min_h, im.size
+        pixels = np.asarray(im.convert("RGB")).astype(np.uint32)
+    assert pixels.std() > 10
+    colours = pixels[..., 0] << 16 | pixels[..., 1] << 8 | pixels[..., 2]
+    assert len(np.unique(colours)) > 20

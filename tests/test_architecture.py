@@ -19,7 +19,7 @@ ALLOWED = {
     "device": {"config"},
     "distributed": set(),
     "models": set(),
-    "data": {"config", "distributed", "task", "models"},
+    "data": {"config", "distributed", "task"},
     "metrics": {"distributed", "task", "plots"},
     "plots": {"metrics.diagnose"},  # the curves mark the over-fitting the diagnosis finds
     "inference": {"config", "data", "device", "metrics", "models", "run", "task"},

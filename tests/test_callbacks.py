@@ -1,31 +1,12 @@
 import csv
-from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from imgclf.training.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
-from imgclf.training.trainer import Trainer
 
-
-class FakeTrainer(SimpleNamespace):
-    """Just what callbacks touch: an optimizer, a model, stop_training, log, save_weights."""
-
-    def __init__(self):
-        model = torch.nn.Linear(2, 2)
-        super().__init__(model=model, full_model=model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0), stop_training=False,
-                         start_epoch=0, messages=[], saved=[])
-
-    def log(self, message):
-        self.messages.append(message)
-
-    def epoch_weights(self):
-        return self.full_model.state_dict()
-
-    def save_weights(self, path, metadata=None):
-        self.saved.append(dict(metadata))
-        Trainer.save_weights(self, path, metadata)
+from .conftest import FakeTrainer
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from imgclf.cli.main import main
 
@@ -157,3 +158,15 @@ def test_damaged_weights_name_the_file(image_folder, run_cwd, capsys):
 def test_help_shows_defaults():
     result = subprocess.run([sys.executable, "-m", "imgclf", "train", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "(default: adamw)" in result.stdout and "--resume" in result.stdout
+
+
+def test_feature_cache_speaks_the_words_of_cache_and_keeps_the_old_ones():
+    from imgclf.cli.main import build_parser
+    from imgclf.config import TrainConfig
+
+    parse = build_parser().parse_args
+    assert parse(["train", "x", "--feature-cache", "ram"]).feature_cache == "ram"
+    assert parse(["train", "x", "--feature-cache", "memory"]).feature_cache == "ram"  # the old spelling
+    assert TrainConfig(feature_cache="off").feature_cache == "none"  # a config.yaml from before
+    with pytest.raises(SystemExit):
+        parse(["train", "x", "--feature-cache", "sometimes"])

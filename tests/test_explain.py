@@ -12,8 +12,7 @@ from imgclf.models import create_model
 from imgclf.reports import explain
 from imgclf.training.job import train
 
-from .conftest import TINY
-from .test_plots import assert_picture
+from .conftest import TINY, assert_picture
 
 SIZE = 32
 

@@ -28,8 +28,7 @@ from imgclf.metrics.classification import Evaluation
 from imgclf.metrics.diagnose import diagnose
 from imgclf.run import kept_epoch
 
-from .conftest import TINY, TINY_ARGS, write_class_folders
-from .test_callbacks import FakeTrainer
+from .conftest import TINY, TINY_ARGS, FakeTrainer, write_class_folders
 
 
 def _rows(path: Path) -> list[dict]:

@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from imgclf import plots
 from imgclf.data.transforms import augmentation
@@ -15,20 +14,9 @@ from imgclf.metrics.classification import Evaluation
 from imgclf.metrics.diagnose import diagnose
 from imgclf.plots import style
 
+from .conftest import assert_picture
+
 KOREAN = ["운동화", "샌들", "가방", "티셔츠", "바지"]
-
-
-def assert_picture(path, min_w=300, min_h=150):
-    """A readable PNG, big enough, with real content (many colours, not one flat tone)."""
-    with Image.open(path) as im:
-        im.verify()
-    with Image.open(path) as im:
-        assert im.format == "PNG"
-        assert im.width >= min_w and im.height >= min_h, im.size
-        pixels = np.asarray(im.convert("RGB")).astype(np.uint32)
-    assert pixels.std() > 10
-    colours = pixels[..., 0] << 16 | pixels[..., 1] << 8 | pixels[..., 2]
-    assert len(np.unique(colours)) > 20
 
 
 @pytest.fixture

@@ -144,32 +144,42 @@ def _viz_model(args: argparse.Namespace) -> None:
 
 
 def cmd_viz(args: argparse.Namespace) -> None:
-    from ..lessons import convolution as lessons
-    from ..run import output_dir, output_file
+    lesson = {"filters": _viz_model, "features": _viz_model, "data": _viz_data, "bottleneck": _viz_bottleneck}
+    lesson.get(args.lesson, _viz_photo)(args)
 
-    if args.lesson in ("filters", "features"):
-        _viz_model(args)
-        return
-    if args.lesson == "data":
-        folder = output_dir(args.output_dir, VIZ_DIR / "data", list(lessons.DATA_FIGURES), args.overwrite)
-        written = lessons.data_overview(args.data, folder, args.data_root, args.img_size,
-                                        args.channels, args.augment, args.flip, args.per_class)
-        print(f"pictures written: {', '.join(map(str, written))}")
-        return
-    if args.lesson == "bottleneck":
-        try:
-            h, w, c = (int(v) for v in args.shape.lower().split("x"))
-        except ValueError:
-            raise UserError(f"--in {args.shape!r}: use HxWxC, e.g. 28x28x192") from None
-        direct, reduced = lessons.bottleneck(h, w, c, args.out, args.kernel, args.reduce)
-        k = args.kernel
-        print(f"input {h}x{w}x{c} -> output {h}x{w}x{args.out}, 'same' padding, no biases\n")
-        print(f"{'':34}{'parameters':>14}{'multiply-adds':>18}")
-        print(f"{f'{k}x{k} conv, {args.out} filters':34}{direct.params:>14,}{direct.macs:>18,}")
-        print(f"{f'1x1 to {args.reduce}, then {k}x{k} to {args.out}':34}{reduced.params:>14,}{reduced.macs:>18,}")
-        print(f"\nthe 1x1 reduction needs {direct.macs / reduced.macs:.1f}x fewer multiply-adds and "
-              f"{direct.params / reduced.params:.1f}x fewer parameters")
-        return
+
+def _viz_data(args: argparse.Namespace) -> None:
+    from ..lessons import convolution as lessons
+    from ..run import output_dir
+
+    folder = output_dir(args.output_dir, VIZ_DIR / "data", list(lessons.DATA_FIGURES), args.overwrite)
+    written = lessons.data_overview(args.data, folder, args.data_root, args.img_size,
+                                    args.channels, args.augment, args.flip, args.per_class)
+    print(f"pictures written: {', '.join(map(str, written))}")
+
+
+def _viz_bottleneck(args: argparse.Namespace) -> None:
+    from ..lessons import convolution as lessons
+
+    try:
+        h, w, c = (int(v) for v in args.shape.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--in {args.shape!r}: use HxWxC, e.g. 28x28x192") from None
+    direct, reduced = lessons.bottleneck(h, w, c, args.out, args.kernel, args.reduce)
+    k = args.kernel
+    print(f"input {h}x{w}x{c} -> output {h}x{w}x{args.out}, 'same' padding, no biases\n")
+    print(f"{'':34}{'parameters':>14}{'multiply-adds':>18}")
+    print(f"{f'{k}x{k} conv, {args.out} filters':34}{direct.params:>14,}{direct.macs:>18,}")
+    print(f"{f'1x1 to {args.reduce}, then {k}x{k} to {args.out}':34}{reduced.params:>14,}{reduced.macs:>18,}")
+    print(f"\nthe 1x1 reduction needs {direct.macs / reduced.macs:.1f}x fewer multiply-adds and "
+          f"{direct.params / reduced.params:.1f}x fewer parameters")
+
+
+def _viz_photo(args: argparse.Namespace) -> None:
+    """The kernel and pool lessons: a photo through one filter or one pooling window."""
+    from ..lessons import convolution as lessons
+    from ..run import output_file
+
     image = lessons.load_gray(args.image, args.max_side)
     out = output_file(args.output, VIZ_DIR / f"{args.lesson}.png", args.overwrite)
     if args.lesson == "kernel":

@@ -12,6 +12,7 @@ from ..errors import UserError
 from .options import COUNT, SOME, Formatter, add_device, add_overwrite, number
 
 if TYPE_CHECKING:
+    from ..inference.inputs import PredictionWriter
     from ..inference.predictor import Predictor
 
 
@@ -103,10 +104,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..data.sources import has_label_column, is_pixel_csv
-    from ..inference.inputs import PredictionWriter, collect_inputs, format_table
+    from ..inference.inputs import PredictionWriter, collect_inputs
     from ..inference.load import load_predictor
 
     clf = load_predictor(args.run, device=args.device)
@@ -129,6 +128,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
         {f"{csvs[0]}#{n}" for n in writer.done} if writer.submission else set(writer.done)
     if skip:
         print(f"resuming: {len(skip)} input(s) already in {args.output}", file=sys.stderr)
+    done, failed, labelled, right = _stream(clf, args, items, csvs, writer, skip)
+    return _summary(args, writer, skip, done, failed, labelled, right)
+
+
+def _stream(clf: "Predictor", args: argparse.Namespace, items: list, csvs: list, writer: "PredictionWriter | None",
+            skip: set) -> tuple[int, int, int, int]:
+    """Predict every input, printing the table as it goes or streaming rows into ``writer``; returns the inputs
+    done, those that failed, and the labelled ones and how many of those were right."""
+    from tqdm import tqdm
+
+    from ..inference.inputs import format_table
+
     # Decoding runs in worker processes while the model runs here, once there is enough to share.
     workers = args.workers if args.workers is not None else \
         decode_workers() if len(items) - len(csvs) > 2 * args.batch_size else 0
@@ -158,6 +169,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             writer.close()
     if shown:
         print(format_table(shown, width))
+    return done, failed, labelled, right
+
+
+def _summary(args: argparse.Namespace, writer: "PredictionWriter | None", skip: set, done: int, failed: int,
+             labelled: int, right: int) -> int:
+    """The closing lines of a prediction, and its exit code: 1 when no input could be predicted."""
     if writer is not None:
         what = "ImageId,Label rows (a Kaggle submission)" if writer.submission else "prediction(s)"
         print(f"{done} {what} written to {args.output}{f' ({len(skip)} were there)' if skip else ''}")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import (AUGMENTS, CACHES, CLASS_WEIGHTS, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, FEATURE_CACHES,
-                      FEATURE_EXTRACT_LR_SCALE, LOGGERS, LOSSES, MODES, MONITORS, OPTIMIZERS, PRECISIONS, RESIZE_MODES,
-                      SAMPLERS, SCHEDULERS)
+from ..config import (AUGMENTS, CACHES, CLASS_WEIGHTS, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, FEATURE_CACHE_ALIASES,
+                      FEATURE_CACHES, FEATURE_EXTRACT_LR_SCALE, LOGGERS, LOSSES, MODES, MONITORS, OPTIMIZERS,
+                      PRECISIONS, RESIZE_MODES, SAMPLERS, SCHEDULERS)
 from ..errors import UserError
 from ..task import TASKS
 from .options import COUNT, DATA_HELP, DEFAULTS, FRACTION, POSITIVE, SIZE, SOME, Formatter, add_device, names, number
@@ -78,8 +78,10 @@ def add_training(sub: argparse._SubParsersAction, command: str = "train") -> Non
                                                             "statistics (for small data sets); frozen blocks always "
                                                             "keep theirs")
     t.add_argument("--feature-cache", choices=FEATURE_CACHES, default=DEFAULTS.feature_cache,
+                   type=lambda text: FEATURE_CACHE_ALIASES.get(text, text),
                    help="feature-extract: keep backbone features on disk ($IMGCLF_CACHE_DIR, else "
-                        "~/.cache/imgclf/features), in memory, or recompute them every batch")
+                        "~/.cache/imgclf/features), in ram, or none: recompute them every batch (memory and off "
+                        "are accepted for ram and none)")
     p.add_argument("--epochs", type=SOME, default=None, help=f"epochs to train (default: {DEFAULTS.epochs})")
     p.add_argument("--batch-size", type=SOME, default=DEFAULTS.batch_size,
                    help="images per training step (at most the training split's size)")

@@ -4,10 +4,12 @@ from __future__ import annotations
 import math
 import signal
 from collections.abc import Iterator
+from typing import Callable
 
 import torch
 from torchvision.transforms import v2
 
+from ..distributed import backend, world_size
 from .store import FileRows
 from .tensors import ImageTensors
 
@@ -45,6 +47,33 @@ class TensorImages(torch.utils.data.Dataset):
             # Random parameters must differ per image, so each image gets its own draw.
             x = torch.stack([self.transform(img) for img in x])
         return x, self.y[idx]
+
+
+
+def without_lone_image(batch: int, n_images: int) -> int:
+    """The largest batch up to ``batch`` (and ``n_images``) whose last batch of ``n_images`` is not a single image,
+    which batch-norm cannot train on."""
+    batch = min(batch, n_images)
+    while batch > 2 and n_images % batch == 1:
+        batch -= 1
+    return batch
+
+
+def per_process_batch(batch_size: int, n_train: int, log: Callable[[str], None]) -> int:
+    """``--batch-size`` is the global batch: each of N processes takes 1/N of it, so the learning rate, the steps
+    per epoch and the results match one process's run (no rescaling, said in the log). No process gets a last
+    batch of a single image, which batch-norm cannot train on."""
+    n = world_size()
+    if n == 1:
+        return batch_size
+    shard = math.ceil(n_train / n)
+    per = max(1, batch_size // n)
+    per = without_lone_image(per, max(shard, per))
+    log(f"{n} processes ({backend()}): global batch {per * n} = {n} x {per} per process"
+        f"{f' (--batch-size {batch_size} does not split evenly)' if per * n != batch_size else ''}; the "
+        f"learning rate is the one-process rate, since the global batch is the same; each process trains on its "
+        f"own shard of {shard} images per epoch")
+    return per
 
 
 def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UserError
-from ..models import default_img_size, is_cnn, is_custom
 from .decode import Preprocess
 from .sources import Source
 from .tensors import ImageTensors, decode_split, row_digests, scan
@@ -27,9 +26,10 @@ class Prepared:
     leaked: list[str] = field(default_factory=list)  # validation/test images identical to a training image
 
 
-def input_shape(source: Source, model: str, img_size: int | None, channels: int | None,
+def input_shape(source: Source, img_size: int | None, channels: int | None, model_size: int | None = None,
                 workers: int | None = None, quiet: bool = False) -> tuple[int, int]:
-    """(channels, size) of the model's input: what the user asked for, else what the data and model suggest."""
+    """(channels, size) of the model's input: what the user asked for, else what the data suggests, else the
+    architecture's own ``model_size`` (None for the from-scratch cnn: :data:`CNN_PHOTO_SIZE`)."""
     native = source.native_size
     if native is not None:
         gray = source.native_channels == 1
@@ -43,7 +43,7 @@ def input_shape(source: Source, model: str, img_size: int | None, channels: int 
         if common is not None and (common[0] <= KEEP_NATIVE_UP_TO or native is not None):
             img_size = common[0]
         else:
-            img_size = CNN_PHOTO_SIZE if is_cnn(model) or is_custom(model) else default_img_size(model)
+            img_size = model_size or CNN_PHOTO_SIZE
     return channels, img_size
 
 

@@ -221,6 +221,40 @@ async def _uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
     raise ApiError(415, "send multipart/form-data (field 'files') or application/json ({\"images\": [base64]})")
 
 
+def _answer_errors_as_json(app: FastAPI) -> None:
+    """Every error as ``{"error": "one line"}`` with its status, validation errors included."""
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, 422)
+
+
+def _metadata(predictor: Predictor, limits: Limits) -> dict:
+    """What GET /metadata says about the model and the server's limits."""
+    cfg, gradcam = predictor.config, predictor.supports_gradcam
+    return {"model": cfg.model, "engine": "pytorch" if gradcam else "onnxruntime", "task": predictor.task.name,
+            "classes": len(predictor.classes), "input": f"{cfg.channels}x{cfg.img_size}x{cfg.img_size}",
+            "resize": cfg.resize, "crop_pct": cfg.crop_pct, "mean": cfg.mean, "std": cfg.std, "gradcam": gradcam,
+            "limits": {"max_upload_bytes": limits.max_upload_bytes, "max_pixels": limits.max_pixels,
+                       "max_files": limits.max_files}}
+
+
+def _answer(predictor: Predictor, name: str, probs: np.ndarray, k: int) -> dict:
+    """One image's entry in POST /predict's answer: the top ``k``, and a multi-label model's labels."""
+    item = {"file": name, "top": [{"label": predictor.classes[i], "probability": round(float(probs[i]), 6)}
+                                  for i in top_indices(probs, k)]}
+    if predictor.task.multilabel:  # every label at or above its threshold, most likely first
+        item["labels"] = [{"label": predictor.classes[i], "probability": round(float(probs[i]), 6)}
+                          for i in predictor.task.answer(probs, k, predictor.threshold)]
+    return item
+
+
 def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str | None = None, max_batch: int = 32,
                batch_wait_ms: float = 5.0) -> FastAPI:
     """The web application for ``predictor`` (a run's :class:`Classifier` or an ONNX file's classifier)."""
@@ -233,15 +267,7 @@ def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str 
     app.router.add_event_handler("shutdown", batcher.close)
     gradcam_ok = predictor.supports_gradcam
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": exc.detail}, exc.status_code, headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, 422)
+    _answer_errors_as_json(app)
 
     def check_key(request: Request) -> None:
         if api_key is None:
@@ -266,12 +292,7 @@ def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str 
     @app.get("/metadata")
     async def metadata(request: Request) -> dict:
         check_key(request)
-        cfg = predictor.config
-        return {"model": cfg.model, "engine": "pytorch" if gradcam_ok else "onnxruntime",
-                "task": predictor.task.name, "classes": len(predictor.classes), "input": f"{cfg.channels}x{cfg.img_size}x{cfg.img_size}",
-                "resize": cfg.resize, "crop_pct": cfg.crop_pct, "mean": cfg.mean, "std": cfg.std, "gradcam": gradcam_ok,
-                "limits": {"max_upload_bytes": limits.max_upload_bytes, "max_pixels": limits.max_pixels,
-                           "max_files": limits.max_files}}
+        return _metadata(predictor, limits)
 
     @app.post("/predict", openapi_extra={"requestBody": _REQUEST_BODY})
     async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000),
@@ -287,12 +308,7 @@ def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str 
         k = min(top_k, len(predictor.classes))
         results = []
         for (name, _), p, image in zip(uploads, probs, pixels):
-            top = top_indices(p, k)
-            item = {"file": name, "top": [{"label": predictor.classes[i], "probability": round(float(p[i]), 6)}
-                                          for i in top]}
-            if predictor.task.multilabel:  # every label at or above its threshold, most likely first
-                item["labels"] = [{"label": predictor.classes[i], "probability": round(float(p[i]), 6)}
-                                  for i in predictor.task.answer(p, k, predictor.threshold)]
+            item = _answer(predictor, name, p, k)
             if gradcam:  # on the model thread: Grad-CAM hooks must not see a batched forward pass
                 item["gradcam"] = await asyncio.get_running_loop().run_in_executor(batcher.pool, _gradcam_png,
                                                                                    predictor, image)

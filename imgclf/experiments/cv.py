@@ -25,6 +25,8 @@ from ..inference.ensemble import Ensemble
 from ..metrics.classification import Evaluation
 from ..run import CV_FILE, LAST, RunDir, check_run_name, fresh_path, slug
 from ..training import job
+from ..training.setup import data_path
+from .folders import resumed
 
 
 def _spec_run(data: str, folds: int, options: dict[str, Any]) -> RunDir:
@@ -57,21 +59,13 @@ def cross_validate(data: str | None = None, model: str = "cnn", epochs: int | No
     quiet = options.get("quiet", False)
     if resume:
         project = Path(options.get("project", "runs"))
-        if options.get("name"):
-            folder = project / check_run_name(options["name"])
-        else:  # the latest cross-validation under the project
-            specs = sorted(project.glob(f"*/{CV_FILE}"), key=lambda p: p.stat().st_mtime)
-            folder = specs[-1].parent if specs else project
-        if not (folder / CV_FILE).exists():
-            raise UserError(f"--resume: no cross-validation to continue under {project}")
-        spec = json.loads((folder / CV_FILE).read_text(encoding="utf-8"))
+        folder, spec = resumed(project, options.get("name"), CV_FILE,
+                               f"--resume: no cross-validation to continue under {project}")
         run = RunDir(folder)
         data, model, epochs, folds, options = spec["data"], spec["model"], spec["epochs"], spec["folds"], \
             spec["options"] | {"quiet": quiet}
     else:
-        if not data:
-            raise UserError("no data given: pass an image folder, a CSV, or a built-in dataset name")
-        data = str(Path(data).resolve()) if Path(data).exists() else str(data)
+        data = data_path(data)
         TrainConfig(data=data, model=model, **{k: v for k, v in options.items() if k not in ("name", "project",
                                                                                           "exist_ok")})
         run = _spec_run(data, folds, options)

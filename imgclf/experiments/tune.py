@@ -25,7 +25,8 @@ from ..run import RunDir, check_run_name, fresh_path, slug
 from ..task import get_task
 from ..training import job
 from ..training.callbacks import Callback
-from ..training.setup import resolve_task
+from ..training.setup import data_path, resolve_task
+from .folders import resumed
 
 if TYPE_CHECKING:
     import optuna
@@ -202,6 +203,21 @@ def _figures(study: "optuna.Study", folder: Path) -> list[Path]:
     return written
 
 
+def _study(folder: Path, pruner: str, cfg: TrainConfig, monitor: str) -> "optuna.Study":
+    """The search's Optuna study in ``folder``'s SQLite file, new or resumed (a killed search's last trial, left
+    running, is marked failed)."""
+    import optuna
+
+    direction = "minimize" if monitor_mode(monitor) == "min" else "maximize"
+    study = optuna.create_study(study_name=folder.name, storage=f"sqlite:///{(folder / STUDY_DB).resolve()}",
+                                load_if_exists=True, direction=direction, pruner=_pruner(pruner, cfg.epochs),
+                                # seeded by the trial count, so a resumed search does not draw the same points again
+                                sampler=optuna.samplers.TPESampler(seed=cfg.seed + len(_existing(folder))))
+    for stale in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(stale.number, state=optuna.trial.TrialState.FAIL)
+    return study
+
+
 def tune(data: str | None = None, model: str = "cnn", epochs: int | None = None, *, trials: int = 20,
          timeout: str | float | None = None, space: str | list[str] | None = None, pruner: str = "median",
          resume: bool = False, **options: Any) -> dict[str, Any]:
@@ -222,13 +238,7 @@ def tune(data: str | None = None, model: str = "cnn", epochs: int | None = None,
     monitor = cfg.monitor or task.default_monitor
     names = spec["space"]  # checked by _tune_folder when the search was made
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    direction = "minimize" if monitor_mode(monitor) == "min" else "maximize"
-    study = optuna.create_study(study_name=folder.name, storage=f"sqlite:///{(folder / STUDY_DB).resolve()}",
-                                load_if_exists=True, direction=direction, pruner=_pruner(spec["pruner"], cfg.epochs),
-                                # seeded by the trial count, so a resumed search does not draw the same points again
-                                sampler=optuna.samplers.TPESampler(seed=cfg.seed + len(_existing(folder))))
-    for stale in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):  # a killed search's last trial
-        study.tell(stale.number, state=optuna.trial.TrialState.FAIL)
+    study = _study(folder, spec["pruner"], cfg, monitor)
 
     def objective(trial: optuna.Trial) -> float:
         picked = _suggest(trial, names, cfg.mode, cfg)
@@ -281,20 +291,12 @@ def _tune_folder(data: str | None, model: str, epochs: int | None, trials: int, 
     if trials < 1:
         raise UserError(f"--trials must be at least 1, got {trials}")
     if resume:
-        if options.get("name"):
-            folder = project / check_run_name(options["name"])
-        else:
-            found = sorted(project.glob(f"*/{TUNE_FILE}"), key=lambda p: p.stat().st_mtime)
-            folder = found[-1].parent if found else project
-        if not (folder / TUNE_FILE).exists():
-            raise UserError(f"--resume: no search to continue under {project}; start one with imgclf tune DATA")
-        spec = json.loads((folder / TUNE_FILE).read_text(encoding="utf-8"))
+        folder, spec = resumed(project, options.get("name"), TUNE_FILE,
+                               f"--resume: no search to continue under {project}; start one with imgclf tune DATA")
         spec["trials"] = max(trials, 1)
         (folder / TUNE_FILE).write_text(json.dumps(spec, indent=1), encoding="utf-8")
         return folder, spec
-    if not data:
-        raise UserError("no data given: pass an image folder, a CSV, or a built-in dataset name")
-    data = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    data = data_path(data)
     kept = {k: v for k, v in options.items() if k not in ("name", "project", "exist_ok", "quiet")}
     # bad options fail here, before anything is written
     cfg = TrainConfig(data=data, model=model, **kept, **({"epochs": epochs} if epochs else {}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..run import CV_FILE
+from .onnx import OnnxClassifier
 from .predictor import Predictor
 
 
@@ -12,9 +13,8 @@ def load_predictor(model: str | Path, weights: str = "best", device: str = "auto
                    ) -> Predictor:
     """A run directory or name, a pretrained model name, or an exported ``.onnx`` file (which needs neither torch
     nor timm, so neither is imported for it)."""
-    # The PyTorch predictors are imported here, not at the top, so that an .onnx file never pays for torch.
+    # The PyTorch predictors are imported here, not at the top, so that an .onnx file never imports torch.
     if str(model).lower().endswith(".onnx"):
-        from .onnx import OnnxClassifier
         return OnnxClassifier(model)
     for folder in (Path(model), Path("runs") / str(model)):
         if (folder / CV_FILE).is_file():  # a cross-validation: its folds as an ensemble

@@ -156,7 +156,7 @@ def data_overview(data: str, folder: Path, data_root: str | None = None, img_siz
     """Sample images per class, class counts per split and an augmentation preview of a data set, before any
     training: only the sampled images are decoded, at the size training would use."""
     source = load_source(data, data_root)
-    channels, size = input_shape(source, "cnn", img_size, channels, quiet=True)
+    channels, size = input_shape(source, img_size, channels, quiet=True)
     train = source.splits["train"]
     rng = np.random.default_rng(seed)
     member = (lambda c: train.labels[:, c] > 0) if source.multilabel else (lambda c: train.labels == c)

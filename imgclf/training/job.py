@@ -14,7 +14,7 @@ from .. import distributed as ddp
 from ..config import TrainConfig
 from ..data.batch_augment import BatchAugment
 from ..data.dataset import Source
-from ..data.loader import train_loader
+from ..data.loader import per_process_batch, train_loader, without_lone_image
 from ..data.prepare import Prepared, prepare
 from ..data.sampler import shard_sampler
 from ..data.tensors import ImageTensors, channel_stats
@@ -47,9 +47,7 @@ from .transfer import FineTune, freeze, layer_decay_groups, param_groups
 def fit_batch_size(cfg: TrainConfig, n_train: int, log: Callable[[str], None]) -> None:
     """A batch no larger than the training split, and no last batch of a single image (batch-norm cannot train
     on one), so that every image is used in every epoch; then a schedule only if there are steps to schedule."""
-    batch = min(cfg.batch_size, n_train)
-    while batch > 2 and n_train % batch == 1:
-        batch -= 1
+    batch = without_lone_image(cfg.batch_size, n_train)
     if batch != cfg.batch_size:
         why = f"the training split has {n_train} images" if cfg.batch_size >= n_train else \
             f"so that no batch of the {n_train} training images holds a single image"
@@ -110,9 +108,9 @@ def _transfer_setup(cfg: TrainConfig, net: nn.Module, splits: dict[str, ImageTen
         return net, groups, cfg.mean, cfg.std, splits, [tune]
     freeze(net, 0)
     head = net.get_classifier()
-    if cfg.augment != "none" or cfg.feature_cache == "off":
+    if cfg.augment != "none" or cfg.feature_cache == "none":
         why = f"--augment {cfg.augment} changes the images every epoch" if cfg.augment != "none" else \
-            "--feature-cache off"
+            "--feature-cache none"
         log(f"feature extraction: {why}, so the frozen backbone runs on every batch (no feature cache); "
             f"--augment none caches the features and makes every epoch after the first cost only the head")
         return net, head, cfg.mean, cfg.std, splits, []
@@ -286,7 +284,7 @@ def _settle(cfg: TrainConfig, prepared: Prepared, log: Callable[[str], None]) ->
     if cfg.mean is None:
         cfg.mean, cfg.std = channel_stats(prepared.splits["train"].x)
     fit_batch_size(cfg, len(prepared.splits["train"]), log)
-    if cfg.mode == "feature-extract" and cfg.augment == "none" and cfg.feature_cache == "memory" \
+    if cfg.mode == "feature-extract" and cfg.augment == "none" and cfg.feature_cache == "ram" \
             and ddp.world_size() > 1:
         log("feature extraction with several processes: the features go to the disk cache, computed once per "
             "machine (--feature-cache disk)")
@@ -301,7 +299,7 @@ def _build_trainer(cfg: TrainConfig, net: nn.Module, prepared: Prepared, run: Ru
     batched = cfg.batch_augment and cfg.augment == "light" and mean is not None
     transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip) \
         if mean is not None and not batched else None
-    per_process = ddp.per_process_batch(cfg.batch_size, len(splits["train"]), log)
+    per_process = per_process_batch(cfg.batch_size, len(splits["train"]), log)
     # Random resized crops come from the whole photo where the files are decoded per batch (--cache none).
     loader = train_loader(splits["train"], per_process, transform, cfg.workers, cfg.seed + ddp.rank(),
                           pin_memory=device.type == "cuda",

@@ -29,11 +29,17 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def new_config(data: str | None, model: str, epochs: int | None, options: dict[str, Any]) -> TrainConfig:
-    """A new run's configuration; paths are stored absolute so ``imgclf evaluate RUN`` works from any folder."""
+def data_path(data: str | None) -> str:
+    """DATA as a run stores it: an existing path made absolute (so ``imgclf evaluate RUN`` works from any
+    folder), a built-in dataset's name as it is."""
     if not data:
         raise UserError("no data given: pass an image folder, a CSV, or a built-in dataset name")
-    data = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    return str(Path(data).resolve()) if Path(data).exists() else str(data)
+
+
+def new_config(data: str | None, model: str, epochs: int | None, options: dict[str, Any]) -> TrainConfig:
+    """A new run's configuration; paths are stored absolute so ``imgclf evaluate RUN`` works from any folder."""
+    data = data_path(data)
     options = dict(options)
     for key in ("weights", "data_root"):
         if options.get(key):
@@ -71,7 +77,8 @@ def fit_input(cfg: TrainConfig, source: Source) -> None:
     if transfer:  # ImageNet weights expect RGB at their own size and normalisation
         cfg.channels = cfg.channels or 3
         cfg.img_size = cfg.img_size or default_img_size(cfg.model)
-    cfg.channels, cfg.img_size = input_shape(source, cfg.model, cfg.img_size, cfg.channels, quiet=cfg.quiet)
+    cfg.channels, cfg.img_size = input_shape(source, cfg.img_size, cfg.channels, default_img_size(cfg.model),
+                                             quiet=cfg.quiet)
     if transfer:
         pre = pretrained_preprocess(cfg.model, cfg.channels)
         cfg.crop_pct, cfg.interpolation = pre["crop_pct"], pre["interpolation"]

@@ -234,43 +234,16 @@ class Trainer:
             y = y.to(self.device, non_blocking=True)
             x, target = self.mix(x, y) if self.mix is not None else (x, y)
             boundary = step % self.accumulate == 0 or step == self.steps_per_epoch  # this batch ends a step
-            if (step - 1) % self.accumulate == 0:
-                self.optimizer.zero_grad(set_to_none=True)
-            # Gradients of the batches inside an accumulation are not exchanged between processes: once a step.
-            no_sync = self.model.no_sync() if not boundary and self.processes > 1 else contextlib.nullcontext()
-            with no_sync:
-                with autocast_for(self.device, self.precision):
-                    logits = self.model(x)
-                    loss = self.loss_fn(logits, target)
-                scaled = loss / self.accumulate if self.accumulate > 1 else loss
-                if self.scaler is not None and self.scaler.is_enabled():
-                    self.scaler.scale(scaled).backward()
-                else:
-                    scaled.backward()
+            logits, loss = self._learn(x, target, step, boundary)
             if boundary:
-                if self.scaler is not None and self.scaler.is_enabled():
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    self.optimizer.step()
-                self.global_step += 1
-                if self.ema is not None:
-                    self.ema.update(self.eval_model, step=self.global_step)
-                lr = self.optimizer.param_groups[0]["lr"]
-                if self.schedule is not None:
-                    self.schedule.step(self.global_step)
+                lr = self._optimizer_step()
             loss_sum += loss.detach() * len(y)
             correct += self.task.hits(logits.detach(), y)
             seen += len(y)
             # Reading the running metrics syncs with the device, so it happens every 10 steps, not every step:
             # that is when a diverged loss is caught and callbacks hear the running loss and accuracy.
             if step % 10 == 0 or step == self.steps_per_epoch:
-                live = {"loss": (loss_sum / seen).item(), "acc": correct.item() / seen}
-                if not math.isfinite(live["loss"]):
-                    raise FloatingPointError(f"the loss became {live['loss']} by step {step}: the learning rate "
-                                             f"({lr:.3g}) is probably too high; try a lower --lr")
-                for cb in self.callbacks:
-                    cb.on_batch_end(self, step, live)
+                self._running(step, {"loss": (loss_sum / seen).item(), "acc": correct.item() / seen}, lr)
             if boundary and step < self.steps_per_epoch and self._stopping():
                 self.done_steps = step
                 total_loss, total_correct, total_seen = ddp.all_reduce_sum([loss_sum.item(), correct.item(), seen])
@@ -287,6 +260,47 @@ class Trainer:
                 "lr": lr, "time": elapsed, "data_wait": waited / max(elapsed, 1e-9),
                 "images_per_s": seen / max(elapsed, 1e-9), "data_time": waited, "augment_time": augmenting,
                 "compute_time": elapsed - waited - augmenting}
+
+    def _learn(self, x: torch.Tensor, target: torch.Tensor, step: int, boundary: bool
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward for one batch; gradients add up over the ``accumulate`` batches of a step."""
+        if (step - 1) % self.accumulate == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+        # Gradients of the batches inside an accumulation are not exchanged between processes: once a step.
+        no_sync = self.model.no_sync() if not boundary and self.processes > 1 else contextlib.nullcontext()
+        with no_sync:
+            with autocast_for(self.device, self.precision):
+                logits = self.model(x)
+                loss = self.loss_fn(logits, target)
+            scaled = loss / self.accumulate if self.accumulate > 1 else loss
+            if self.scaler is not None and self.scaler.is_enabled():
+                self.scaler.scale(scaled).backward()
+            else:
+                scaled.backward()
+        return logits, loss
+
+    def _optimizer_step(self) -> float:
+        """One optimizer step, the EMA and the schedule after it; returns the learning rate the step used."""
+        if self.scaler is not None and self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.global_step += 1
+        if self.ema is not None:
+            self.ema.update(self.eval_model, step=self.global_step)
+        lr = self.optimizer.param_groups[0]["lr"]
+        if self.schedule is not None:
+            self.schedule.step(self.global_step)
+        return lr
+
+    def _running(self, step: int, live: dict[str, float], lr: float) -> None:
+        """The running loss and accuracy: a diverged loss stops training here; callbacks hear them."""
+        if not math.isfinite(live["loss"]):
+            raise FloatingPointError(f"the loss became {live['loss']} by step {step}: the learning rate "
+                                     f"({lr:.3g}) is probably too high; try a lower --lr")
+        for cb in self.callbacks:
+            cb.on_batch_end(self, step, live)
 
     @torch.inference_mode()
     def validate(self, images: ImageTensors, model: nn.Module | None = None) -> dict[str, float]:
