@@ -8,13 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .data.decode import INTERPOLATION, Preprocess
 from .errors import UserError
-from .task import TASKS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+TASKS = ("auto", "multiclass", "multilabel")  # see imgclf.task; auto: multilabel when a CSV row has several labels
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")  # PIL resampling filters (imgclf.data.decode)
 SCHEDULERS = ("onecycle", "cosine", "plateau", "none")
 AUGMENTS = ("none", "light", "standard", "strong")
 MODES = ("scratch", "feature-extract", "fine-tune")
@@ -180,8 +178,8 @@ class TrainConfig:
             raise UserError(f"--lr must be positive, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.interpolation not in INTERPOLATION:
-            raise UserError(f"interpolation {self.interpolation!r} is not one of: {', '.join(INTERPOLATION)}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise UserError(f"interpolation {self.interpolation!r} is not one of: {', '.join(INTERPOLATIONS)}")
         if not 0.1 <= self.crop_pct <= 1.0:
             raise UserError(f"crop_pct must be in [0.1, 1], got {self.crop_pct}")
         if self.channels not in (None, 1, 3):
@@ -243,11 +241,6 @@ class TrainConfig:
         self.validate()
 
     @property
-    def preprocess(self) -> Preprocess:
-        """How images become this model's input (needs ``channels`` and ``img_size`` resolved)."""
-        return Preprocess(self.channels, self.img_size, self.resize, self.crop_pct, self.interpolation)
-
-    @property
     def unfreeze_blocks(self) -> int | str:
         """``--unfreeze`` as a block count, or ``"all"``."""
         return self.unfreeze if self.unfreeze == "all" else int(self.unfreeze)
@@ -264,6 +257,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
+        import yaml  # here, not at the top: `imgclf --help` needs the options, not their file format
+
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
 
     @classmethod
@@ -279,6 +274,8 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
+        import yaml
+
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:

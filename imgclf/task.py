@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
     from .config import TrainConfig
 
-TASKS = ("auto", "multiclass", "multilabel")
 # A multi-label model answers a label from this probability on until thresholds are tuned on validation.
 DEFAULT_THRESHOLD = 0.5
 

@@ -14,7 +14,7 @@ PACKAGE = Path(imgclf.__file__).parent
 ALLOWED = {
     "errors": set(),
     "task": set(),
-    "config": {"task", "data.decode"},  # the Preprocess recipe config.yaml describes
+    "config": set(),
     "run": {"config"},
     "device": {"config"},
     "distributed": set(),

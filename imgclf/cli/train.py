@@ -5,9 +5,8 @@ import argparse
 
 from ..config import (AUGMENTS, CACHES, CLASS_WEIGHTS, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, FEATURE_CACHE_ALIASES,
                       FEATURE_CACHES, FEATURE_EXTRACT_LR_SCALE, LOGGERS, LOSSES, MODES, MONITORS, OPTIMIZERS,
-                      PRECISIONS, RESIZE_MODES, SAMPLERS, SCHEDULERS)
+                      PRECISIONS, RESIZE_MODES, SAMPLERS, SCHEDULERS, TASKS)
 from ..errors import UserError
-from ..task import TASKS
 from .options import COUNT, DATA_HELP, DEFAULTS, FRACTION, POSITIVE, SIZE, SOME, Formatter, add_device, names, number
 
 

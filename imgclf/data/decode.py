@@ -10,10 +10,13 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -102,6 +105,7 @@ def to_mode(im: Image.Image, channels: int) -> Image.Image:
     return im if im.mode == target else im.convert(target)
 
 
+# keyed by config.INTERPOLATIONS, the names config.yaml holds
 INTERPOLATION = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
                  "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
 
@@ -119,6 +123,11 @@ class Preprocess:
     resize: str = "crop"
     crop_pct: float = 1.0
     interpolation: str = "bilinear"
+
+    @classmethod
+    def of(cls, cfg: "TrainConfig") -> "Preprocess":
+        """How images become ``cfg``'s model input (needs ``channels`` and ``img_size`` resolved)."""
+        return cls(cfg.channels, cfg.img_size, cfg.resize, cfg.crop_pct, cfg.interpolation)
 
     def resized(self, im: Image.Image) -> Image.Image:
         method = INTERPOLATION[self.interpolation]

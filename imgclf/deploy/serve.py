@@ -30,7 +30,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ..data.decode import BadImage, open_image
+from ..data.decode import BadImage, Preprocess, open_image
 from ..errors import UserError
 from ..inference.inputs import top_indices
 from ..inference.load import load_predictor
@@ -167,7 +167,7 @@ def decode(data: bytes, predictor: Predictor, limits: Limits) -> np.ndarray:
         raise ApiError(422, "empty file")
     try:
         # decoded as a file would be in training and predict (a large JPEG at a reduced scale)
-        pre = predictor.config.preprocess
+        pre = Preprocess.of(predictor.config)
         return predictor.pixels(open_image(io.BytesIO(data), limits.max_pixels, pre.least_side))
     except BadImage as exc:
         raise ApiError(_STATUS.get(exc.kind, 422), str(exc)) from None

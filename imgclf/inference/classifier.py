@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+from ..data.decode import Preprocess
 from ..data.loader import inference_batch
 from ..data.sources import Source, load_source
 from ..data.split import holdout
@@ -184,7 +185,7 @@ class Classifier(Predictor):
         if limit is not None and len(chosen) > limit:
             chosen = chosen.subset(np.sort(np.random.default_rng(cfg.seed).choice(len(chosen), limit, replace=False)))
         # a small subset (export's checks) stays in RAM; a whole split is kept the way the run keeps its data
-        images = decode_split(chosen, cfg.preprocess, desc=f"decoding {split}", quiet=cfg.quiet,
+        images = decode_split(chosen, Preprocess.of(cfg), desc=f"decoding {split}", quiet=cfg.quiet,
                               cache="ram" if limit is not None else cfg.cache)
         if self.task.multilabel:  # the source's label columns, placed at the model's
             y = torch.zeros((len(images), len(self.classes)), dtype=torch.float32)

@@ -111,7 +111,7 @@ class Predictor:
     def pixels(self, item: Input) -> np.ndarray:
         """One image as the model sees it before normalisation: uint8 (C, H, W) at its size; a file that cannot
         be read raises :class:`~imgclf.data.decode.BadImage`."""
-        return to_pixels(self.config.preprocess, item)
+        return to_pixels(Preprocess.of(self.config), item)
 
     def _items(self, inputs: Input | Iterable, skip: set[str] = frozenset()) -> Iterator[Entry]:
         """(name, image, true label or None) per image, lazily: a pixel CSV is read in chunks, one image a row,
@@ -145,7 +145,7 @@ class Predictor:
         """Batches of entries with their decoded pixels, in order. With ``workers``, files are decoded in that many
         processes while the model runs here, at most two batches per worker ahead (memory stays flat however
         many files there are)."""
-        pre, batches = self.config.preprocess, _chunks(self._items(inputs, skip), batch_size)
+        pre, batches = Preprocess.of(self.config), _chunks(self._items(inputs, skip), batch_size)
         if workers == 0:
             for batch in batches:
                 yield batch, decode_batch(pre, [item for _, item, _ in batch])

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import TrainConfig
-from ..data.decode import BadImage, open_image, to_mode
+from ..data.decode import BadImage, Preprocess, open_image, to_mode
 from ..data.prepare import input_shape
 from ..data.sources import load_source
 from ..data.tensors import decode_split
@@ -163,7 +163,7 @@ def data_overview(data: str, folder: Path, data_root: str | None = None, img_siz
     picks = [rng.choice(ids, min(len(ids), per_class), replace=False)
              for c in range(len(source.classes)) if len(ids := np.flatnonzero(member(c)))]
     sample = decode_split(train.subset(np.unique(np.concatenate(picks))),  # one image may show several labels
-                          TrainConfig(channels=channels, img_size=size).preprocess, quiet=True)
+                          Preprocess.of(TrainConfig(channels=channels, img_size=size)), quiet=True)
     if len(sample) == 0:
         raise UserError(f"{data}: none of the sampled images could be read; run imgclf check {data}")
     counts = {name: label_counts(split.labels, len(source.classes)) for name, split in source.splits.items()}

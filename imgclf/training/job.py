@@ -14,6 +14,7 @@ from .. import distributed as ddp
 from ..config import TrainConfig
 from ..data.batch_augment import BatchAugment
 from ..data.dataset import Source
+from ..data.decode import Preprocess
 from ..data.loader import per_process_batch, train_loader, without_lone_image
 from ..data.prepare import Prepared, prepare
 from ..data.sampler import shard_sampler
@@ -256,7 +257,7 @@ def _prepare_images(cfg: TrainConfig, source: Source, run: RunDir, resume: bool,
         cfg.cache = "disk"
     try:
         with ddp.local_main_first():  # the machine's local rank 0 decodes; the others then find its store
-            prepared = prepare(source, cfg.preprocess, quiet=cfg.quiet or not ddp.is_main(),
+            prepared = prepare(source, Preprocess.of(cfg), quiet=cfg.quiet or not ddp.is_main(),
                                max_bad_fraction=cfg.max_bad_fraction, cache=cfg.cache)
     except UserError:
         if not resume and ddp.is_main() and not any(run.path.iterdir()):

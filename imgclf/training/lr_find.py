@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.decode import Preprocess
 from ..data.loader import train_loader
 from ..data.prepare import prepare
 from ..data.tensors import channel_stats
@@ -70,7 +71,7 @@ def range_test(data: str, model: str = "cnn", start_lr: float = 1e-7, end_lr: fl
     source = load_data(cfg)
     fit_input(cfg, source)
     net = build_model(cfg, len(source.classes))
-    prepared = prepare(source, cfg.preprocess, quiet=cfg.quiet, max_bad_fraction=cfg.max_bad_fraction,
+    prepared = prepare(source, Preprocess.of(cfg), quiet=cfg.quiet, max_bad_fraction=cfg.max_bad_fraction,
                        cache=cfg.cache)
     mean, std = (cfg.mean, cfg.std) if cfg.mean is not None else channel_stats(prepared.splits["train"].x)
     device = resolve_device(cfg.device)
