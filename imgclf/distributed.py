@@ -40,11 +40,6 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
-def backend() -> str:
-    """The process group's backend: nccl between GPUs, gloo between CPU processes."""
-    return dist.get_backend()
-
-
 def rank() -> int:
     """This process's global rank (from the environment once the group is gone: rank 0 evaluates after it)."""
     return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", 0))
@@ -101,7 +96,7 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     """Each value summed over every process (float64, so counts stay exact)."""
     if not dist.is_initialized():
         return list(values)
-    device = torch.device("cuda", torch.cuda.current_device()) if backend() == "nccl" else "cpu"
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torchvision.transforms import v2
 
-from ..distributed import backend, world_size
+from ..distributed import world_size
 from .store import FileRows
 from .tensors import ImageTensors
 
@@ -67,9 +67,8 @@ def per_process_batch(batch_size: int, n_train: int, log: Callable[[str], None])
     if n == 1:
         return batch_size
     shard = math.ceil(n_train / n)
-    per = max(1, batch_size // n)
-    per = without_lone_image(per, max(shard, per))
-    log(f"{n} processes ({backend()}): global batch {per * n} = {n} x {per} per process"
+    per = without_lone_image(max(1, batch_size // n), shard)  # batch_size is at most n_train already
+    log(f"{n} processes ({torch.distributed.get_backend()}): global batch {per * n} = {n} x {per} per process"
         f"{f' (--batch-size {batch_size} does not split evenly)' if per * n != batch_size else ''}; the "
         f"learning rate is the one-process rate, since the global batch is the same; each process trains on its "
         f"own shard of {shard} images per epoch")

@@ -203,6 +203,12 @@ def _figures(study: "optuna.Study", folder: Path) -> list[Path]:
     return written
 
 
+def _default_monitor(cfg: TrainConfig) -> str:
+    """The task's monitor (mAP for multi-label data); ``task="auto"`` is resolved from the data, read only then."""
+    task = cfg.task if cfg.task != "auto" else resolve_task(cfg.task, load_source(cfg.data, cfg.data_root))
+    return get_task(task).default_monitor
+
+
 def _study(folder: Path, pruner: str, cfg: TrainConfig, monitor: str) -> "optuna.Study":
     """The search's Optuna study in ``folder``'s SQLite file, new or resumed (a killed search's last trial, left
     running, is marked failed)."""
@@ -233,9 +239,7 @@ def tune(data: str | None = None, model: str = "cnn", epochs: int | None = None,
     cfg = TrainConfig(data=data, model=model, **{k: v for k, v in options.items() if k not in ("exist_ok",)},
                       **({"epochs": epochs} if epochs else {}))
     cfg.resolve_mode()
-    # the task decides the default monitor (mAP for multi-label data), so "auto" is resolved from the data first
-    task = get_task(resolve_task(cfg.task, load_source(cfg.data, cfg.data_root)))
-    monitor = cfg.monitor or task.default_monitor
+    monitor = cfg.monitor or _default_monitor(cfg)
     names = spec["space"]  # checked by _tune_folder when the search was made
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _study(folder, spec["pruner"], cfg, monitor)
