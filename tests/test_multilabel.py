@@ -196,7 +196,7 @@ def test_onnx_and_serve_answer_as_the_run_does(bars_run, tmp_path):
     np.testing.assert_allclose(onnx.proba(np.stack([clf.pixels(i) for i in images])),
                                clf.predict_proba(torch.tensor(np.stack([clf.pixels(i) for i in images]))).numpy(),
                                atol=1e-5)
-    with TestClient(create_app(imgclf.load(run))) as client:
+    with TestClient(create_app(imgclf.load(run)), base_url="http://localhost") as client:
         answer = client.post("/predict", files=[("files", ("gb.png", _png(["green", "blue"], 3), "image/png"))])
         assert client.get("/metadata").json()["task"] == "multilabel"
     labels = answer.json()["predictions"][0]["labels"]

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 from imgclf.deploy.export import export
-from imgclf.deploy.serve import Limits, create_app
+from imgclf.deploy.guards import Limits
+from imgclf.deploy.serve import create_app
 from imgclf.inference.onnx import OnnxClassifier
 from imgclf.training.job import train
 
@@ -36,7 +37,7 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(run):
-    with TestClient(create_app(run, Limits(max_upload_bytes=200_000, max_pixels=1_000_000, max_files=4))) as c:
+    with TestClient(create_app(run, Limits(max_upload_bytes=200_000, max_pixels=1_000_000, max_files=4)), base_url="http://localhost") as c:
         yield c
 
 
@@ -147,14 +148,14 @@ def test_the_size_limit_acts_before_the_body_is_read(run):
 
 
 def test_api_key(run, monkeypatch):
-    with TestClient(create_app(run, api_key="s3cret")) as c:
+    with TestClient(create_app(run, api_key="s3cret"), base_url="http://localhost") as c:
         assert c.post("/predict", files={"files": ("a.png", png())}).status_code == 401
         assert c.get("/labels", headers={"X-API-Key": "wrong"}).status_code == 401
         assert c.get("/labels", headers={"X-API-Key": "s3cret"}).status_code == 200
         assert c.get("/labels", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/healthz").json()["api_key_required"] is True
     monkeypatch.setenv("IMGCLF_API_KEY", "from-env")
-    with TestClient(create_app(run)) as c:
+    with TestClient(create_app(run), base_url="http://localhost") as c:
         assert c.get("/labels").status_code == 401
         assert c.get("/labels", headers={"X-API-Key": "from-env"}).status_code == 200
 
@@ -163,7 +164,7 @@ def test_an_onnx_file_serves_alone_and_refuses_gradcam(run, tmp_path):
     exported = export(run, "onnx", dynamic_batch=True, output=run.run / "serve.onnx")
     alone = tmp_path / "model.onnx"
     shutil.copy(exported.path, alone)
-    with TestClient(create_app(OnnxClassifier(alone))) as c:
+    with TestClient(create_app(OnnxClassifier(alone)), base_url="http://localhost") as c:
         r = c.post("/predict", files={"files": ("a.png", png("dark"))})
         assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["label"] == KO["dark"]
         assert c.get("/metadata").json()["engine"] == "onnxruntime"
@@ -188,7 +189,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(run):
 
     async def go():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
             return await asyncio.gather(*[c.post("/predict", files={"files": ("a.png", png(k, i))})
                                           for i, k in enumerate(kinds)])
 
@@ -289,7 +290,7 @@ def test_a_browser_uploads_a_photo_and_sees_the_label(run, tmp_path):
 
 def test_each_request_gets_an_answer_even_on_a_new_event_loop(run):
     """Without the lifespan context every TestClient request runs on its own event loop; the batcher follows."""
-    c = TestClient(create_app(run))
+    c = TestClient(create_app(run), base_url="http://localhost")
     for kind in ("bar", "dark"):
         r = c.post("/predict", files={"files": ("a.png", png(kind))})
         assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["label"] == KO[kind]
@@ -320,7 +321,7 @@ assert main(['predict', {str(exported.path)!r}, {str(image)!r}, '--top-k', '1'])
 from fastapi.testclient import TestClient
 from imgclf.inference.load import load_predictor
 from imgclf.deploy.serve import create_app
-with TestClient(create_app(load_predictor({str(exported.path)!r}))) as client:
+with TestClient(create_app(load_predictor({str(exported.path)!r})), base_url="http://localhost") as client:
     answer = client.post('/predict', files={{'files': ('x.png', open({str(image)!r}, 'rb').read())}})
     assert answer.status_code == 200, answer.text
     print('served', answer.json()['predictions'][0]['top'][0]['label'])

@@ -56,11 +56,23 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 opens it to the network)")
     w.add_argument("--port", type=number(int, 1, 65535), default=8000, help="TCP port")
     w.add_argument("--workers", type=SOME, default=1, help="server processes, each with its own copy of the model")
-    w.add_argument("--api-key", default=None, help="require this key in the X-API-Key header (default: "
-                                                   "$IMGCLF_API_KEY, else none)")
+    w.add_argument("--allowed-hosts", type=lambda text: text.split(","), default=[], metavar="NAMES",
+                   help="comma-separated Host names to answer besides localhost, 127.0.0.1, [::1] and --host "
+                        "(the name a proxy or other machines use; '*' answers any, giving up the DNS-rebinding "
+                        "guard)")
+    w.add_argument("--api-key", default=None, help="require this key in the X-API-Key header or as 'Authorization: "
+                                                   "Bearer KEY'. A key given here shows in `ps`: prefer "
+                                                   "--api-key-file or $IMGCLF_API_KEY")
+    w.add_argument("--api-key-file", default=None, metavar="FILE", help="read the key from the first line of FILE")
     w.add_argument("--max-upload-mb", type=POSITIVE, default=10.0, help="largest request body")
     w.add_argument("--max-pixels", type=SOME, default=40_000_000, help="largest image, in pixels, from its header")
     w.add_argument("--max-files", type=SOME, default=16, help="images per request")
+    w.add_argument("--decode-memory-mb", type=POSITIVE, default=256.0,
+                   help="memory all images being decoded at once may hold (an image needing more alone gets 413; "
+                        "when it is in use, a request waits 2 s, then gets 503 with Retry-After)")
+    w.add_argument("--timeout", type=POSITIVE, default=10.0, help="seconds a client may take to send a request's "
+                                                                  "headers, or between two parts of its body")
+    w.add_argument("--max-connections", type=SOME, default=256, help="open connections; requests beyond get 503")
     w.add_argument("--max-batch", type=SOME, default=32, help="images per forward pass when requests arrive together")
     w.add_argument("--batch-wait-ms", type=number(float, 0), default=5.0, help="how long the first image waits for others")
     add_device(w, "cpu", help="cpu, cuda, cuda:N or mps (PyTorch models)")
@@ -95,12 +107,15 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from ..deploy.serve import Limits, serve
+    from ..deploy.guards import Limits, resolve_api_key
+    from ..deploy.serve import serve
 
-    limits = Limits(int(args.max_upload_mb * 1024 * 1024), args.max_pixels, args.max_files)
+    limits = Limits(int(args.max_upload_mb * 2**20), args.max_pixels, args.max_files,
+                    int(args.decode_memory_mb * 2**20), timeout_s=args.timeout)
+    api_key = resolve_api_key(args.api_key, args.api_key_file)  # an empty key stops here, before the model loads
     print(f"serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops", flush=True)
-    serve(args.model, args.host, args.port, args.workers, args.api_key, limits, args.device, args.max_batch,
-          args.batch_wait_ms)
+    serve(args.model, args.host, args.port, args.workers, api_key, limits, args.device, args.max_batch,
+          args.batch_wait_ms, args.allowed_hosts, args.max_connections)
 
 
 # command -> (what adds its parser, what runs it)

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import stat
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageMode, ImageOps
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -37,12 +40,20 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def open_image(source: str | Path | BinaryIO, max_pixels: int | None = None, least_side: int | None = None
-               ) -> Image.Image:
-    """Fully decode a file (path or binary stream) with its EXIF orientation applied. With ``max_pixels``, the
-    size is read from the header and a larger image refused before decoding. With ``least_side``, a JPEG is decoded
-    straight at a reduced scale (1/2, 1/4, 1/8, in libjpeg's DCT) as long as both sides stay at least that long.
-    Raises :class:`BadImage`."""
+@contextmanager
+def _reading(source: str | Path | BinaryIO, max_pixels: int | None, least_side: int | None
+             ) -> Iterator[Image.Image]:
+    """The opened image, its header read and its JPEG scale set, nothing decoded yet; every failure, in here or
+    while the caller decodes, as :class:`BadImage`."""
+    if isinstance(source, (str, Path)):
+        try:
+            mode = os.stat(source).st_mode
+        except FileNotFoundError:
+            raise BadImage("file not found") from None
+        except OSError as exc:
+            raise BadImage(f"cannot read the file: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(mode):  # a FIFO or a device (a link to /dev/zero) would block or never end
+            raise BadImage("not a regular file (a FIFO, device or folder); skipped", "not an image")
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a bomb is an error for us.
@@ -54,8 +65,7 @@ def open_image(source: str | Path | BinaryIO, max_pixels: int | None = None, lea
                                    "too large")
                 if least_side is not None:
                     im.draft(None, (least_side, least_side))  # a no-op for formats other than JPEG
-                im.load()
-                return ImageOps.exif_transpose(im)
+                yield im
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadImage(f"too many pixels (decompression bomb?): {exc}", "too large") from None
     except FileNotFoundError:
@@ -68,31 +78,69 @@ def open_image(source: str | Path | BinaryIO, max_pixels: int | None = None, lea
         raise BadImage(f"cannot decode: {exc}") from None
 
 
+def open_image(source: str | Path | BinaryIO, max_pixels: int | None = None, least_side: int | None = None
+               ) -> Image.Image:
+    """Fully decode a file (path or binary stream) with its EXIF orientation applied. With ``max_pixels``, the
+    size is read from the header and a larger image refused before decoding. With ``least_side``, a JPEG is decoded
+    straight at a reduced scale (1/2, 1/4, 1/8, in libjpeg's DCT) as long as both sides stay at least that long.
+    Anything but a regular file (a FIFO, a device) is refused unread. Raises :class:`BadImage`."""
+    with _reading(source, max_pixels, least_side) as im:
+        im.load()
+        # in place: the default copy would double the memory of a large image; leaving the block closes only the
+        # file, not the decoded image
+        ImageOps.exif_transpose(im, in_place=True)
+        return im
+
+
+def decode_cost(source: str | Path | BinaryIO, channels: int, max_pixels: int | None = None,
+                least_side: int | None = None) -> int:
+    """From the header alone, the bytes that decoding this image and converting it to ``channels`` hold at their
+    peak (measured per mode, with a margin): what a server reserves before it decodes. Raises :class:`BadImage`."""
+    with _reading(source, max_pixels, least_side) as im:
+        width, height = im.size
+        described = ImageMode.getmode(im.mode)
+        stored = np.dtype(described.typestr).itemsize if len(described.bands) == 1 else 4  # Pillow's own layout
+        if im.mode.startswith("I") or im.mode == "F":
+            converted = 1 + (4 if channels == 3 else 0)  # the 8-bit copy, then RGB
+        elif "A" in described.bands or "a" in im.mode or "transparency" in im.info:
+            converted = 8 + (1 if channels == 1 else 0)  # the RGBA copy, the RGB composite (then grey)
+        else:
+            converted = 0 if im.mode == ("L" if channels == 1 else "RGB") else (1 if channels == 1 else 4)
+        return width * height * (stored + converted + 2)  # + 2: the decoder's and the conversions' working rows
+
+
 def is_gray(im: Image.Image) -> bool:
     """True for single-channel modes (with or without alpha)."""
     return im.mode in GRAY_MODES
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
-    """Scale 16/32-bit integer and float images to 8 bits (Pillow's own convert clips instead of scaling)."""
-    arr = np.asarray(im)
-    if arr.dtype == np.uint8:
-        return Image.fromarray(arr)
-    arr = arr.astype(np.float64)
-    if np.issubdtype(np.asarray(im).dtype, np.floating):
-        top = 1.0 if arr.max(initial=0.0) <= 1.0 else arr.max()
-    elif im.mode.startswith("I;16"):
+    """Scale 16/32-bit integer and float images to 8 bits (Pillow's own convert clips instead of scaling). Done in
+    bands of a quarter million pixels, so a 40 M pixel image needs a few MB of float64 work, not a float64 copy."""
+    if im.mode.startswith("I;16"):
         top = 65535.0
-    else:  # mode "I" holds 16-bit PNGs as well as true 32-bit data: scale by the range actually used
-        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
-    return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    else:
+        high = im.getextrema()[1]  # the range from Pillow itself: no copy of the pixels
+        if im.mode == "F":
+            top = 1.0 if high <= 1.0 else float(high)
+        else:  # mode "I" holds 16-bit PNGs as well as true 32-bit data: scale by the range actually used
+            top = 65535.0 if high > 255 else 255.0
+    width, height = im.size
+    out = np.empty((height, width), np.uint8)
+    step = max(1, (1 << 18) // max(1, width))
+    for y in range(0, height, step):
+        band = np.asarray(im.crop((0, y, width, min(height, y + step))), dtype=np.float64)
+        out[y:y + step] = np.clip(band / top * 255.0 + 0.5, 0, 255)
+    return Image.fromarray(out)
 
 
 def _flatten_alpha(im: Image.Image) -> Image.Image:
-    """Composite transparent images over white, the way they look in a viewer."""
-    rgba = im.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
+    """Composite transparent images over white, the way they look in a viewer (pasting through the alpha channel
+    gives the same pixels as ``alpha_composite`` over opaque white, without two more full-size copies)."""
+    rgba = im if im.mode == "RGBA" else im.convert("RGBA")
+    out = Image.new("RGB", rgba.size, (255, 255, 255))
+    out.paste(rgba, mask=rgba)
+    return out
 
 
 def to_mode(im: Image.Image, channels: int) -> Image.Image:

@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hmac
 import io
 import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -26,85 +24,24 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ..data.decode import BadImage, Preprocess, open_image
+from ..data.decode import BadImage, Preprocess, decode_cost, open_image
 from ..errors import UserError
 from ..inference.inputs import top_indices
 from ..inference.load import load_predictor
 from ..inference.predictor import Predictor
+from .guards import (BodyLimit, DecodeBudget, GuardedH11, Limits, allowed_hosts, key_matches, resolve_api_key,
+                     return_freed_memory)
 
 if TYPE_CHECKING:
     from ..inference.classifier import Classifier
 
-API_KEY_ENV = "IMGCLF_API_KEY"
-
-
-@dataclass
-class Limits:
-    """What one request may carry."""
-
-    max_upload_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    max_files: int = 16
-
-
 class ApiError(HTTPException):
     """An HTTP error whose body is ``{"error": message}``."""
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class BodyLimit:
-    """ASGI middleware: refuse a body over ``limit`` bytes from its Content-Length, or as soon as the streamed
-    bytes pass the limit, before any parser has buffered it."""
-
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await _send_error(send, 413, self._message())
-            return
-        received, started = 0, False
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _TooLarge
-            return message
-
-        async def tracked_send(message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracked_send)
-        except _TooLarge:
-            if not started:
-                await _send_error(send, 413, self._message())
-
-    def _message(self) -> str:
-        return f"request body over the limit of {self.limit:,} bytes; send smaller images or raise --max-upload-mb"
-
-
-async def _send_error(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
 
 
 class Batcher:
@@ -157,20 +94,23 @@ class Batcher:
 
 
 # BadImage.kind -> HTTP status
-_STATUS = {"too large": 413, "not an image": 415}
+_STATUS = {"too large": 413, "not an image": 415, "busy": 503}
 
 
-def decode(data: bytes, predictor: Predictor, limits: Limits) -> np.ndarray:
+def decode(data: bytes, predictor: Predictor, limits: Limits, budget: DecodeBudget) -> np.ndarray:
     """Bytes -> the model's uint8 pixels. The format is sniffed from the content; pixels are counted from the
-    header before anything is decoded."""
+    header before anything is decoded, and the memory the decoding will hold is reserved from ``budget`` first."""
     if not data:
         raise ApiError(422, "empty file")
     try:
         # decoded as a file would be in training and predict (a large JPEG at a reduced scale)
         pre = Preprocess.of(predictor.config)
-        return predictor.pixels(open_image(io.BytesIO(data), limits.max_pixels, pre.least_side))
+        cost = decode_cost(io.BytesIO(data), pre.channels, limits.max_pixels, pre.least_side)
+        with budget.hold(cost):
+            return predictor.pixels(open_image(io.BytesIO(data), limits.max_pixels, pre.least_side))
     except BadImage as exc:
-        raise ApiError(_STATUS.get(exc.kind, 422), str(exc)) from None
+        busy = exc.kind == "busy"
+        raise ApiError(_STATUS.get(exc.kind, 422), str(exc), {"Retry-After": "1"} if busy else None) from None
 
 
 # The request body /predict accepts, for the OpenAPI schema (the handler parses it itself, for both types).
@@ -186,7 +126,11 @@ def _b64(value: object) -> bytes:
     if not isinstance(value, str):
         raise ApiError(422, "JSON images must be base64 strings")
     try:
-        return base64.b64decode(value.split(",", 1)[1] if value.startswith("data:") else value, validate=True)
+        if value.startswith("data:"):  # a data URL: data:image/png;base64,....
+            header, comma, value = value.partition(",")
+            if not comma or not header.endswith(";base64"):
+                raise ApiError(422, "a data URL image must be data:<type>;base64,<base64 bytes>")
+        return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise ApiError(422, "an image is not valid base64") from None
 
@@ -208,7 +152,7 @@ async def _uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
     if kind == "application/json":
         try:
             body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[... nested
             raise ApiError(422, "malformed JSON") from None
         if not isinstance(body, dict):
             raise ApiError(422, 'JSON body must be an object: {"images": [base64, ...]}')
@@ -242,7 +186,7 @@ def _metadata(predictor: Predictor, limits: Limits) -> dict:
             "classes": len(predictor.classes), "input": f"{cfg.channels}x{cfg.img_size}x{cfg.img_size}",
             "resize": cfg.resize, "crop_pct": cfg.crop_pct, "mean": cfg.mean, "std": cfg.std, "gradcam": gradcam,
             "limits": {"max_upload_bytes": limits.max_upload_bytes, "max_pixels": limits.max_pixels,
-                       "max_files": limits.max_files}}
+                       "max_files": limits.max_files, "decode_memory_bytes": limits.decode_memory_bytes}}
 
 
 def _answer(predictor: Predictor, name: str, probs: np.ndarray, k: int) -> dict:
@@ -256,25 +200,28 @@ def _answer(predictor: Predictor, name: str, probs: np.ndarray, k: int) -> dict:
 
 
 def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str | None = None, max_batch: int = 32,
-               batch_wait_ms: float = 5.0) -> FastAPI:
-    """The web application for ``predictor`` (a run's :class:`Classifier` or an ONNX file's classifier)."""
+               batch_wait_ms: float = 5.0, hosts: list[str] | None = None) -> FastAPI:
+    """The web application for ``predictor`` (a run's :class:`Classifier` or an ONNX file's classifier).
+    ``api_key``: required in ``X-API-Key`` or ``Authorization: Bearer`` (default ``$IMGCLF_API_KEY``, else none).
+    ``hosts``: the ``Host`` header values it answers (default: the loopback names; see :func:`allowed_hosts`)."""
     limits = limits or Limits()
-    api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+    api_key = resolve_api_key(api_key)
     batcher = Batcher(predictor, max_batch, batch_wait_ms)
+    budget = DecodeBudget(limits.decode_memory_bytes, limits.decode_wait_s)
     app = FastAPI(title="imgclf", description="Image classification: upload images, get the top classes.",
                   version="1")
-    app.add_middleware(BodyLimit, limit=limits.max_upload_bytes)
+    app.add_middleware(BodyLimit, limit=limits.max_upload_bytes, timeout=limits.timeout_s)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts or allowed_hosts("127.0.0.1"))  # outermost
+    app.state.decode_budget = budget  # visible, for tests and for a caller that shares it
     app.router.add_event_handler("shutdown", batcher.close)
     gradcam_ok = predictor.supports_gradcam
 
     _answer_errors_as_json(app)
 
     def check_key(request: Request) -> None:
-        if api_key is None:
-            return
-        given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
-        if not hmac.compare_digest(given.encode(), api_key.encode()):
-            raise ApiError(401, "missing or wrong API key: send it in the X-API-Key header")
+        if api_key is not None and not key_matches(request.headers, api_key):
+            raise ApiError(401, "missing or wrong API key: send it in the X-API-Key header or as "
+                                "'Authorization: Bearer KEY'")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
@@ -303,7 +250,7 @@ def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str 
             raise ApiError(422, "Grad-CAM needs the PyTorch model: serve the run directory, not the .onnx file")
         started = time.perf_counter()
         uploads = await _uploads(request, limits)
-        pixels = [await run_in_threadpool(decode, data, predictor, limits) for _, data in uploads]
+        pixels = [await run_in_threadpool(decode, data, predictor, limits, budget) for _, data in uploads]
         probs = await batcher(pixels)
         k = min(top_k, len(predictor.classes))
         results = []
@@ -333,27 +280,40 @@ def _gradcam_png(clf: "Classifier", pixels: np.ndarray) -> str:
 
 
 def app_from_env() -> FastAPI:
-    """The application for ``uvicorn --factory`` worker processes, configured through IMGCLF_SERVE_* variables."""
+    """The application for ``uvicorn --factory`` worker processes, configured through $IMGCLF_SERVE."""
     settings = json.loads(os.environ["IMGCLF_SERVE"])
+    return_freed_memory()
     return create_app(load_predictor(settings["model"], device=settings["device"]), Limits(**settings["limits"]),
-                      settings.get("api_key"), settings["max_batch"], settings["batch_wait_ms"])
+                      settings.get("api_key"), settings["max_batch"], settings["batch_wait_ms"], settings["hosts"])
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, api_key: str | None = None,
-          limits: Limits | None = None, device: str = "cpu", max_batch: int = 32, batch_wait_ms: float = 5.0) -> None:
-    """Run the application on uvicorn; more than one worker runs one process (and one model copy) each."""
+          limits: Limits | None = None, device: str = "cpu", max_batch: int = 32, batch_wait_ms: float = 5.0,
+          hosts: list[str] | None = None, max_connections: int = 256) -> None:
+    """Run the application on uvicorn; more than one worker runs one process (and one model copy) each.
+    ``hosts`` adds to the ``Host`` names it answers (``["*"]``: any); ``max_connections`` open at once, beyond
+    which requests get a 503."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     limits = limits or Limits()
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
+    api_key = resolve_api_key(api_key)
     predictor = load_predictor(model, device=device)  # fail here, once, with a clear message, before forking workers
+    return_freed_memory()
+    names = allowed_hosts(host, hosts or ())
+    options = dict(host=host, port=port, log_level="warning", http=GuardedH11, limit_concurrency=max_connections,
+                   timeout_keep_alive=5)
     if workers == 1:
-        uvicorn.run(create_app(predictor, limits, api_key, max_batch, batch_wait_ms), host=host, port=port,
-                    log_level="warning")
-        return
-    os.environ["IMGCLF_SERVE"] = json.dumps({"model": str(model), "device": device, "api_key": api_key,
-                                             "limits": limits.__dict__, "max_batch": max_batch,
-                                             "batch_wait_ms": batch_wait_ms})
-    uvicorn.run("imgclf.deploy.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning")
+        config = uvicorn.Config(create_app(predictor, limits, api_key, max_batch, batch_wait_ms, names), **options)
+    else:
+        os.environ["IMGCLF_SERVE"] = json.dumps({"model": str(model), "device": device, "api_key": api_key,
+                                                 "limits": limits.__dict__, "max_batch": max_batch,
+                                                 "batch_wait_ms": batch_wait_ms, "hosts": names})
+        config = uvicorn.Config("imgclf.deploy.serve:app_from_env", factory=True, workers=workers, **options)
+    config.header_timeout = limits.timeout_s  # read by GuardedH11, in every worker process
+    if workers == 1:
+        uvicorn.Server(config).run()
+    else:  # what uvicorn.run does for workers, with this config
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
