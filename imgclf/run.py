@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .errors import UserError
+from .files import write_csv
 
 CONFIG, LABELS, METRICS, BEST, LAST, SKIPPED, THRESHOLD, STATUS = (
     "config.yaml", "labels.json", "metrics.csv", "best.safetensors", "last.pt", "skipped.csv", "threshold.json",
@@ -176,10 +177,7 @@ class RunDir:
         if not skipped:
             path.unlink(missing_ok=True)
             return
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "reason"])
-            writer.writerows(skipped)
+        write_csv(path, skipped, ["path", "reason"])
 
     def metrics(self) -> list[dict[str, float]]:
         if not (self / METRICS).exists():

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from imgclf.data.decode import Preprocess, decode_cost, open_image, to_mode
+from imgclf.data.decode import open_image, to_mode
 from imgclf.deploy.guards import DecodeBudget, Limits, allowed_hosts
 from imgclf.deploy.serve import create_app
 from imgclf.training.job import train

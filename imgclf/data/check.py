@@ -8,10 +8,10 @@ Per class: counts per split, the imbalance ratio, empty class folders.
 """
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
+import stat
 import warnings
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -23,6 +23,7 @@ from PIL import Image
 
 from ..config import IMBALANCE_WARN
 from ..errors import UserError
+from ..files import write_csv
 from .decode import BadImage, is_image_file, open_image, to_mode
 from .sources import Source, load_source
 from .tensors import parallel_map
@@ -31,6 +32,9 @@ DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's own limit,
 # Below this (shorter side), a perceptual hash cannot tell a copy from a similar-looking item: on Fashion-MNIST's
 # 28-px images distance 4 pairs 158,000 different pictures. Such images are compared exactly only.
 NEAR_MIN_SIDE = 32
+# No image under the pixel limits needs more (40 M pixels of 16-bit RGBA, uncompressed, are 320 MB): a bigger "image"
+# is refused unread, so a symlink to a disk image does not take minutes and gigabytes.
+MAX_FILE_BYTES = 1 << 30
 EXTENSIONS = {"JPEG": {".jpg", ".jpeg"}, "PNG": {".png"}, "GIF": {".gif"}, "BMP": {".bmp"}, "WEBP": {".webp"},
               "TIFF": {".tif", ".tiff"}}
 
@@ -71,16 +75,31 @@ def _notes(head: Image.Image, path: Path, min_size: int) -> list[str]:
     return notes
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def inspect_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int = 16) -> dict:
     """Everything about one file, as a dict (it crosses from worker processes): see :class:`FileReport`."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
+    try:  # the doctor reads a file in chunks, only if it is a regular file of a size an image can have
+        found = path.stat()
+        if not stat.S_ISREG(found.st_mode):
+            return {"status": "unreadable", "reason": "not a regular file (a FIFO, device or folder); skipped unread"}
+        if found.st_size > MAX_FILE_BYTES:
+            return {"status": "unreadable", "reason": f"{found.st_size / 2**30:,.1f} GB, over the "
+                                                      f"{MAX_FILE_BYTES / 2**30:,.0f} GB an image file may have; "
+                                                      f"skipped unread"}
+        digest = _sha256(path)
     except OSError as exc:
         return {"status": "unreadable", "reason": f"cannot read the file: {exc.strerror or exc}"}
-    if not data:
+    if found.st_size == 0:
         return {"status": "unreadable", "reason": "empty file"}
-    out: dict = {"sha256": hashlib.sha256(data).hexdigest()}
+    out: dict = {"sha256": digest}
     notes: list[str] = []
     try:
         with warnings.catch_warnings():
@@ -114,9 +133,10 @@ def _pixels_report(pixels: np.ndarray) -> dict:
 def _ignored_files(root: Path, used: set[Path]) -> list[FileReport]:
     """Files under an image folder that training leaves out, and why."""
     out = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.resolve() not in used):
+    for path in sorted(p for p in root.rglob("*") if not p.is_dir() and p.exists() and p.resolve() not in used):
         parts = path.relative_to(root).parts
         why = "hidden file" if any(part.startswith(".") for part in parts) else \
+            "not a regular file (a FIFO, socket or device)" if not path.is_file() else \
             "not an image file extension" if not is_image_file(path) else "outside the class folders"
         out.append(FileReport(str(path), "", "", "ignored", why))
     return out
@@ -300,10 +320,7 @@ def write_clean_list(report: CheckReport, path: Path) -> int:
             continue
         seen.add((f.split, f.sha256))
         rows.append({"path": str(Path(f.path).resolve()), label: f.label, "split": f.split})
-    with path.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, fieldnames=["path", label, "split"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows, ["path", label, "split"])
     return len(rows)
 
 

@@ -40,20 +40,26 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def unusable_file(path: str | Path) -> BadImage | None:
+    """Why ``path`` must not be opened as an image, if it must not: missing, unreadable, or not a regular file
+    (a FIFO would block the reader forever, a link to /dev/zero never end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return BadImage("file not found")
+    except OSError as exc:
+        return BadImage(f"cannot read the file: {exc.strerror or exc}")
+    return None if stat.S_ISREG(mode) else BadImage("not a regular file (a FIFO, device or folder); skipped",
+                                                    "not an image")
+
+
 @contextmanager
 def _reading(source: str | Path | BinaryIO, max_pixels: int | None, least_side: int | None
              ) -> Iterator[Image.Image]:
     """The opened image, its header read and its JPEG scale set, nothing decoded yet; every failure, in here or
     while the caller decodes, as :class:`BadImage`."""
-    if isinstance(source, (str, Path)):
-        try:
-            mode = os.stat(source).st_mode
-        except FileNotFoundError:
-            raise BadImage("file not found") from None
-        except OSError as exc:
-            raise BadImage(f"cannot read the file: {exc.strerror or exc}") from None
-        if not stat.S_ISREG(mode):  # a FIFO or a device (a link to /dev/zero) would block or never end
-            raise BadImage("not a regular file (a FIFO, device or folder); skipped", "not an image")
+    if isinstance(source, (str, Path)) and (problem := unusable_file(source)):
+        raise problem
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a bomb is an error for us.

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import signal
 from collections.abc import Iterator
 from typing import Callable
 
@@ -12,6 +11,7 @@ from torchvision.transforms import v2
 from ..distributed import world_size
 from .store import FileRows
 from .tensors import ImageTensors
+from .workers import WorkerStart
 
 
 class TensorImages(torch.utils.data.Dataset):
@@ -79,14 +79,6 @@ def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, t
     return batch
 
 
-def _leave_signals_to_the_trainer(_worker_id: int) -> None:
-    """SIGTERM to the whole process group (what timeout, systemd, Slurm and Kubernetes send) and Ctrl-C reach the
-    workers too; they ignore both, so the main process can finish its step, save a checkpoint and shut them down,
-    instead of dying on "DataLoader worker ... is killed by signal"."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def train_loader(images: ImageTensors, batch_size: int, transform: v2.Transform | None, workers: int,
                  seed: int, pin_memory: bool = False, sampler: torch.utils.data.Sampler | None = None,
                  full_res: bool = False) -> torch.utils.data.DataLoader:
@@ -101,7 +93,7 @@ def train_loader(images: ImageTensors, batch_size: int, transform: v2.Transform 
     return torch.utils.data.DataLoader(
         TensorImages(images, transform, full_res), batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
         drop_last=False, num_workers=workers, collate_fn=_as_batch, generator=generator, pin_memory=pin_memory,
-        worker_init_fn=_leave_signals_to_the_trainer if workers else None)
+        worker_init_fn=WorkerStart() if workers else None)
 
 
 def inference_batch(shape: tuple[int, ...], budget: int = 1 << 25) -> int:

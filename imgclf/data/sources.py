@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import UserError
+from ..errors import UserError, warn
+from ..files import read_cell
 from .builtin import BUILTIN, load_builtin
 from .dataset import Source, Split
-from .decode import is_image_file
+from .decode import is_image_file, unusable_file
 
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "test": "test", "testing": "test"}
@@ -46,10 +47,15 @@ def _visible_dirs(folder: Path) -> list[Path]:
 
 
 def _images_below(folder: Path) -> list[Path]:
-    found = []
+    found, special = [], []
     for root, dirs, files in os.walk(folder, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / f for f in sorted(files) if is_image_file(Path(f)))
+        for path in (Path(root) / f for f in sorted(files) if is_image_file(Path(f))):
+            problem = unusable_file(path)  # a broken link stays: the decoder says "file not found" for it
+            (special if problem and problem.kind == "not an image" else found).append(path)
+    if special:
+        warn(f"skipped {len(special)} entr{'y' if len(special) == 1 else 'ies'} under {folder} that "
+             f"{'is' if len(special) == 1 else 'are'} not a regular file (a FIFO, socket or device), e.g. {special[0]}")
     return found
 
 
@@ -92,6 +98,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise UserError(f"{path}: cannot read as CSV ({str(exc).splitlines()[0]})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
+    for column in frame.columns:  # a list imgclf wrote: its spreadsheet escapes undone
+        if pd.api.types.is_string_dtype(frame[column]) or pd.api.types.is_object_dtype(frame[column]):
+            frame[column] = frame[column].map(read_cell)
     return frame
 
 

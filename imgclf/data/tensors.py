@@ -17,9 +17,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..config import decode_workers
-from .decode import BadImage, Preprocess, is_gray
+from .decode import BadImage, Preprocess, is_gray, unusable_file
 from .sources import Split
 from .store import DiskRows, DiskWriter, FileRows, cache_root, choose, open_store, store_key
+from .workers import WorkerStart
 
 
 @dataclass
@@ -63,7 +64,8 @@ def parallel_imap(fn: Callable, items: list, workers: int | None = None, desc: s
     # A generator of its own: a DataLoader draws its workers' base seed from the global generator otherwise, and a
     # run that decodes (a new disk store) would then train on another random stream than one that reuses it.
     loader = torch.utils.data.DataLoader(_Apply(fn, items), batch_size=32, num_workers=workers,
-                                         collate_fn=_unbatched, generator=torch.Generator().manual_seed(0))
+                                         collate_fn=_unbatched, generator=torch.Generator().manual_seed(0),
+                                         worker_init_fn=WorkerStart() if workers else None)
     with tqdm(total=len(items), desc=desc, unit="img", disable=True if quiet or not desc else None, leave=False) as bar:
         for batch in loader:
             yield from batch
@@ -77,6 +79,8 @@ def parallel_map(fn: Callable, items: list, workers: int | None = None, desc: st
 
 def _header(path: Path) -> tuple[int, int, bool] | BadImage:
     """(width, height, gray) from the file header alone, or the reason the file is unusable."""
+    if problem := unusable_file(path):
+        return problem
     try:
         with Image.open(path) as im:
             return im.size[0], im.size[1], is_gray(im)

@@ -9,7 +9,6 @@ probabilities (:class:`~imgclf.inference.ensemble.Ensemble`).
 """
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from ..config import TrainConfig
 from ..data.sources import load_source
 from ..data.split import fold_indices, pooled
 from ..errors import UserError
+from ..files import write_csv
 from ..inference.classifier import Classifier
 from ..inference.ensemble import Ensemble
 from ..metrics.classification import Evaluation
@@ -118,10 +118,8 @@ def summarise(run: RunDir, folds: int) -> dict[str, Any]:
         ensemble = Ensemble(run.path).evaluate()
         summary["test"] = {"fold_accuracies": test, "mean_fold": float(np.mean(test)), "ensemble": ensemble.accuracy,
                            "images": len(ensemble.y_true)}
-    with (run / "oof.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "label", "predicted", "confidence", "p_label", "fold"])
-        writer.writerows(sorted(rows, key=lambda r: r[0]))
+    write_csv(run / "oof.csv", sorted(rows, key=lambda r: r[0]),
+              ["image", "label", "predicted", "confidence", "p_label", "fold"])
     mistakes = sorted((r for r in rows if r[1] != r[2]), key=lambda r: -r[3])[:10]
     summary["confident_mistakes"] = [{"image": r[0], "label": r[1], "predicted": r[2], "confidence": r[3]}
                                      for r in mistakes]

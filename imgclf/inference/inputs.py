@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 
 from ..data.decode import is_image_file
 from ..errors import UserError
+from ..files import CsvWriter, read_cell, write_csv
 
 
 @dataclass
@@ -93,10 +95,7 @@ def write_rows(rows: list[dict], path: Path, overwrite: bool = False) -> None:
     if suffix == ".json":
         path.write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
         return
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows, list(rows[0]) if rows else ["path"])
 
 
 class PredictionWriter:
@@ -125,10 +124,10 @@ class PredictionWriter:
         if resume and path.exists():
             self.done = self._rows_done(header)
             self.file = path.open("a", newline="", encoding="utf-8")
-            self.writer = csv.writer(self.file)
+            self.writer = CsvWriter(self.file)
         else:
             self.file = path.open("w", newline="", encoding="utf-8")
-            self.writer = csv.writer(self.file)
+            self.writer = CsvWriter(self.file)
             self.writer.writerow(header)
         self.count = len(self.done)
 
@@ -142,15 +141,17 @@ class PredictionWriter:
         return columns + ["error"]
 
     def _rows_done(self, header: list[str]) -> list[str]:
-        text = self.path.read_text(encoding="utf-8")
+        with self.path.open(newline="", encoding="utf-8") as f:  # the csv module's records: a name may hold
+            text = f.read()  # a newline or U+2028, which str.splitlines would split
+        rows = list(csv.reader(io.StringIO(text)))
         if text and not text.endswith("\n"):  # killed while writing a row: drop the cut one
-            text = text[:text.rfind("\n") + 1]
-            self.path.write_text(text, encoding="utf-8")
-        rows = list(csv.reader(text.splitlines()))
-        if not rows or rows[0] != header:
+            rows = rows[:-1]
+            with self.path.open("w", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerows(rows)  # as they were read: still escaped
+        if not rows or [read_cell(c) for c in rows[0]] != header:
             raise UserError(f"--resume {self.path}: its columns ({', '.join(rows[0] if rows else [])}) are not "
                             f"those of this prediction ({', '.join(header)}); use the same --top-k, or a new --output")
-        return [row[0] for row in rows[1:]]
+        return [read_cell(row[0]) for row in rows[1:] if row]
 
     def write(self, p: Prediction) -> None:
         self.count += 1

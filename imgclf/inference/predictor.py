@@ -8,9 +8,6 @@ and :class:`~imgclf.inference.onnx.OnnxClassifier` (onnxruntime) implement :meth
 from __future__ import annotations
 
 import os
-import signal
-import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -23,6 +20,7 @@ from PIL import Image
 from ..config import TrainConfig
 from ..data.decode import BadImage, Preprocess
 from ..data.sources import is_pixel_csv, iter_pixel_csv
+from ..data.workers import start_worker
 from ..errors import UserError
 from ..task import Task, get_task
 from .decide import Decision, decide, positive_ids
@@ -55,20 +53,6 @@ def decode_batch(pre: Preprocess, items: list[Input]) -> Decoded:
         except BadImage as exc:
             errors[i] = str(exc)
     return (np.stack(pixels) if pixels else None), errors
-
-
-def _exit_with_parent(parent: int) -> None:
-    """A decode worker's start: Ctrl-C and SIGTERM to the process group are the main process's to handle, and a
-    worker whose main process is gone (killed) exits instead of waiting for work forever (torch's DataLoader
-    workers watch their parent the same way)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-    threading.Thread(target=watch, daemon=True).start()
 
 
 def _chunks(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
@@ -150,7 +134,7 @@ class Predictor:
             for batch in batches:
                 yield batch, decode_batch(pre, [item for _, item, _ in batch])
             return
-        with ProcessPoolExecutor(workers, initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+        with ProcessPoolExecutor(workers, initializer=start_worker, initargs=(os.getpid(),)) as pool:
             pending: deque[tuple[list[Entry], Future]] = deque()
             for batch in batches:
                 pending.append((batch, pool.submit(decode_batch, pre, [item for _, item, _ in batch])))

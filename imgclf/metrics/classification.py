@@ -2,7 +2,6 @@
 class), top-k accuracy, per-class report, confusion matrix, the most-confused pairs and the top losses."""
 from __future__ import annotations
 
-import csv
 import html
 import json
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, classifica
                              precision_recall_curve, precision_recall_fscore_support, recall_score, roc_auc_score,
                              top_k_accuracy_score)
 
+from ..files import write_csv
 from ..plots import plot_confusion_matrix, plot_most_confused, plot_per_class, plot_roc_pr, plot_top_losses
 
 # What Evaluation.save writes (figures only when asked and when there is something to draw).
@@ -212,11 +212,8 @@ class Evaluation:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "report.txt").write_text(self.report(), encoding="utf-8")
         (folder / "eval.json").write_text(json.dumps(self.as_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
-        with (folder / "confusion_matrix.csv").open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["true \\ predicted", *self.classes])
-            for name, row in zip(self.classes, self.confusion):
-                writer.writerow([name, *row.tolist()])
+        write_csv(folder / "confusion_matrix.csv", [[name, *row.tolist()] for name, row in zip(self.classes, self.confusion)],
+                  ["true \\ predicted", *self.classes])
         written = [folder / "report.txt", folder / "eval.json", folder / "confusion_matrix.csv"]
         if not figures:
             return written

@@ -2,7 +2,6 @@
 per-label precision/recall/F1/support, exact-match ratio and hamming loss; per-label thresholds tuned for F1."""
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 from sklearn.metrics import (accuracy_score, average_precision_score, f1_score, hamming_loss,
                              precision_recall_fscore_support)
 
+from ..files import write_csv
 from ..plots import plot_per_class, plot_pr_curves, plot_top_losses
 from .classification import gain_text, tune_threshold
 
@@ -169,10 +169,7 @@ class MultiLabelEvaluation:
         (folder / "report.txt").write_text(self.report(), encoding="utf-8")
         (folder / "eval.json").write_text(json.dumps(self.as_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
         rows = self.per_label()
-        with (folder / "per_label.csv").open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(folder / "per_label.csv", rows)
         written = [folder / "report.txt", folder / "eval.json", folder / "per_label.csv"]
         if not figures:
             return written

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
+from ..files import CsvWriter
 from ..metrics.monitor import KERAS_NAMES, Monitor, metric_name, monitor_mode
 
 if TYPE_CHECKING:
@@ -215,10 +216,10 @@ class CSVLogger(Callback):
             return
         new = mode == "w" or not self.path.exists()
         with self.path.open(mode, newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer, header = CsvWriter(f), list(rows[0])
             if new:
-                writer.writeheader()
-            writer.writerows(rows)
+                writer.writerow(header)
+            writer.writerows([row.get(k, "") for k in header] for row in rows)
 
 
 class ProgressBar(Callback):

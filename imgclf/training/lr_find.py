@@ -7,7 +7,6 @@ suggestion with the command to use it.
 """
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from ..data.tensors import channel_stats
 from ..data.transforms import augmentation, normalize
 from ..device import resolve_device
 from ..errors import UserError
+from ..files import write_csv
 from ..plots.style import save, subplots
 from ..run import RunDir
 from ..task import get_task
@@ -118,10 +118,7 @@ def range_test(data: str, model: str = "cnn", start_lr: float = 1e-7, end_lr: fl
 
 
 def _save(result: RangeTest, folder: Path) -> None:
-    with (folder / "lr_find.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["lr", "smoothed_loss"])
-        writer.writerows(zip(result.lrs, result.losses))
+    write_csv(folder / "lr_find.csv", list(zip(result.lrs, result.losses)), ["lr", "smoothed_loss"])
     fig, axes = subplots(1, 1, (7, 4.5))
     ax = axes[0][0]
     ax.plot(result.lrs, result.losses)
