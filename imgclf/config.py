@@ -69,6 +69,25 @@ def decode_workers() -> int:
     return min(8, free_cores())
 
 
+_CHECKS = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+           "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+           "str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool), "None": lambda v: v is None,
+           "list[float]": lambda v: isinstance(v, list) and all(_CHECKS["float"](x) for x in v),
+           "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}
+_WORDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false", "None": "empty",
+          "list[float]": "a list of numbers", "list[str]": "a list of names"}
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    """Whether a value read from config.yaml has the field's type (``int | None``...)."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    return any(_CHECKS[k](value) for k in kinds if k in _CHECKS) or not any(k in _CHECKS for k in kinds)
+
+
+def _readable(annotation: str) -> str:
+    return " or ".join(_WORDS.get(k.strip(), k.strip()) for k in annotation.split("|"))
+
+
 @dataclass
 class TrainConfig:
     """Everything needed to rebuild a run and to re-run it. ``None`` means "choose from the data/model"."""
@@ -278,6 +297,17 @@ class TrainConfig:
 
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise UserError(f"cannot read {path}: {exc}") from None
-        return cls.from_dict(values)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+        fix = "fix the file, or train the run again"
+        if not isinstance(values, dict):
+            raise UserError(f"{path}: expected training options (name: value lines), got a {type(values).__name__}; "
+                            f"{fix}")
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for name, value in values.items():
+            if name in types and not _fits(value, str(types[name])):
+                raise UserError(f"{path}: {name}: {value!r} is not {_readable(str(types[name]))}; {fix}")
+        try:
+            return cls.from_dict(values)
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}; {fix}") from None

@@ -29,11 +29,16 @@ def slug(text: str) -> str:
     return re.sub(r"[^\w.-]+", "-", text, flags=re.UNICODE).strip("-.").lower() or "run"
 
 
+MAX_NAME_BYTES = 240
+
+
 def check_run_name(name: str) -> str:
     """A run name is one folder name inside the project folder: no path separators, not ``.`` or ``..``."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or name != name.strip() or "\0" in name:
         raise UserError(f"--name {name!r}: a run name is a single folder name (letters, digits, '-', '_', '.'), "
                         f"not a path; put runs elsewhere with --project DIR")
+    if len(name.encode()) > MAX_NAME_BYTES:  # a folder name has at most 255 bytes; room for fresh_path's "-2"
+        raise UserError(f"--name is {len(name.encode())} bytes long; a run name may have at most {MAX_NAME_BYTES}")
     return name
 
 
@@ -182,8 +187,12 @@ class RunDir:
     def metrics(self) -> list[dict[str, float]]:
         if not (self / METRICS).exists():
             return []
-        with (self / METRICS).open(newline="", encoding="utf-8") as f:
-            return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+        try:
+            with (self / METRICS).open(newline="", encoding="utf-8") as f:
+                return [{k: float(v) for k, v in row.items() if v != "" and k is not None} for row in csv.DictReader(f)]
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, csv.Error) as exc:
+            raise UserError(f"{self / METRICS}: damaged ({str(exc).splitlines()[0]}); the run's weights are "
+                            f"unaffected, but its history is lost unless you restore the file") from None
 
 
 class RunStatus:

@@ -10,6 +10,7 @@ import sys
 
 from .. import __version__
 from ..errors import Interrupted, UserError
+from ..files import describe_os_error
 from . import data, deploy, lessons, predict, runs, train
 from .options import Formatter, Parser
 
@@ -56,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `imgclf predict ... | head`: the reader left; say nothing more (Python's advice)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # a full disk, a folder that cannot be written: what failed and where, exit 1
+        if say:
+            where = getattr(args, "output", None) or getattr(args, "project", None)
+            print(f"imgclf {args.command}: error: {describe_os_error(exc, where)}", file=sys.stderr)
+        return 1
     return code or 0
 
 

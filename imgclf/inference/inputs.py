@@ -86,6 +86,8 @@ def check_output(path: Path, overwrite: bool = False) -> None:
         raise UserError(f"--output {path}: use a .csv or .json file name")
     if path.exists() and not overwrite:
         raise UserError(f"--output {path}: the file exists; pass --overwrite to replace it, or choose another name")
+    if not path.parent.is_dir():
+        raise UserError(f"--output {path}: the folder {path.parent} does not exist; create it, or choose another")
 
 
 def write_rows(rows: list[dict], path: Path, overwrite: bool = False) -> None:
@@ -115,7 +117,7 @@ class PredictionWriter:
         self.rows: list[dict] = []
         self.done: list[str] = []  # paths (or ImageIds) already in a resumed file
         self.file = self.writer = None
-        self.count = 0
+        self.count, self.created = 0, False
         if path.suffix.lower() == ".json":
             if resume:
                 raise UserError(f"--resume {path}: a JSON file is written at the end; resume with a .csv --output")
@@ -126,6 +128,7 @@ class PredictionWriter:
             self.file = path.open("a", newline="", encoding="utf-8")
             self.writer = CsvWriter(self.file)
         else:
+            self.created = True
             self.file = path.open("w", newline="", encoding="utf-8")
             self.writer = CsvWriter(self.file)
             self.writer.writerow(header)
@@ -170,10 +173,29 @@ class PredictionWriter:
 
     def flush(self) -> None:
         if self.file is not None:
-            self.file.flush()
+            try:
+                self.file.flush()
+            except OSError:
+                self._drop_if_empty()
+                raise
 
     def close(self) -> None:
-        if self.file is not None:
+        if self.file is None:  # JSON: all at the end, through a temporary file, so a failure leaves no half file
+            temporary = self.path.with_name(f".{self.path.name}.part")
+            try:
+                temporary.write_text(json.dumps(self.rows, indent=1, ensure_ascii=False), encoding="utf-8")
+                temporary.replace(self.path)
+            finally:
+                temporary.unlink(missing_ok=True)
+            return
+        try:
             self.file.close()
-        else:
-            self.path.write_text(json.dumps(self.rows, indent=1, ensure_ascii=False), encoding="utf-8")
+        except OSError:
+            self._drop_if_empty()
+            raise
+
+    def _drop_if_empty(self) -> None:
+        """After a failed write (a full disk): remove the file this writer created if not even its header line
+        reached the disk. Rows that did are kept: a resumed run continues from them, dropping a cut last row."""
+        if self.created and self.path.is_file() and b"\n" not in self.path.read_bytes()[:1 << 16]:
+            self.path.unlink()

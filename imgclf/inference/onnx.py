@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,27 @@ def session(path: str | Path, threads: int | None = None):
         raise UserError(f"{path}: not a valid ONNX model ({str(exc).splitlines()[0][:200]})") from None
 
 
+def _read_metadata(path: str | Path, meta: dict[str, str]) -> tuple[list[str], TrainConfig, Any]:
+    """The class names, the preprocessing and the threshold(s) an exported file carries; damaged metadata (edited
+    by hand, or written by another tool) is a one-line error."""
+    try:
+        classes = json.loads(meta["labels"])
+        cfg = TrainConfig(model=meta["model"], channels=int(meta["channels"]), img_size=int(meta["img_size"]),
+                          resize=meta["resize"], crop_pct=float(meta["crop_pct"]), interpolation=meta["interpolation"],
+                          mean=json.loads(meta["mean"]), std=json.loads(meta["std"]), channels_last=False,
+                          flip=json.loads(meta.get("flip", "null")), task=meta.get("task", "multiclass"))
+        threshold = json.loads(meta["threshold"]) if "threshold" in meta else None
+    except ValueError as exc:  # json.JSONDecodeError is one
+        raise UserError(f"{path}: damaged metadata ({str(exc).splitlines()[0]}); export the model again with "
+                        f"'imgclf export RUN'") from None
+    numbers = [*cfg.mean, *cfg.std] if isinstance(cfg.mean, list) and isinstance(cfg.std, list) else [None]
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)) or \
+            not all(isinstance(v, (int, float)) for v in numbers) or len(cfg.mean) != cfg.channels:
+        raise UserError(f"{path}: damaged metadata (labels must be a list of names, mean and std one number per "
+                        f"channel); export the model again with 'imgclf export RUN'")
+    return classes, cfg, threshold
+
+
 class OnnxClassifier(Predictor):
     """The same predict API as :class:`~imgclf.inference.classifier.Classifier`, on onnxruntime, from the file alone."""
 
@@ -48,13 +69,7 @@ class OnnxClassifier(Predictor):
             raise UserError(f"{path}: no {', '.join(missing)} in its metadata; export the model with "
                             f"'imgclf export RUN --format onnx'")
         self.metadata = dict(meta)
-        self.classes = json.loads(meta["labels"])
-        self.config = TrainConfig(model=meta["model"], channels=int(meta["channels"]), img_size=int(meta["img_size"]),
-                                  resize=meta["resize"], crop_pct=float(meta["crop_pct"]),
-                                  interpolation=meta["interpolation"], mean=json.loads(meta["mean"]),
-                                  std=json.loads(meta["std"]), channels_last=False,
-                                  flip=json.loads(meta.get("flip", "null")), task=meta.get("task", "multiclass"))
-        self.threshold = json.loads(meta["threshold"]) if "threshold" in meta else None
+        self.classes, self.config, self.threshold = _read_metadata(path, meta)
         self.run = None
         self.input = self.session.get_inputs()[0]
         self.fixed_batch = self.input.shape[0] if isinstance(self.input.shape[0], int) else None

@@ -6,11 +6,10 @@ import html
 import time
 from pathlib import Path
 
-import yaml
 
 from ..errors import UserError
 from ..plots import plot_comparison
-from ..run import CONFIG, RunDir
+from ..run import RunDir
 from .report import STYLE, _figure
 from .runs import read_json, run_row
 
@@ -34,7 +33,7 @@ class Comparison:
         self.names = names if len(set(names)) == len(names) else [str(r.path) for r in self.runs]
         self.rows = [run_row(r.path, r.path.parent) for r in self.runs]
         self.metrics = [r.metrics() for r in self.runs]
-        self.configs = [yaml.safe_load((r / CONFIG).read_text(encoding="utf-8")) or {} for r in self.runs]
+        self.configs = [r.config().to_dict() for r in self.runs]  # read and checked: a damaged one is one line
         self.evaluations = [read_json(r / "eval.json") for r in self.runs]
 
     def differences(self) -> dict[str, list]:

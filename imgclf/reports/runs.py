@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, warn
 from ..metrics.monitor import monitor_mode
 from ..run import BEST, CONFIG, LAST, RunDir, RunStatus, kept_epoch
 
@@ -23,23 +23,33 @@ def read_json(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def _number(value: object) -> float:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
 def run_row(path: Path, root: Path) -> dict:
     """One run's row: what it trained, how far it got, its best validation value and its test score."""
     run = RunDir(path)
     try:
         config = yaml.safe_load((path / CONFIG).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         config = {}
-    rows = run.metrics()
+    config = config if isinstance(config, dict) else {}  # a damaged run is listed, not a reason to list none
+    try:
+        rows = run.metrics()
+    except UserError as exc:
+        warn(str(exc))
+        rows = []
     status = RunStatus.read(run)
     evaluation = read_json(path / "eval.json")
-    monitor = config.get("monitor") or ("val_map" if config.get("task") == "multilabel" else "val_acc")
+    monitor = config.get("monitor") if isinstance(config.get("monitor"), str) else None
+    monitor = monitor or ("val_map" if config.get("task") == "multilabel" else "val_acc")
     kept = kept_epoch(path / BEST) if (path / BEST).exists() else None
     values = [r[monitor] for r in rows if monitor in r]
-    row = next((r for r in rows if int(r["epoch"]) == kept), None)
+    row = next((r for r in rows if r.get("epoch") == kept), None)
     best = row.get(monitor) if row else (min if monitor_mode(monitor) == "min" else max)(values) if values else None
     state = status.get("status") or (  # a run from before status.json: what its files say
-        "finished" if evaluation or (rows and len(rows) >= int(config.get("epochs", 0) or 0))
+        "finished" if evaluation or (rows and len(rows) >= _number(config.get("epochs")))
         else "interrupted" if (path / LAST).exists() else "failed")
     wall = status.get("wall_s")
     if wall is None and rows:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import pickle
 import random
 import signal
 import threading
@@ -32,7 +33,7 @@ from ..data.loader import inference_batch
 from ..data.tensors import ImageTensors
 from ..data.transforms import normalize
 from ..device import autocast_for
-from ..errors import Interrupted
+from ..errors import Interrupted, UserError
 from ..metrics.by_task import validation_for
 from ..task import MultiClass, Task
 from .callbacks import Callback
@@ -57,6 +58,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
 
 
 class Trainer:
@@ -376,7 +381,14 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         """Continue from a checkpoint written by :meth:`save_checkpoint` (loaded with ``weights_only=True``)."""
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+            raise UserError(f"{path}: not a checkpoint imgclf wrote; refusing to unpickle it ({_first_line(exc)}); "
+                            f"train again without --resume, or restore the file") from None
+        if not isinstance(state, dict) or "model" not in state:
+            raise UserError(f"{path}: not a checkpoint imgclf wrote (no model state in it); train again without "
+                            f"--resume, or restore the file")
         self.full_model.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.module.load_state_dict(state["ema"])
