@@ -82,7 +82,8 @@ def start(model: str, code: Path | None) -> tuple[subprocess.Popen, int]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=str(code)) if code else None
-    server = subprocess.Popen([sys.executable, "-m", "imgclf", "serve", str(Path(model).resolve()), "--port",
+    target = str(Path(model).resolve()) if Path(model).exists() else model  # a run, a file, or a model name
+    server = subprocess.Popen([sys.executable, "-m", "imgclf", "serve", target, "--port",
                                str(port)], cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while True:

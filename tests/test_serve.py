@@ -37,7 +37,8 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(run):
-    with TestClient(create_app(run, Limits(max_upload_bytes=200_000, max_pixels=1_000_000, max_files=4)), base_url="http://localhost") as c:
+    app = create_app(run, Limits(max_upload_bytes=200_000, max_pixels=1_000_000, max_files=4))
+    with TestClient(app, base_url="http://localhost") as c:
         yield c
 
 
@@ -321,7 +322,8 @@ assert main(['predict', {str(exported.path)!r}, {str(image)!r}, '--top-k', '1'])
 from fastapi.testclient import TestClient
 from imgclf.inference.load import load_predictor
 from imgclf.deploy.serve import create_app
-with TestClient(create_app(load_predictor({str(exported.path)!r})), base_url="http://localhost") as client:
+app = create_app(load_predictor({str(exported.path)!r}))
+with TestClient(app, base_url="http://localhost") as client:
     answer = client.post('/predict', files={{'files': ('x.png', open({str(image)!r}, 'rb').read())}})
     assert answer.status_code == 200, answer.text
     print('served', answer.json()['predictions'][0]['top'][0]['label'])

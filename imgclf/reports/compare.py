@@ -6,7 +6,6 @@ import html
 import time
 from pathlib import Path
 
-
 from ..errors import UserError
 from ..plots import plot_comparison
 from ..run import RunDir
