@@ -34,7 +34,9 @@ def run_row(path: Path, root: Path) -> dict:
         config = yaml.safe_load((path / CONFIG).read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         config = {}
-    config = config if isinstance(config, dict) else {}  # a damaged run is listed, not a reason to list none
+    if not isinstance(config, dict):  # a damaged run is listed, with a line; not a reason to list none
+        warn(f"{path / CONFIG}: not a mapping of training options; the run is listed without its settings")
+        config = {}
     try:
         rows = run.metrics()
     except UserError as exc:
