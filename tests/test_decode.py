@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.data.decode import BadImage, Preprocess, is_image_file, open_image
+from imgclf.data.decode import BadImage, Preprocess, is_image_file, open_image, to_mode
 
 
 def load_pixels(path, channels, size):
@@ -140,3 +140,24 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_the_resize_barely_sees(tmp_p
     assert open_image(tmp_path / "photo.jpg").size == (2400, 1800)
     fast, full = pre.load(path).astype(int), pre(open_image(path)).astype(int)
     assert np.abs(fast - full).max() <= 3 and np.abs(fast - full).mean() < 0.5
+
+
+def test_alpha_is_flattened_over_white_exactly_as_alpha_composite_would():
+    from imgclf.data.decode import to_mode
+
+    value, alpha = np.meshgrid(np.arange(256), np.arange(256))  # every value/alpha pair
+    rgba = Image.fromarray(np.stack([value, 255 - value, value // 2, alpha], -1).astype(np.uint8), "RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    expected = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    assert np.array_equal(np.asarray(to_mode(rgba, 3)), expected)
+
+
+def test_high_bit_depths_scale_as_the_float_formula_in_bands():
+    from imgclf.data.decode import to_mode
+
+    rng = np.random.default_rng(0)
+    for arr, top in ((rng.integers(0, 65536, (700, 900)).astype(np.uint16), 65535.0),
+                     (rng.random((700, 900)).astype(np.float32) * 3, None)):
+        top = top or float(arr.max())
+        expected = np.clip(arr.astype(np.float64) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        assert np.array_equal(np.asarray(to_mode(Image.fromarray(arr), 1)), expected)
