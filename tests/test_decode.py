@@ -143,8 +143,6 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_the_resize_barely_sees(tmp_p
 
 
 def test_alpha_is_flattened_over_white_exactly_as_alpha_composite_would():
-    from imgclf.data.decode import to_mode
-
     value, alpha = np.meshgrid(np.arange(256), np.arange(256))  # every value/alpha pair
     rgba = Image.fromarray(np.stack([value, 255 - value, value // 2, alpha], -1).astype(np.uint8), "RGBA")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -153,8 +151,6 @@ def test_alpha_is_flattened_over_white_exactly_as_alpha_composite_would():
 
 
 def test_high_bit_depths_scale_as_the_float_formula_in_bands():
-    from imgclf.data.decode import to_mode
-
     rng = np.random.default_rng(0)
     for arr, top in ((rng.integers(0, 65536, (700, 900)).astype(np.uint16), 65535.0),
                      (rng.random((700, 900)).astype(np.float32) * 3, None)):
