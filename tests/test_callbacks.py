@@ -52,11 +52,54 @@ def test_checkpoint_keeps_only_the_best_weights(trainer, tmp_path):
     assert not path.with_name(path.name + ".tmp").exists()
 
 
-def test_reduce_lr_on_plateau_uses_torch_scheduler(trainer):
+def keras_plateau(values, lr, factor, patience, min_delta, cooldown, min_lr):
+    """Keras 3's ReduceLROnPlateau.on_epoch_end (mode min), transcribed: the learning rate after each epoch."""
+    best, wait, cooldown_counter, out = float("inf"), 0, 0, []
+    for current in values:
+        if cooldown_counter > 0:
+            cooldown_counter -= 1
+            wait = 0
+        if current < best - min_delta:
+            best, wait = current, 0
+        elif not cooldown_counter > 0:
+            wait += 1
+            if wait >= patience:
+                if lr > min_lr:
+                    lr = max(lr * factor, min_lr)
+                    cooldown_counter, wait = cooldown, 0
+        out.append(lr)
+    return out
+
+
+def test_reduce_lr_on_plateau_falls_after_patience_bad_epochs_as_in_keras(trainer):
     plateau = ReduceLROnPlateau("val_loss", factor=0.5, patience=1, verbose=1)
-    run_epochs(plateau, trainer, [1.0, 1.0, 1.0, 0.5, 0.5, 0.5], "val_loss")
-    assert trainer.optimizer.param_groups[0]["lr"] == 0.25
-    assert sum("learning rate" in m for m in trainer.messages) == 2
+    run_epochs(plateau, trainer, [1.0, 1.0], "val_loss")
+    assert trainer.optimizer.param_groups[0]["lr"] == 0.5  # one bad epoch with patience=1 (torch waits for two)
+
+
+@pytest.mark.parametrize("patience,cooldown,min_delta,min_lr", [(0, 0, 0.0, 0.0), (1, 0, 1e-4, 0.0), (2, 1, 0.01, 0.0),
+                                                                 (3, 2, 0.0, 0.003), (1, 3, 0.05, 0.001)])
+def test_reduce_lr_on_plateau_matches_keras_epoch_by_epoch(patience, cooldown, min_delta, min_lr):
+    values = [1.0 - 0.3 * (i % 7 == 0) * (i / 40) + 0.02 * ((i * 37) % 11) / 11 for i in range(40)]
+    trainer = FakeTrainer()
+    plateau = ReduceLROnPlateau("val_loss", factor=0.5, patience=patience, min_delta=min_delta, cooldown=cooldown,
+                                min_lr=min_lr)
+    plateau.on_train_begin(trainer)
+    lr0, seen = trainer.optimizer.param_groups[0]["lr"], []
+    for epoch, value in enumerate(values):
+        plateau.on_epoch_end(trainer, epoch, {"val_loss": value})
+        seen.append(trainer.optimizer.param_groups[0]["lr"])
+        if epoch == 20:  # a resume half way changes nothing
+            state, plateau = plateau.state_dict(), ReduceLROnPlateau("val_loss", factor=0.5, patience=patience,
+                                                                     min_delta=min_delta, cooldown=cooldown,
+                                                                     min_lr=min_lr)
+            plateau.load_state_dict(state)
+    assert seen == pytest.approx(keras_plateau(values, lr0, 0.5, patience, min_delta, cooldown, min_lr))
+
+
+def test_early_stopping_never_stops_on_the_first_epoch_as_in_keras(trainer):
+    stopper = EarlyStopping("val_loss", patience=0, baseline=0.5)
+    assert run_epochs(stopper, trainer, [0.9, 0.9], "val_loss") == 1
 
 
 def test_missing_monitor_names_what_is_logged(trainer):

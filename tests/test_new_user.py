@@ -402,3 +402,19 @@ def test_two_class_reports_have_no_top_1_line():
     assert "top-1" not in two.report() and "top1_accuracy" not in json.dumps(two.as_dict())
     three = Evaluation(["a", "b", "c"], np.array([0, 1]), np.array([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]]))
     assert "top-2 accuracy: 1.0000" in three.report()
+
+
+def test_a_run_that_never_finished_an_epoch_refuses_to_predict(tmp_path, capsys):
+    data = write_class_folders(tmp_path / "data", 6)
+    run = imgclf.train(str(data), epochs=1, project=str(tmp_path / "runs"), name="fm1", **TINY).run.path
+    image = str(next((data / "bar").iterdir()))
+    (run / "best.safetensors").unlink()  # what a stop at step 7 of epoch 1 leaves: last.pt, no epoch in metrics
+    metrics = (run / "metrics.csv").read_text()
+    (run / "metrics.csv").write_text(metrics.splitlines()[0] + "\n")
+    assert main(["predict", str(run), image]) == 2
+    err = capsys.readouterr().err
+    assert "has no trained epoch yet" in err and "imgclf train --resume --name fm1" in err
+    (run / "metrics.csv").write_text(metrics)  # one epoch done: its weights, said plainly
+    assert main(["predict", str(run), image]) == 0
+    assert "using the weights of epoch 1" in capsys.readouterr().err
+    assert main(["info", str(run)]) == 0 and "status: finished" in capsys.readouterr().out

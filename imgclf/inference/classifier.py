@@ -24,7 +24,7 @@ from ..metrics.diagnose import diagnose
 from ..metrics.multilabel import MultiLabelEvaluation
 from ..models import CUSTOM, count_parameters, create_model, is_custom, pretrained_preprocess
 from ..models.pretrained import read_weights
-from ..run import BEST, LAST, RunDir, kept_epoch
+from ..run import BEST, LAST, RunDir, RunStatus, kept_epoch
 from .predictor import Predictor
 from .tta import averaged
 
@@ -114,7 +114,14 @@ class Classifier(Predictor):
         """The file behind ``weights``; a run without its best checkpoint falls back to ``last.pt``, loudly."""
         if str(weights) == "best":
             if not (run_dir / BEST).exists() and (run_dir / LAST).exists():
-                warn(f"{run_dir / BEST} is missing; using the last epoch's weights from {run_dir / LAST}")
+                done = run_dir.metrics()
+                if not done:  # stopped inside its first epoch: last.pt holds a few steps, not a trained model
+                    state = RunStatus.read(run_dir).get("status", "stopped")
+                    raise UserError(f"{run_dir.path} has no trained epoch yet ({state} during epoch 1); resume it "
+                                    f"with: imgclf train --resume --name {run_dir.name} --project "
+                                    f"{run_dir.path.parent}")
+                warn(f"{run_dir / BEST} is missing; using the weights of epoch {int(done[-1]['epoch'])} from "
+                     f"{run_dir / LAST}")
                 return run_dir / LAST
             return run_dir / BEST
         if str(weights) == "last":
@@ -229,6 +236,8 @@ class Classifier(Predictor):
                "mean": self.config.mean, "std": self.config.std, "data": self.config.data}
         if self.run is not None:
             out["run"] = str(self.run.path)
+            if status := RunStatus.read(self.run).get("status"):
+                out["status"] = status
             rows, monitor = self.run.metrics(), self.config.monitor
             kept = kept_epoch(self.run / BEST)
             row = next((r for r in rows if int(r["epoch"]) == kept), None)

@@ -6,6 +6,7 @@ epoch. ``state_dict``/``load_state_dict`` carry a callback's memory (best value,
 from __future__ import annotations
 
 import csv
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,7 +136,7 @@ class EarlyStopping(Monitor, Callback):
                 self.best_weights = {k: v.detach().cpu().clone() for k, v in trainer.full_model.state_dict().items()}
             return
         self.wait += 1
-        if self.wait >= self.patience:
+        if self.wait >= self.patience and epoch > 0:  # Keras never stops after the first epoch
             trainer.stop_training = True
             best = f"best {self.best:.4f} at epoch {self.best_epoch + 1}" if self.best_epoch >= 0 else \
                 f"never better than the baseline {self.baseline}"
@@ -156,10 +157,12 @@ class EarlyStopping(Monitor, Callback):
 
 
 class ReduceLROnPlateau(Callback):
-    """Multiply the learning rate by ``factor`` when ``monitor`` stalls for ``patience`` epochs (torch's scheduler),
-    Keras' way: ``ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto",
-    min_delta=1e-4, cooldown=0, min_lr=0.0)``. Given to :func:`imgclf.train`, it replaces the per-step
-    schedule (the run's scheduler becomes ``plateau``), so the two never fight over the learning rate."""
+    """Multiply the learning rate by ``factor`` when ``monitor`` stalls for ``patience`` epochs, Keras' way and
+    with Keras' counting: ``ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=10, verbose=0,
+    mode="auto", min_delta=1e-4, cooldown=0, min_lr=0.0)``. The rate falls on the ``patience``-th epoch without a
+    ``min_delta`` gain (torch's scheduler waits one more: it counts ``bad > patience``); each parameter group's
+    rate is scaled, never below ``min_lr``. Given to :func:`imgclf.train`, it replaces the per-step schedule (the
+    run's scheduler becomes ``plateau``), so the two never fight over the learning rate."""
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, verbose: int = 0,
                  mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0) -> None:
@@ -167,28 +170,41 @@ class ReduceLROnPlateau(Callback):
             raise ValueError(f"ReduceLROnPlateau factor must be between 0 and 1, got {factor}")
         self.monitor, self.factor, self.patience, self.verbose = metric_name(monitor), factor, patience, verbose
         self.mode, self.min_delta, self.cooldown, self.min_lr = monitor_mode(monitor, mode), min_delta, cooldown, min_lr
-        self.scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
-        self._pending: dict[str, Any] | None = None
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait = self.cooldown_counter = 0
 
-    def on_train_begin(self, trainer: "Trainer") -> None:
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            trainer.optimizer, mode=self.mode, factor=self.factor, patience=self.patience,
-            threshold=self.min_delta, threshold_mode="abs", cooldown=self.cooldown, min_lr=self.min_lr)
-        if self._pending is not None:
-            self.scheduler.load_state_dict(self._pending)
+    def _better(self, value: float) -> bool:
+        return value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+        value = logs[self.monitor]
+        if self.cooldown_counter > 0:  # Keras' order: the cooldown ticks first, and its last epoch can count
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._better(value):
+            self.best, self.wait = value, 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self._reduce(trainer)
+                self.cooldown_counter, self.wait = self.cooldown, 0
+
+    def _reduce(self, trainer: "Trainer") -> None:
         before = trainer.optimizer.param_groups[0]["lr"]
-        self.scheduler.step(logs[self.monitor])
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = max(group["lr"] * self.factor, self.min_lr)
         after = trainer.optimizer.param_groups[0]["lr"]
         if after < before and self.verbose:
             trainer.log(f"reduce-lr-on-plateau: {self.monitor} stalled, learning rate {before:.3g} -> {after:.3g}")
 
     def state_dict(self) -> dict[str, Any]:
-        return self.scheduler.state_dict() if self.scheduler else {}
+        return {"best": self.best, "wait": self.wait, "cooldown_counter": self.cooldown_counter}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._pending = state
+        # a checkpoint from before held torch's scheduler state: its bad-epoch count is our wait
+        self.best = state.get("best", self.best)
+        self.wait = state.get("wait", state.get("num_bad_epochs", 0))
+        self.cooldown_counter = state.get("cooldown_counter", 0)
 
 
 class CSVLogger(Callback):
