@@ -30,3 +30,8 @@ def __getattr__(name: str) -> Any:
         module, _, attribute = _EXPORTS[name].partition(":")
         return getattr(importlib.import_module(f".{module}", __name__), attribute or name)
     raise AttributeError(f"module 'imgclf' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public names, for tab completion: they are imported on first use, so they are not in the module yet."""
+    return sorted(set(__all__) | set(globals()))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -288,7 +289,9 @@ class TrainConfig:
             values.setdefault("precision", "auto" if values.pop("amp") else "fp32")
         unknown = sorted(set(values) - known)
         if unknown:
-            raise UserError(f"unknown training option(s): {', '.join(unknown)}")
+            guesses = [difflib.get_close_matches(u, sorted(known), 1) for u in unknown]
+            hints = [f"{u} (did you mean {g[0]}?)" if g else u for u, g in zip(unknown, guesses)]
+            raise UserError(f"unknown training option(s): {', '.join(hints)}")
         return cls(**values)
 
     @classmethod

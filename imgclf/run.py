@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import atexit
 import csv
 import json
 import os
@@ -15,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import TrainConfig
-from .errors import UserError
+from .errors import UserError, warn
 from .files import write_csv
 
 CONFIG, LABELS, METRICS, BEST, LAST, SKIPPED, THRESHOLD, STATUS = (
     "config.yaml", "labels.json", "metrics.csv", "best.safetensors", "last.pt", "skipped.csv", "threshold.json",
     "status.json")
 CV_FILE = "cv.json"  # at the top of a cross-validation folder (imgclf cv): the folds' shared options
+LOCK = ".lock"  # the PID and host of the process writing the run, for its life (RunLock)
 
 
 def slug(text: str) -> str:
@@ -131,6 +133,9 @@ class RunDir:
                 return cls(candidate)
         if path.is_dir():
             raise UserError(f"{path} is not a run directory (no {CONFIG}); give a folder made by 'imgclf train'")
+        if path.is_file():
+            raise UserError(f"{path} is a file, not a run directory or an exported .onnx model; give runs/<name> "
+                            f"(made by 'imgclf train') or a model.onnx (made by 'imgclf export')")
         raise UserError(f"{run}: no such run; give a run directory such as runs/<name> (see 'ls runs')")
 
     @classmethod
@@ -253,3 +258,51 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+class RunLock:
+    """One writer per run: ``runs/NAME/.lock`` holds the PID and host of the process training it, created
+    atomically (two trainings started at once with one ``--name`` cannot both get it) and removed when that process
+    ends, however it ends (a ``with`` block, and ``atexit``). A lock whose process is gone (SIGKILL, a crash) is taken
+    over with a warning; a live one is a one-line error."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.run, self.path, self.held = run, run / LOCK, False
+
+    def __enter__(self) -> "RunLock":
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._take_over()
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}, f)
+            self.held = True
+            atexit.register(self.release)
+            return self
+        raise UserError(f"{self.path}: could not lock the run; another process keeps taking it")
+
+    def _take_over(self) -> None:
+        try:
+            holder = json.loads(self.path.read_text(encoding="utf-8"))
+            pid, host = int(holder["pid"]), str(holder["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pid, host = 0, socket.gethostname()  # half-written by a process killed while locking: stale
+        if host != socket.gethostname():
+            raise UserError(f"run {self.run.name} is being trained by process {pid} on {host}; if that process is "
+                            f"gone, delete {self.path}")
+        if _alive(pid) and pid != os.getpid():
+            raise UserError(f"run {self.run.name} is being trained by process {pid}; wait for it to end (or stop "
+                            f"it), then resume with --resume")
+        warn(f"{self.path}: process {pid}, which held the run, is gone; taking the run over")
+        self.path.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.path.unlink(missing_ok=True)
+            atexit.unregister(self.release)
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

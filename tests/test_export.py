@@ -40,6 +40,7 @@ def test_onnx_export_carries_its_metadata_and_matches_pytorch(run, capsys):
     check = json.loads((run.run / "model.onnx.check.json").read_text())
     assert check["passed"] and check["max_abs_diff"] <= 1e-4 and check["top1_agreement"] == 1.0
     assert check["images"] > 0 and "val split" in check["checked_on"]
+    assert check["opset"] == next(o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx"))
 
 
 def test_the_onnx_file_alone_predicts_like_the_run(run, tmp_path, capsys):

@@ -418,3 +418,97 @@ def test_a_run_that_never_finished_an_epoch_refuses_to_predict(tmp_path, capsys)
     assert main(["predict", str(run), image]) == 0
     assert "using the weights of epoch 1" in capsys.readouterr().err
     assert main(["info", str(run)]) == 0 and "status: finished" in capsys.readouterr().out
+
+
+def test_a_run_has_one_writer_at_a_time(tmp_path, capsys):
+    data, project = write_class_folders(tmp_path / "data", 6), tmp_path / "runs"
+    args = ["--project", str(project), "--name", "race", *TINY_ARGS]
+    assert main(["train", str(data), "--epochs", "1", *args]) == 0
+    lock = project / "race" / ".lock"
+    assert not lock.exists()  # released at the end
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(json.dumps({"pid": other.pid, "host": __import__("socket").gethostname()}))
+        before = (project / "race" / "metrics.csv").read_text()
+        for extra in (["--resume", "--epochs", "2"], ["--exist-ok", "--epochs", "1"]):
+            assert main(["train", *([] if "--resume" in extra else [str(data)]), *extra, *args]) == 2
+            err = capsys.readouterr().err
+            assert f"run race is being trained by process {other.pid}" in err
+        assert (project / "race" / "metrics.csv").read_text() == before  # the live run's files untouched
+    finally:
+        other.kill()
+        other.wait()
+    assert main(["train", "--resume", "--epochs", "2", *args]) == 0  # a dead holder's lock is taken over
+    assert "is gone; taking the run over" in capsys.readouterr().err and not lock.exists()
+    assert [r["epoch"] for r in _rows(project / "race" / "metrics.csv")] == ["1", "2"]
+
+
+def test_two_trainings_started_at_once_with_one_name_do_not_share_a_folder(tmp_path):
+    data, project = write_class_folders(tmp_path / "data", 6), tmp_path / "runs"
+    command = [sys.executable, "-m", "imgclf", "train", str(data), "--epochs", "2", "--project", str(project),
+               "--name", "twin", *TINY_ARGS]
+    both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(300), p.stderr.read()) for p in both]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    assert "already exists" in "".join(err for _, err in results) or \
+        "is being trained by process" in "".join(err for _, err in results)
+    assert [r["epoch"] for r in _rows(project / "twin" / "metrics.csv")] == ["1", "2"]
+
+
+def test_resuming_a_finished_run_says_so_and_does_nothing(tmp_path, capsys):
+    data, project = write_class_folders(tmp_path / "data", 6), tmp_path / "runs"
+    args = ["--project", str(project), "--name", "done", *TINY_ARGS]
+    assert main(["train", str(data), "--epochs", "1", *args]) == 0
+    files = {p.name: p.stat().st_mtime_ns for p in (project / "done").iterdir()}
+    capsys.readouterr()
+    args.remove("--quiet")
+    assert main(["train", "--resume", *args]) == 0
+    out = capsys.readouterr().out
+    scheduler = yaml.safe_load((project / "done" / "config.yaml").read_text())["scheduler"]
+    further = "start a new run from its weights" if scheduler in ("onecycle", "cosine") else "add --epochs N"
+    assert "is finished (1 of 1 epochs)" in out and further in out
+    assert {p.name: p.stat().st_mtime_ns for p in (project / "done").iterdir()} == files  # nothing rewritten
+
+
+def test_the_runs_table_calls_a_validation_score_what_it_is(tmp_path):
+    data = write_class_folders(tmp_path / "data", 6)  # no test split: the final evaluation is on validation
+    imgclf.train(str(data), epochs=1, project=str(tmp_path / "runs"), name="v", **TINY)
+    assert json.loads((tmp_path / "runs" / "v" / "eval.json").read_text())["split"] == "val"
+    row = imgclf.runs(str(tmp_path / "runs")).iloc[0]
+    assert pd.isna(row["test_acc"]) and row["best"] is not None
+
+
+def test_a_stopped_predict_says_what_is_on_disk_and_a_file_that_is_no_run_says_what_it_is_not(tmp_path):
+    data = write_class_folders(tmp_path / "data", 40)
+    run = imgclf.train(str(data), epochs=1, project=str(tmp_path / "runs"), name="p", **TINY).run.path
+    out = tmp_path / "out.csv"
+    command = [sys.executable, "-m", "imgclf", "predict", str(run), str(data), "--output", str(out),
+               "--batch-size", "1", "--workers", "0"]
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = __import__("time").time() + 60
+    while not (out.exists() and len(out.read_text().splitlines()) > 3) and __import__("time").time() < deadline:
+        __import__("time").sleep(0.05)
+    child.terminate()
+    err = child.communicate(timeout=60)[1]
+    assert child.returncode == 130 and "--resume adds the rest" in err and "Traceback" not in err, err
+    rows = len(out.read_text().splitlines()) - 1
+    assert f"holds {rows} row(s)" in err
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(b"not a run")
+    done = subprocess.run([sys.executable, "-m", "imgclf", "predict", str(evil), str(out)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "is a file, not a run directory" in done.stderr
+
+
+def test_the_python_api_shows_itself(tmp_path):
+    assert {"train", "load", "Classifier", "runs", "callbacks"} <= set(dir(imgclf))
+    data = write_class_folders(tmp_path / "data", 6)
+    clf = imgclf.train(str(data), epochs=2, project=str(tmp_path / "runs"), name="api", **TINY)
+    text = repr(clf)
+    assert text.startswith("Classifier(model='cnn:8-m-16-m-fc16'") and "classes=3" and "runs/api" in text
+    assert "array" not in repr(clf.evaluation) and repr(clf.evaluation).startswith("Evaluation(accuracy=")
+    history = imgclf.load(clf.run.path).history
+    assert len(history["val_loss"]) == 2 and len(history["train_loss"]) == 2
+    with pytest.raises(UserError, match="epoch \\(did you mean epochs\\?\\)"):
+        imgclf.train(str(data), epoch=2, project=str(tmp_path / "runs"), **TINY)

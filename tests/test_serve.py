@@ -161,7 +161,7 @@ def test_api_key(run, monkeypatch):
         assert c.get("/labels", headers={"X-API-Key": "from-env"}).status_code == 200
 
 
-def test_an_onnx_file_serves_alone_and_refuses_gradcam(run, tmp_path):
+def test_an_onnx_file_serves_alone_and_answers_without_gradcam(run, tmp_path):
     exported = export(run, "onnx", dynamic_batch=True, output=run.run / "serve.onnx")
     alone = tmp_path / "model.onnx"
     shutil.copy(exported.path, alone)
@@ -170,7 +170,8 @@ def test_an_onnx_file_serves_alone_and_refuses_gradcam(run, tmp_path):
         assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["label"] == KO["dark"]
         assert c.get("/metadata").json()["engine"] == "onnxruntime"
         r = c.post("/predict?gradcam=true", files={"files": ("a.png", png("dark"))})
-        assert r.status_code == 422 and "Grad-CAM needs the PyTorch model" in r.json()["error"]
+        assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["label"] == KO["dark"]
+        assert "gradcam" not in r.json()["predictions"][0] and "needs the PyTorch model" in r.json()["warnings"][0]
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(run):

@@ -68,9 +68,11 @@ def test_batched_augmentation_is_reproducible_and_resumes_its_draws():
     assert torch.equal(c(x), expected)
 
 
-def test_precision_auto_is_bf16_only_where_native_and_old_runs_read_as_before():
+def test_precision_auto_is_bf16_only_where_native_and_old_runs_read_as_before(capsys):
     cpu = torch.device("cpu")
     assert autocast_dtype("fp32", cpu) is None and autocast_dtype("bf16", cpu) == torch.bfloat16
+    emulated = "no native bfloat16" in capsys.readouterr().err  # a slow path chosen by hand is said out loud
+    assert emulated == (not native_bf16(cpu))
     assert autocast_dtype("auto", cpu) == (torch.bfloat16 if native_bf16(cpu) else None)
     assert TrainConfig.from_dict({"amp": False}).precision == "fp32"
     assert TrainConfig.from_dict({"amp": True}).precision == "auto"

@@ -19,7 +19,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--format", dest="fmt", choices=("onnx", "torchscript"), default="onnx",
                    help="onnx (portable: onnxruntime, other frameworks, phones) or torchscript (PyTorch's own, "
                         "which PyTorch now marks deprecated)")
-    o.add_argument("--opset", type=number(int, 7), default=None, help="ONNX opset (default: the exporter's, 18)")
+    o.add_argument("--opset", type=number(int, 7), default=None,
+                   help="ONNX opset (default: the exporter's own; the file's is in FILE.check.json)")
     o.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: one image per call)")
     o.add_argument("--int8", action="store_true", help="static INT8 quantization with onnxruntime, calibrated on "
                                                        "training images")

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import decode_workers
-from ..errors import UserError
+from ..errors import Interrupted, UserError
 from .options import COUNT, SOME, Formatter, add_device, add_overwrite, number
 
 if TYPE_CHECKING:
@@ -128,8 +129,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         {f"{csvs[0]}#{n}" for n in writer.done} if writer.submission else set(writer.done)
     if skip:
         print(f"resuming: {len(skip)} input(s) already in {args.output}", file=sys.stderr)
-    done, failed, labelled, right = _stream(clf, args, items, csvs, writer, skip)
+    previous = signal.signal(signal.SIGTERM, _stop)  # timeout, systemd, Kubernetes stop with SIGTERM: as Ctrl-C
+    try:
+        done, failed, labelled, right = _stream(clf, args, items, csvs, writer, skip)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return _summary(args, writer, skip, done, failed, labelled, right)
+
+
+def _stop(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _stream(clf: "Predictor", args: argparse.Namespace, items: list, csvs: list, writer: "PredictionWriter | None",
@@ -163,6 +172,11 @@ def _stream(clf: "Predictor", args: argparse.Namespace, items: list, csvs: list,
             if len(shown) == args.batch_size:  # printed as it goes: 100,000 files need not wait for the last
                 print(format_table(shown, width), flush=True)
                 shown = []
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see _stop): what is on disk, and how to go on
+        if writer is None:
+            raise
+        raise Interrupted(f"stopped: {args.output} holds {writer.count} row(s); the same command with --resume "
+                          f"adds the rest", 130) from None
     finally:
         bar.close()
         if writer is not None:

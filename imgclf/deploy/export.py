@@ -90,6 +90,15 @@ def to_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: in
     onnx.save(proto, str(path))
 
 
+def _opset(path: Path) -> int | None:
+    """The ONNX operator set the file was written with (the exporter's default unless --opset)."""
+    import onnx
+
+    found = [o.version for o in onnx.load(str(path), load_external_data=False).opset_import if o.domain in ("",
+                                                                                                         "ai.onnx")]
+    return found[0] if found else None
+
+
 class _Calibration:
     """onnxruntime's CalibrationDataReader over normalised training images, one batch at a time."""
 
@@ -170,7 +179,7 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
     result = ExportResult(path, _compare(reference, logits, images.y.numpy(), int8))
     result.check.update({"format": fmt + (" int8" if int8 else ""), "file": str(path), "images": len(images),
                          "checked_on": where, "bytes": path.stat().st_size, "seconds": round(seconds, 2),
-                         "opset": opset, "dynamic_batch": dynamic_batch})
+                         "opset": _opset(path) if fmt == "onnx" else None, "dynamic_batch": dynamic_batch})
     (clf.run / f"{path.name}.check.json").write_text(json.dumps(result.check, indent=1), encoding="utf-8")
     if not result.passed:
         raise UserError(f"{path}: parity check failed ({summary(result)}); details in "

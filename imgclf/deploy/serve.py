@@ -246,8 +246,6 @@ def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str 
                       gradcam: bool = Query(False, description="add a Grad-CAM overlay (PNG, base64) per image")
                       ) -> dict:
         check_key(request)
-        if gradcam and not gradcam_ok:
-            raise ApiError(422, "Grad-CAM needs the PyTorch model: serve the run directory, not the .onnx file")
         started = time.perf_counter()
         uploads = await _uploads(request, limits)
         pixels = [await run_in_threadpool(decode, data, predictor, limits, budget) for _, data in uploads]
@@ -256,11 +254,14 @@ def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str 
         results = []
         for (name, _), p, image in zip(uploads, probs, pixels):
             item = _answer(predictor, name, p, k)
-            if gradcam:  # on the model thread: Grad-CAM hooks must not see a batched forward pass
+            if gradcam and gradcam_ok:  # on the model thread: Grad-CAM hooks must not see a batched forward pass
                 item["gradcam"] = await asyncio.get_running_loop().run_in_executor(batcher.pool, _gradcam_png,
                                                                                    predictor, image)
             results.append(item)
-        return {"predictions": results, "time_ms": round(1000 * (time.perf_counter() - started), 2)}
+        answer = {"predictions": results, "time_ms": round(1000 * (time.perf_counter() - started), 2)}
+        if gradcam and not gradcam_ok:  # the predictions still come; the overlay cannot
+            answer["warnings"] = ["no Grad-CAM: it needs the PyTorch model; serve the run directory, not the .onnx"]
+        return answer
 
     return app
 

@@ -41,6 +41,19 @@ class Classifier(Predictor):
         self.mean = torch.tensor(config.mean, device=self.device)
         self.std = torch.tensor(config.std, device=self.device)
 
+    def __repr__(self) -> str:
+        cfg = self.config
+        run = f", run={str(self.run.path)!r}" if self.run else ""
+        return (f"Classifier(model={cfg.model!r}, task={self.task.name!r}, classes={len(self.classes)}, "
+                f"input={cfg.channels}x{cfg.img_size}x{cfg.img_size}{run})")
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Keras' ``History.history``: each logged metric (``train_loss``, ``val_acc``, ``lr``...), epoch by epoch,
+        from the run's metrics.csv."""
+        rows = self.run.metrics() if self.run is not None else []
+        return {key: [r[key] for r in rows if key in r] for key in dict.fromkeys(k for r in rows for k in r)}
+
     def _repr_html_(self) -> str:
         """Jupyter's view: the model, its input, its classes, where it lives and its score."""
         import html

@@ -159,6 +159,10 @@ class Evaluation:
         """Indices of the ``n`` images with the highest loss, worst first."""
         return np.argsort(-self.losses(), kind="stable")[:n]
 
+    def __repr__(self) -> str:  # the arrays stay out: a summary, like the headline the CLI prints
+        return (f"Evaluation(accuracy={self.accuracy:.4f}, balanced_accuracy={self.balanced_accuracy:.4f}, "
+                f"macro_f1={self.macro_f1:.4f}, images={len(self.y_true)}, classes={len(self.classes)})")
+
     def _repr_html_(self) -> str:
         """Jupyter's view: the headline numbers and the per-class table."""
         import pandas as pd

@@ -129,6 +129,9 @@ class MultiLabelEvaluation:
     def tta_text(self) -> str:
         return gain_text("mAP", self.mean_average_precision, self.plain_map)
 
+    def __repr__(self) -> str:  # the arrays stay out
+        return f"MultiLabelEvaluation({self.headline}, images={len(self.y_true)}, labels={len(self.classes)})"
+
     def _repr_html_(self) -> str:
         """Jupyter's view: the headline numbers and the per-label table."""
         import pandas as pd

@@ -44,6 +44,7 @@ def run_row(path: Path, root: Path) -> dict:
         rows = []
     status = RunStatus.read(run)
     evaluation = read_json(path / "eval.json")
+    test = evaluation if evaluation.get("split", "test") == "test" else {}  # a run without test data: its val
     monitor = config.get("monitor") if isinstance(config.get("monitor"), str) else None
     monitor = monitor or ("val_map" if config.get("task") == "multilabel" else "val_acc")
     kept = kept_epoch(path / BEST) if (path / BEST).exists() else None
@@ -61,7 +62,7 @@ def run_row(path: Path, root: Path) -> dict:
     return {"name": path.relative_to(root).as_posix() if path != root else path.name, "date": date,
             "data": config.get("data"), "model": config.get("model"), "mode": config.get("mode"),
             "epochs": len(rows), "planned": config.get("epochs"), "monitor": monitor, "best": best,
-            "test_acc": evaluation.get("accuracy"), "test_map": evaluation.get("map"),
+            "test_acc": test.get("accuracy"), "test_map": test.get("map"),
             "parameters": status.get("parameters"), "wall_s": round(wall, 1) if wall is not None else None,
             "status": state, "path": str(path)}
 

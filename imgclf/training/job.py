@@ -1,6 +1,7 @@
 """``imgclf.train``: the whole training job, config -> data -> model -> trainer -> run directory -> evaluation."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -32,7 +33,7 @@ from ..metrics.multilabel import tune_thresholds
 from ..models import CUSTOM, count_parameters, is_custom
 from ..plots import plot_curves
 from ..reports.report import save_data_overview, write_report
-from ..run import BEST, LAST, THRESHOLD, RunDir, RunStatus, check_run_name, kept_epoch
+from ..run import BEST, LAST, LOCK, THRESHOLD, RunDir, RunLock, RunStatus, check_run_name, kept_epoch
 from ..task import get_task
 from .callback_list import default_callbacks, for_this_process, plateau_from_callbacks, with_user_callbacks
 from .callbacks import Callback
@@ -72,6 +73,21 @@ def _logger(run: RunDir, quiet: bool) -> Callable[[str], None]:
         if not quiet:
             print(message, flush=True)
     return log
+
+
+def _already_finished(options: dict[str, Any], epochs: int | None, model: str | nn.Module) -> Classifier | None:
+    """``--resume`` of a run that trained all its epochs: say so and give it back, without evaluating it again."""
+    name, project = options.get("name"), options.get("project", "runs")
+    run = RunDir.open(Path(project) / check_run_name(name)) if name else RunDir.latest(project)
+    cfg, rows = run.config(), run.metrics()
+    if RunStatus.read(run).get("status") != "finished" or len(rows) < max(cfg.epochs, epochs or 0):
+        return None
+    further = "add --epochs N to train further" if cfg.scheduler not in ("onecycle", "cosine") else \
+        f"its {cfg.scheduler} schedule is complete; to train further, start a new run from its weights (--weights " \
+        f"{run / BEST})"
+    if not options.get("quiet"):
+        print(f"{run.path} is finished ({len(rows)} of {cfg.epochs} epochs); {further}", flush=True)
+    return Classifier.load(run.path, device="cpu", model=model if isinstance(model, nn.Module) else None)
 
 
 def _resume_config(project: str, name: str | None, epochs: int | None) -> tuple[RunDir, TrainConfig]:
@@ -143,6 +159,8 @@ def train(data: str | None = None, model: str | nn.Module = "cnn", epochs: int |
     In a process started by ``torchrun`` (or ``imgclf train --devices N``) the processes train one model together
     with DistributedDataParallel; global rank 0 writes the run directory and evaluates the result alone.
     """
+    if resume and (done := _already_finished(options, epochs, model)) is not None:
+        return done
     status = RunStatus()  # status.json: running, then finished, interrupted or failed (imgclf runs lists it)
     try:
         if not ddp.launched():
@@ -181,6 +199,13 @@ def _train(data: str | None, model: str | nn.Module, epochs: int | None, resume:
     the run directory (best weights, curves, thresholds, evaluation, report)."""
     own = model if isinstance(model, nn.Module) else None  # a user's network: its class name goes in the config
     cfg, run, source, net = _open_run(data, model, epochs, resume, exist_ok, options, own)
+    with RunLock(run) if ddp.is_main() else contextlib.nullcontext():  # one writer per run, for its whole life
+        return _train_run(cfg, run, source, net, own, resume, callbacks, device, status)
+
+
+def _train_run(cfg: TrainConfig, run: RunDir, source: Source, net: nn.Module, own: nn.Module | None, resume: bool,
+               callbacks: list[Callback] | None, device: torch.device | None, status: RunStatus) -> Classifier:
+    """The steps after the run is opened and locked."""
     log = _logger(run, cfg.quiet)
     plateau_from_callbacks(cfg, list(callbacks or []), log)
     prepared = _prepare_images(cfg, source, run, resume, log)
@@ -260,7 +285,8 @@ def _prepare_images(cfg: TrainConfig, source: Source, run: RunDir, resume: bool,
             prepared = prepare(source, Preprocess.of(cfg), quiet=cfg.quiet or not ddp.is_main(),
                                max_bad_fraction=cfg.max_bad_fraction, cache=cfg.cache)
     except UserError:
-        if not resume and ddp.is_main() and not any(run.path.iterdir()):
+        if not resume and ddp.is_main() and not any(p.name != LOCK for p in run.path.iterdir()):
+            (run / LOCK).unlink(missing_ok=True)
             run.path.rmdir()  # nothing was written yet: leave no empty run behind
         raise
     for name, images in prepared.splits.items():
@@ -307,6 +333,9 @@ def _build_trainer(cfg: TrainConfig, net: nn.Module, prepared: Prepared, run: Ru
                           sampler=shard_sampler(splits["train"].y, cfg.seed, cfg.sampler == "balanced"),
                           full_res=cfg.augment in ("standard", "strong"))
     task = get_task(cfg.task)
+    precision = autocast_dtype(cfg.precision, device)
+    if cfg.precision == "auto":  # config.yaml keeps "auto" (it depends on the machine); the log says what it is here
+        log(f"precision auto: {str(precision).removeprefix('torch.') if precision else 'fp32'} on {device}")
     mix, mix_loss = mixing(cfg.mixup, cfg.cutmix, len(prepared.classes), cfg.label_smoothing, task.multilabel)
     loss = mix_loss or create_criterion(task, splits["train"].y, prepared.classes, cfg, log)
     optimizer = create_optimizer(params, cfg)
@@ -317,7 +346,7 @@ def _build_trainer(cfg: TrainConfig, net: nn.Module, prepared: Prepared, run: Ru
         model, optimizer, loss.to(device), loader, splits.get("val"), mean, std, device, cfg.epochs,
         schedule=create_schedule(optimizer, cfg, math.ceil(len(loader) / cfg.accumulate)),  # optimizer steps
         callbacks=for_this_process(extra + with_user_callbacks(default_callbacks(cfg, run), callbacks, run)),
-        precision=autocast_dtype(cfg.precision, device),
+        precision=precision,
         augment=BatchAugment(cfg.img_size, cfg.flip, seed=cfg.seed * 1000 + ddp.rank()) if batched else None,
         channels_last=cfg.channels_last, checkpoint_path=run / LAST, log=log, full_model=net,
         mix=mix, accumulate=cfg.accumulate, monitor=cfg.monitor, ema_decay=cfg.ema_decay if cfg.ema else None,
@@ -372,6 +401,9 @@ def _evaluate(clf: Classifier, cfg: TrainConfig, images: ImageTensors, final: st
     probs = clf.predict_proba(images.x).numpy()
     ev = clf.evaluation = evaluation_for(clf.task, classes, images.y.numpy(), probs, clf.threshold)
     ev.save(clf.run.path, images.x, figures=cfg.plots)
+    saved = clf.run / "eval.json"  # which split it scored, so that `imgclf runs` calls the figure what it is
+    saved.write_text(json.dumps({"split": final} | json.loads(saved.read_text(encoding="utf-8")), indent=1,
+                                ensure_ascii=False), encoding="utf-8")
     if clf.task.multilabel:
         log(f"{final} {ev.headline}, exact match {ev.exact_match:.4f}, hamming loss {ev.hamming:.4f} on "
             f"{len(images)} images with the best weights")
