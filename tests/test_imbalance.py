@@ -151,3 +151,29 @@ def test_a_two_class_run_reports_roc_auc_and_predicts_with_its_tuned_threshold(t
     assert main(["predict", str(tmp_path / "b.onnx"), str(data / "test" / "square"), "--top-k", "1"]) == 0
     answers = [line.split()[-2] for line in capsys.readouterr().out.splitlines() if line.strip().endswith("%)")]
     assert answers == ["noise"] * 10
+
+
+def test_a_two_class_threshold_is_tuned_only_on_enough_images_and_drawn_toward_half(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from imgclf.run import RunDir
+    from imgclf.task import get_task
+    from imgclf.training.thresholds import SHRINK_IMAGES, tune_thresholds
+
+    def tuned(n: int) -> tuple[float, list[str]]:
+        rng = np.random.default_rng(0)
+        y = np.repeat([0, 1], n)
+        p1 = np.clip(np.where(y == 1, 0.97, 0.9) + rng.normal(0, 0.01, 2 * n), 0, 1)  # best cut near 0.93
+        clf = SimpleNamespace(classes=["a", "b"], task=get_task("multiclass"), threshold=None,
+                              predict_proba=lambda x: torch.tensor(np.stack([1 - p1, p1], 1)))
+        said: list[str] = []
+        tune_thresholds(clf, RunDir(tmp_path), SimpleNamespace(x=None, y=torch.tensor(y)), said.append)
+        return clf.threshold, said
+
+    few, said = tuned(7)
+    assert few == 0.5 and "too few to tune" in said[0]
+    many, said = tuned(200)
+    share = 200 / (200 + SHRINK_IMAGES)
+    assert 0.5 + 0.4 * share < many < 0.5 + 0.45 * share and "drawn" in said[0]

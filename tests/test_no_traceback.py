@@ -45,6 +45,7 @@ def world(tmp_path_factory):
     (copy("metrics-abc") / "metrics.csv").write_text("epoch,loss\nabc,def\n")
     (copy("labels-dict") / "labels.json").write_text('{"a": 1}')
     pickle.dump(Evil(), (copy("evil-pickle") / "last.pt").open("wb"))
+    (broken["evil-pickle"] / "status.json").write_text('{"status": "interrupted"}')  # so --resume reads last.pt
     exported = export(train_classifier(good), "onnx", output=root / "model.onnx").path
     for name, value in (("bad-json", "[not json"), ("dict-labels", json.dumps({"a": 1}))):
         model = onnx.load(str(exported))

@@ -27,13 +27,11 @@ from ..inference.classifier import Classifier
 from ..inference.load import load_predictor
 from ..inference.predictor import Predictor
 from ..metrics.by_task import evaluation_for
-from ..metrics.classification import tune_threshold
 from ..metrics.diagnose import collapse_note, diagnose
-from ..metrics.multilabel import tune_thresholds
 from ..models import CUSTOM, count_parameters, is_custom
 from ..plots import plot_curves
 from ..reports.report import save_data_overview, write_report
-from ..run import BEST, LAST, LOCK, THRESHOLD, RunDir, RunLock, RunStatus, check_run_name, kept_epoch
+from ..run import BEST, LAST, LOCK, RunDir, RunLock, RunStatus, check_run_name, kept_epoch
 from ..task import get_task
 from .callback_list import default_callbacks, for_this_process, plateau_from_callbacks, with_user_callbacks
 from .callbacks import Callback
@@ -42,6 +40,7 @@ from .loss import create_criterion
 from .mix import mixing
 from .optim import MIN_SCHEDULED_STEPS, create_optimizer, create_schedule
 from .setup import build_model, fit_input, load_data, new_config, seed_everything
+from .thresholds import tune_thresholds
 from .trainer import Trainer
 from .transfer import FineTune, freeze, layer_decay_groups, param_groups
 
@@ -80,7 +79,8 @@ def _already_finished(options: dict[str, Any], epochs: int | None, model: str | 
     name, project = options.get("name"), options.get("project", "runs")
     run = RunDir.open(Path(project) / check_run_name(name)) if name else RunDir.latest(project)
     cfg, rows = run.config(), run.metrics()
-    if RunStatus.read(run).get("status") != "finished" or len(rows) < max(cfg.epochs, epochs or 0):
+    complete = (run / BEST).exists() and (run / "eval.json").exists()  # else its end is redone, as before
+    if RunStatus.read(run).get("status") != "finished" or not complete or len(rows) < max(cfg.epochs, epochs or 0):
         return None
     further = "add --epochs N to train further" if cfg.scheduler not in ("onecycle", "cosine") else \
         f"its {cfg.scheduler} schedule is complete; to train further, start a new run from its weights (--weights " \
@@ -384,7 +384,7 @@ def _finish(cfg: TrainConfig, run: RunDir, prepared: Prepared, trainer: Trainer,
     log(diagnose(rows, cfg.monitor, kept).text)
     clf = Classifier.load(run.path, device=cfg.device, model=own)
     if "val" in prepared.splits and len(prepared.splits["val"]):
-        _tune_thresholds(clf, run, prepared.splits["val"], log)
+        tune_thresholds(clf, run, prepared.splits["val"], log)
     final = "test" if "test" in prepared.splits else "val" if "val" in prepared.splits else None
     if final is not None and len(prepared.splits[final]):
         _evaluate(clf, cfg, prepared.splits[final], final, prepared.classes, log)
@@ -424,24 +424,6 @@ def _results(clf: Classifier, final: str | None, monitor: str, rows: list[dict[s
                if isinstance(v, (int, float)) and k != "images"} if clf.evaluation is not None and final else {}
     row = next((r for r in rows if int(r["epoch"]) == kept), None)
     return figures | ({f"best_{monitor}": row[monitor]} if row and monitor in row else {})
-
-
-def _tune_thresholds(clf: Classifier, run: RunDir, val: ImageTensors, log: Callable[[str], None]) -> None:
-    """The decision thresholds predict uses, tuned for the best F1 on the validation split and saved in the run:
-    class 1's for two classes, each label's for multi-label; none for more classes."""
-    classes = clf.classes
-    if not clf.task.multilabel and len(classes) != 2:
-        return
-    probs = clf.predict_proba(val.x).numpy()
-    if clf.task.multilabel:
-        clf.threshold = run.save_threshold(tune_thresholds(val.y.numpy(), probs).tolist(), classes)
-        shown = ", ".join(f"{c} {t:.2f}" for c, t in zip(classes[:8], clf.threshold))
-        log(f"multi-label: each label is answered from its own threshold, the one with its best F1 on the "
-            f"validation split ({THRESHOLD}): {shown}{', ...' if len(classes) > 8 else ''}")
-    elif len(classes) == 2:
-        clf.threshold = run.save_threshold(tune_threshold(val.y.numpy(), probs[:, 1]), classes[1])
-        log(f"two classes: predict answers {classes[1]!r} from p >= {clf.threshold:.3f}, the threshold "
-            f"with the best F1 on the validation split ({THRESHOLD})")
 
 
 def load(run: str | Path, weights: str | Path = "best", device: str = "auto", model: nn.Module | None = None
