@@ -479,26 +479,34 @@ def test_the_runs_table_calls_a_validation_score_what_it_is(tmp_path):
     assert pd.isna(row["test_acc"]) and row["best"] is not None
 
 
-def test_a_stopped_predict_says_what_is_on_disk_and_a_file_that_is_no_run_says_what_it_is_not(tmp_path):
-    data = write_class_folders(tmp_path / "data", 40)
+def test_a_stopped_predict_says_what_is_on_disk_and_a_file_that_is_no_run_says_what_it_is_not(tmp_path, capsys,
+                                                                                                monkeypatch):
+    import os
+    import signal
+
+    from imgclf.inference.classifier import Classifier
+
+    data = write_class_folders(tmp_path / "data", 6)
     run = imgclf.train(str(data), epochs=1, project=str(tmp_path / "runs"), name="p", **TINY).run.path
+    original = Classifier.iter_predict
+
+    def stopped_after_five(self, *args, **kwargs):  # systemd or `timeout` sends SIGTERM half way
+        for i, p in enumerate(original(self, *args, **kwargs)):
+            if i == 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield p
+
+    monkeypatch.setattr(Classifier, "iter_predict", stopped_after_five)
     out = tmp_path / "out.csv"
-    command = [sys.executable, "-m", "imgclf", "predict", str(run), str(data), "--output", str(out),
-               "--batch-size", "1", "--workers", "0"]
-    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    deadline = __import__("time").time() + 60
-    while not (out.exists() and len(out.read_text().splitlines()) > 3) and __import__("time").time() < deadline:
-        __import__("time").sleep(0.05)
-    child.terminate()
-    err = child.communicate(timeout=60)[1]
-    assert child.returncode == 130 and "--resume adds the rest" in err and "Traceback" not in err, err
+    assert main(["predict", str(run), str(data), "--output", str(out), "--batch-size", "2", "--workers", "0"]) == 130
+    err = capsys.readouterr().err
     rows = len(out.read_text().splitlines()) - 1
-    assert f"holds {rows} row(s)" in err
+    assert f"holds {rows} row(s)" in err and "--resume adds the rest" in err and 5 <= rows < 18
+    assert signal.getsignal(signal.SIGTERM) is not stopped_after_five  # the handler is put back
     evil = tmp_path / "evil.pt"
     evil.write_bytes(b"not a run")
-    done = subprocess.run([sys.executable, "-m", "imgclf", "predict", str(evil), str(out)], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 2 and "is a file, not a run directory" in done.stderr
+    assert main(["predict", str(evil), str(out)]) == 2
+    assert "is a file, not a run directory" in capsys.readouterr().err
 
 
 def test_the_python_api_shows_itself(tmp_path):
