@@ -118,3 +118,20 @@ def test_csv_logger_drops_rows_that_will_be_rerun(trainer, tmp_path):
     with path.open() as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"] and rows[1]["train_loss"] == "0.5"
+
+
+def test_without_a_terminal_the_progress_bar_prints_a_line_every_few_seconds(trainer):
+    from imgclf.training.callbacks import ProgressBar
+
+    trainer.epochs, trainer.steps_per_epoch = 3, 50
+    bar = ProgressBar(every_s=0.0)  # pytest captures the output: no terminal, the bar is off
+    bar.on_epoch_begin(trainer, 1)
+    for step in range(1, 51):
+        bar.on_batch_end(trainer, step, {"loss": 0.5, "acc": 0.8})
+    lines = [m for m in trainer.messages if "step" in m]
+    assert len(lines) == 49 and lines[0].startswith("epoch 2/3  step 1/50  loss 0.5000  acc 0.8000")
+    quiet = ProgressBar(every_s=3600)
+    trainer.messages.clear()
+    quiet.on_epoch_begin(trainer, 0)
+    quiet.on_batch_end(trainer, 10, {"loss": 0.5, "acc": 0.8})
+    assert trainer.messages == []

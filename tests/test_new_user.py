@@ -445,7 +445,7 @@ def test_a_run_has_one_writer_at_a_time(tmp_path, capsys):
 
 def test_two_trainings_started_at_once_with_one_name_do_not_share_a_folder(tmp_path):
     data, project = write_class_folders(tmp_path / "data", 6), tmp_path / "runs"
-    command = [sys.executable, "-m", "imgclf", "train", str(data), "--epochs", "2", "--project", str(project),
+    command = [sys.executable, "-m", "imgclf", "train", str(data), "--epochs", "1", "--project", str(project),
                "--name", "twin", *TINY_ARGS]
     both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(300), p.stderr.read()) for p in both]
@@ -453,7 +453,7 @@ def test_two_trainings_started_at_once_with_one_name_do_not_share_a_folder(tmp_p
     assert codes == [0, 2], results
     assert "already exists" in "".join(err for _, err in results) or \
         "is being trained by process" in "".join(err for _, err in results)
-    assert [r["epoch"] for r in _rows(project / "twin" / "metrics.csv")] == ["1", "2"]
+    assert [r["epoch"] for r in _rows(project / "twin" / "metrics.csv")] == ["1"]
 
 
 def test_resuming_a_finished_run_says_so_and_does_nothing(tmp_path, capsys):
@@ -520,3 +520,22 @@ def test_the_python_api_shows_itself(tmp_path):
     assert len(history["val_loss"]) == 2 and len(history["train_loss"]) == 2
     with pytest.raises(UserError, match="epoch \\(did you mean epochs\\?\\)"):
         imgclf.train(str(data), epoch=2, project=str(tmp_path / "runs"), **TINY)
+
+
+def test_a_mistyped_path_fails_before_torch_is_imported(tmp_path):
+    (tmp_path / "food").mkdir()
+    script = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'timm', 'torchvision'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+from imgclf.cli.main import main
+assert main(['train', {str(tmp_path / 'fod')!r}]) == 2
+assert main(['predict', {str(tmp_path / 'runs' / 'nothere')!r}, 'x.jpg']) == 2
+assert main(['info', 'runs/nothere']) == 2
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "(did you mean food?)" in done.stderr and done.stderr.count("no such run") == 2

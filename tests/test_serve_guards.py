@@ -194,20 +194,20 @@ def test_only_bearer_or_x_api_key_carry_the_key(run, monkeypatch, tmp_path):
         create_app(run)
 
 
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "imgclf", *args], capture_output=True, text=True, timeout=timeout)
+def test_an_empty_key_is_a_one_line_error_and_a_key_file_works(run, tmp_path, capsys):
+    from imgclf.cli.main import main
 
-
-def test_an_empty_key_is_a_one_line_error_and_a_key_file_works(run, tmp_path):
-    done = cli("serve", str(run.run.path), "--api-key", "")
-    assert done.returncode == 2 and "--api-key is empty" in done.stderr and "Traceback" not in done.stderr
+    assert main(["serve", str(run.run.path), "--api-key", ""]) == 2  # refused before the model loads or binds
+    assert "--api-key is empty" in capsys.readouterr().err
     empty = tmp_path / "key.txt"
     empty.write_text("\n")
-    done = cli("serve", str(run.run.path), "--api-key-file", str(empty))
-    assert done.returncode == 2 and "is empty" in done.stderr
-    done = cli("serve", str(run.run.path), "--api-key-file", str(tmp_path / "missing.txt"))
-    assert done.returncode == 2 and "cannot read it" in done.stderr
-    helped = cli("serve", "--help").stdout
+    assert main(["serve", str(run.run.path), "--api-key-file", str(empty)]) == 2
+    assert "is empty" in capsys.readouterr().err
+    assert main(["serve", str(run.run.path), "--api-key-file", str(tmp_path / "missing.txt")]) == 2
+    assert "cannot read it" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    helped = capsys.readouterr().out
     assert "--api-key-file" in helped and "IMGCLF_API_KEY" in helped and "ps" in helped
 
 

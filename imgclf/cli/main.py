@@ -12,7 +12,7 @@ from .. import __version__
 from ..errors import Interrupted, UserError
 from ..files import describe_os_error
 from . import data, deploy, lessons, predict, runs, train
-from .options import Formatter, Parser
+from .options import Formatter, Parser, check_run_path
 
 # the order --help lists the commands in
 ORDER = ("train", "cv", "lr-find", "tune", "evaluate", "predict", "check", "info", "summary", "viz", "explain",
@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     # In a run of several processes every one meets the same mistake; the first says so, the others stay quiet.
     say = os.environ.get("RANK", "0") == "0"
     try:
+        for given in (getattr(args, "run", None), getattr(args, "target", None), getattr(args, "model", None)):
+            if isinstance(given, str) and args.command not in ("train", "cv", "tune", "lr-find", "summary"):
+                check_run_path(given)
         code = COMMANDS[args.command][1](args)
     except UserError as exc:
         if say:

@@ -5,6 +5,7 @@ each a list of files to decode or an array of pixels already in memory. Nothing 
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -293,14 +294,25 @@ def from_csv(path: Path) -> Source:
     return from_path_csv(path, frame, path_col)
 
 
+def check_data(data: str) -> None:
+    """DATA names something that exists (a folder, a file, a built-in dataset): checked before anything heavy is
+    imported, so a typo fails in a second, with the nearest names that do exist."""
+    if data.lower() in BUILTIN or Path(data).expanduser().exists():
+        return
+    path = Path(data).expanduser()
+    near = difflib.get_close_matches(path.name, sorted(p.name for p in path.parent.iterdir())
+                                     if path.parent.is_dir() else [], 3) + difflib.get_close_matches(data, BUILTIN, 1)
+    hint = f" (did you mean {', '.join(near)}?)" if near else ""
+    raise UserError(f"{data}: no such file or folder{hint}; give an image folder, a CSV file, or one of the "
+                    f"built-in datasets: {', '.join(BUILTIN)}")
+
+
 def load_source(data: str, data_root: str | None = None) -> Source:
     """Resolve DATA (folder, CSV or built-in dataset name) into a :class:`Source`."""
+    check_data(data)
     if data.lower() in BUILTIN:
         return load_builtin(data.lower(), data_root)
     path = Path(data).expanduser()
-    if not path.exists():
-        raise UserError(f"{data}: no such file or folder; give an image folder, a CSV file, or one of the "
-                        f"built-in datasets: {', '.join(BUILTIN)}")
     if path.is_dir():
         return from_folder(path)
     if path.suffix.lower() == ".csv":

@@ -239,16 +239,20 @@ class CSVLogger(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch with live loss and accuracy, then one summary line per epoch."""
+    """A tqdm bar per epoch with live loss and accuracy in a terminal, then one summary line per epoch. Where there
+    is no terminal to draw a bar on (output piped or logged, a batch job, a notebook), a line every ``every_s``
+    seconds says how far the epoch is, so that a 10-minute epoch is not silent."""
 
     rank_zero_only = True
 
-    def __init__(self, refresh_every: int = 10) -> None:
-        self.refresh_every, self.bar = refresh_every, None
-        self.started = 0.0
+    def __init__(self, refresh_every: int = 10, every_s: float = 30.0) -> None:
+        self.refresh_every, self.every_s, self.bar = refresh_every, every_s, None
+        self.started = self.next_line = 0.0
+        self.epoch = 0
 
     def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
-        self.started = time.perf_counter()
+        self.started, self.epoch = time.perf_counter(), epoch
+        self.next_line = self.started + self.every_s
         self.bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {epoch + 1}/{trainer.epochs}", unit="batch",
                         leave=False, dynamic_ncols=True, disable=None)
 
@@ -256,6 +260,11 @@ class ProgressBar(Callback):
         if step % self.refresh_every == 0 or step == trainer.steps_per_epoch:
             self.bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['acc']:.4f}", refresh=False)
             self.bar.update(step - self.bar.n)
+        now = time.perf_counter()
+        if self.bar.disable and now >= self.next_line and step < trainer.steps_per_epoch:
+            trainer.log(f"epoch {self.epoch + 1}/{trainer.epochs}  step {step}/{trainer.steps_per_epoch}  loss "
+                        f"{logs['loss']:.4f}  acc {logs['acc']:.4f}  {now - self.started:.0f}s")
+            self.next_line = now + self.every_s
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
         self.bar.close()
