@@ -90,8 +90,10 @@ def sweep(world) -> list[tuple[list[str], int]]:
     return table
 
 
-def test_no_command_prints_a_traceback(world, capsys, monkeypatch):
+def test_no_command_prints_a_traceback(world, capsys, monkeypatch, tmp_path):
     import uvicorn
+
+    monkeypatch.chdir(tmp_path)  # what a command writes by default (compare.html, runs/) lands here
 
     def started(*args, **kwargs):
         raise AssertionError("the server started on bad input")
@@ -112,6 +114,8 @@ def test_no_command_prints_a_traceback(world, capsys, monkeypatch):
         elif expected and len([line for line in out.err.splitlines() if "error" in line]) != 1:
             failures.append(f"{argv}: not one error line: {out.err.strip()[-300:]}")
     assert not failures, f"{len(failures)} command(s) failed:\n" + "\n".join(failures)
+    made = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert all(p.startswith("compare") for p in made), f"a failed command left {made}"
     assert "pwned" not in capsys.readouterr().out
 
 

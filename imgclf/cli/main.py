@@ -32,6 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TRAINING = ("train", "cv", "tune", "lr-find", "check")  # the commands whose first argument is DATA
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """The paths a command was given exist (DATA, a run), checked before its handler imports anything heavy."""
+    if args.command in TRAINING:
+        if getattr(args, "data", None) and not getattr(args, "resume", False):
+            from ..data.sources import check_data  # numpy and pandas, not torch
+
+            check_data(args.data)
+        return
+    for given in (getattr(args, "run", None), getattr(args, "target", None), getattr(args, "model", None)):
+        if isinstance(given, str) and args.command != "summary":
+            check_run_path(given)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user mistakes print one line and exit 2; Ctrl-C exits 130."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -40,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     # In a run of several processes every one meets the same mistake; the first says so, the others stay quiet.
     say = os.environ.get("RANK", "0") == "0"
     try:
-        for given in (getattr(args, "run", None), getattr(args, "target", None), getattr(args, "model", None)):
-            if isinstance(given, str) and args.command not in ("train", "cv", "tune", "lr-find", "summary"):
-                check_run_path(given)
+        _check_paths(args)  # a typo fails here, in a second, before torch and timm are imported
         code = COMMANDS[args.command][1](args)
     except UserError as exc:
         if say:

@@ -199,10 +199,6 @@ def _train_options(args: argparse.Namespace, *own: str) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int | None:
-    from ..data.sources import check_data
-
-    if args.data and not args.resume:
-        check_data(args.data)  # a typo fails here, in a second, not after torch and timm are imported
     from .. import distributed
 
     if args.devices > 1 and not distributed.launched():  # this process becomes the launcher of N trainers
