@@ -261,3 +261,45 @@ def test_stalled_clients_are_dropped_while_the_server_answers(run, tmp_path):
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_the_body_timeout_stops_at_the_end_of_the_body():
+    """A stalled body gets 408; once the body is in, waiting on receive (for a disconnect) is not a stall."""
+    import asyncio
+
+    from imgclf.deploy.guards import BodyLimit
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):  # reads the body, then listens for a disconnect, as streaming does
+        await receive()
+        assert (await receive())["type"] == "http.disconnect"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def one_part_then_late_disconnect():
+        messages = [{"type": "http.request", "body": b"{}", "more_body": False}]
+
+        async def receive():
+            if messages:
+                return messages.pop()
+            await asyncio.sleep(0.3)  # longer than the timeout
+            return {"type": "http.disconnect"}
+        return receive
+
+    async def stalled():
+        async def receive():
+            await asyncio.sleep(5)
+        return receive
+
+    async def run(make):
+        await BodyLimit(app, 1000, timeout=0.1)({"type": "http", "headers": []}, await make(), send)
+
+    asyncio.run(run(one_part_then_late_disconnect))
+    assert sent[0]["status"] == 200
+    sent.clear()
+    asyncio.run(run(stalled))
+    assert sent[0]["status"] == 408

@@ -84,16 +84,19 @@ class BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await send_error(send, 413, self._message())
             return
-        received, started = 0, False
+        received, started, complete = 0, False, False
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, complete
+            if complete:  # the body is in: a later receive waits for the disconnect, for as long as it takes
+                return await receive()
             try:
                 message = await asyncio.wait_for(receive(), self.timeout)
             except asyncio.TimeoutError:
                 raise _Stalled from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > self.limit:
                     raise _TooLarge
             return message
