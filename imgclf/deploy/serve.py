@@ -199,6 +199,16 @@ def _answer(predictor: Predictor, name: str, probs: np.ndarray, k: int) -> dict:
     return item
 
 
+def _guarded_app(limits: Limits, hosts: list[str] | None) -> FastAPI:
+    """An empty application behind the host check (outermost) and the body limit, its errors as JSON."""
+    app = FastAPI(title="imgclf", description="Image classification: upload images, get the top classes.",
+                  version="1")
+    app.add_middleware(BodyLimit, limit=limits.max_upload_bytes, timeout=limits.timeout_s)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts or allowed_hosts("127.0.0.1"))
+    _answer_errors_as_json(app)
+    return app
+
+
 def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str | None = None, max_batch: int = 32,
                batch_wait_ms: float = 5.0, hosts: list[str] | None = None) -> FastAPI:
     """The web application for ``predictor`` (a run's :class:`Classifier` or an ONNX file's classifier).
@@ -208,15 +218,10 @@ def create_app(predictor: Predictor, limits: Limits | None = None, api_key: str 
     api_key = resolve_api_key(api_key)
     batcher = Batcher(predictor, max_batch, batch_wait_ms)
     budget = DecodeBudget(limits.decode_memory_bytes, limits.decode_wait_s)
-    app = FastAPI(title="imgclf", description="Image classification: upload images, get the top classes.",
-                  version="1")
-    app.add_middleware(BodyLimit, limit=limits.max_upload_bytes, timeout=limits.timeout_s)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts or allowed_hosts("127.0.0.1"))  # outermost
+    app = _guarded_app(limits, hosts)
     app.state.decode_budget = budget  # visible, for tests and for a caller that shares it
     app.router.add_event_handler("shutdown", batcher.close)
     gradcam_ok = predictor.supports_gradcam
-
-    _answer_errors_as_json(app)
 
     def check_key(request: Request) -> None:
         if api_key is not None and not key_matches(request.headers, api_key):
