@@ -16,7 +16,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
-_EXPORTS = {"load": "training.job", "train": "training.job", "Classifier": "inference.classifier",
+_EXPORTS = {"load": "inference.load:load_predictor", "train": "training.job", "Classifier": "inference.classifier",
             "TrainConfig": "config", "UserError": "errors", "create_model": "models", "cross_validate": "experiments.cv",
             "tune": "experiments.tune", "runs": "reports.runs:list_runs", "Comparison": "reports.compare"}
 __all__ = ["Classifier", "Comparison", "TrainConfig", "UserError", "callbacks", "create_model", "cross_validate",

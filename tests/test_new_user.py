@@ -346,7 +346,7 @@ def test_a_missing_best_checkpoint_falls_back_loudly(image_folder, run_cwd, caps
 # ---- 15, 16: offline hub and small ones ------------------------------------------------------------------------
 def test_offline_hub_is_detected_at_once(monkeypatch):
     from imgclf.models import create_model
-    from imgclf.models.pretrained import hub_unreachable
+    from imgclf.models.timm_models import hub_unreachable
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match="HF_HUB_OFFLINE is set.*--weights FILE"):
@@ -392,9 +392,9 @@ def test_positive_suggests_imagenet_synonyms_by_spelling():
 
 
 def test_summary_of_a_textbook_name_says_what_to_use(capsys):
-    assert main(["summary", "googlenet"]) == 2
+    assert main(["summary", "inception_v1"]) == 2
     err = capsys.readouterr().err
-    assert "not a timm architecture name" in err and "inception_v3" in err and "no such run" not in err
+    assert "not a timm or torchvision architecture" in err and "googlenet" in err and "no such run" not in err
 
 
 def test_two_class_reports_have_no_top_1_line():

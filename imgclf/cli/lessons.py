@@ -17,12 +17,15 @@ def add_summary(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("summary", formatter_class=Formatter, help="layers, shapes, parameters and MACs",
                        description="Each layer's output shape, parameters (trainable and frozen) and "
                                    "multiply-accumulates for one image, with the totals.")
-    s.add_argument("model", help="cnn, cnn:SPEC, a timm model name, or a run directory")
+    s.add_argument("model", help="cnn, cnn:SPEC, a timm or torchvision model name, or a run directory")
     s.add_argument("--img-size", type=SIZE, default=None, help="input side (default: the run's, else 28 for cnn "
                                                                 "and the architecture's own for timm models)")
     s.add_argument("--channels", type=int, choices=(1, 3), default=None, help="input channels (default: the "
                                                                                 "run's, else 1 for cnn, 3 for timm)")
     s.add_argument("--num-classes", type=SOME, default=10, help="outputs, for a model name")
+    s.add_argument("--depth", type=SOME, default=None, help="one row per block this many levels down (1: "
+                                                            "GoogLeNet's Inception modules, a ResNet's stages) "
+                                                            "instead of one per layer")
 
 
 
@@ -101,7 +104,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
         clf = Classifier.load(args.model, device="cpu")
         model, channels, size = clf.model, clf.config.channels, args.img_size or clf.config.img_size
     shape = (channels, size, size)
-    print(format_summary(summarize(model, shape), model, shape))
+    print(format_summary(summarize(model, shape, args.depth), model, shape))
 
 
 VIZ_DIR = Path("runs") / "viz"

@@ -55,8 +55,10 @@ def add_training(sub: argparse._SubParsersAction, command: str = "train") -> Non
                    help="multiclass: one class per image (softmax); multilabel: any number of labels per image "
                         "(a sigmoid each, from a CSV 'labels' column holding cat|dog or cat;dog, or one 0/1 column "
                         "per label); auto: multilabel when a CSV row has several labels")
-    p.add_argument("--model", default=DEFAULTS.model, help="cnn, cnn:SPEC (e.g. cnn:32-32-m-64-64-m-fc128) or a timm "
-                                                            "architecture (resnet18, efficientnet_lite0, ...)")
+    p.add_argument("--model", default=DEFAULTS.model, help="cnn, cnn:SPEC (e.g. cnn:32-32-m-64-64-m-fc128), a timm "
+                                                            "architecture (resnet18, efficientnet_lite0, ...) or a "
+                                                            "torchvision one (googlenet; tv:NAME where timm has the "
+                                                            "name too)")
     p.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (built in for "
                                                               "efficientnet_lite0, else downloaded by timm)")
     p.add_argument("--weights", default=None, help="start from a local state dict (.safetensors, .pth, .pt)")

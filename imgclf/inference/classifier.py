@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 from torch import nn
 
@@ -22,7 +21,8 @@ from ..metrics.by_task import evaluation_for
 from ..metrics.classification import Evaluation
 from ..metrics.diagnose import diagnose
 from ..metrics.multilabel import MultiLabelEvaluation
-from ..models import CUSTOM, count_parameters, create_model, is_custom, pretrained_preprocess
+from ..models import (CUSTOM, count_parameters, create_model, is_custom, known_name, pretrained_preprocess,
+                      without_auxiliary)
 from ..models.pretrained import read_weights
 from ..run import BEST, LAST, RunDir, RunStatus, kept_epoch
 from .predictor import Predictor
@@ -98,7 +98,7 @@ class Classifier(Predictor):
         if str(run).lower().endswith(".onnx"):
             raise UserError(f"{run}: an exported ONNX file predicts and serves (imgclf predict / serve, "
                             f"imgclf.load); this needs the PyTorch run directory it was exported from")
-        if not Path(run).exists() and not (Path("runs") / run).exists() and timm.is_model(str(run)):
+        if not Path(run).exists() and not (Path("runs") / run).exists() and known_name(str(run)):
             return cls.from_pretrained(str(run), device)
         run_dir = RunDir.open(run)
         config, classes = run_dir.config(), run_dir.labels()
@@ -106,12 +106,13 @@ class Classifier(Predictor):
             name = config.model[len(CUSTOM):]
             raise UserError(f"{run_dir.path} was trained with your own model ({name}); load it from Python with "
                             f"imgclf.load({str(run_dir.path)!r}, model={name}(...))")
+        # the model that predicts: GoogLeNet's auxiliary classifiers served training only
         model = model if model is not None else create_model(config.model, len(classes), config.channels,
-                                                             config.img_size)
+                                                             config.img_size, auxiliary=False)
         path = cls._weights_path(run_dir, weights)
         if not path.exists():
             raise UserError(f"{path}: the run has no weights yet; train it first (imgclf train)")
-        state = read_weights(path)  # safetensors, or the model of a last.pt checkpoint (weights_only)
+        state = without_auxiliary(read_weights(path))  # safetensors, or last.pt's model (weights_only)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:

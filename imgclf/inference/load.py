@@ -11,8 +11,11 @@ from .predictor import Predictor
 
 def load_predictor(model: str | Path, weights: str = "best", device: str = "auto", module: "object | None" = None
                    ) -> Predictor:
-    """A run directory or name, a pretrained model name, or an exported ``.onnx`` file (which needs neither torch
-    nor timm, so neither is imported for it)."""
+    """``imgclf.load``: a trained classifier back from its run directory, with its ``best`` weights, its ``last``
+    epoch's, or any weights file of that run (e.g. one a :class:`~imgclf.callbacks.ModelCheckpoint` of yours
+    wrote). A cross-validation gives the ensemble of its folds; an exported ``.onnx`` file its onnxruntime
+    classifier (the same predict API; neither torch nor timm is imported for it); a timm or torchvision model name
+    its ImageNet classifier. Only the libraries the model needs are imported: a cnn run needs no timm."""
     # The PyTorch predictors are imported here, not at the top, so that an .onnx file never imports torch.
     if str(model).lower().endswith(".onnx"):
         return OnnxClassifier(model)

@@ -1,18 +1,21 @@
-"""One registry for every model: ``cnn``, ``cnn:SPEC`` (from scratch) or any timm architecture by name."""
+"""One registry for every model: ``cnn``, ``cnn:SPEC`` (from scratch), any timm architecture by name, and
+torchvision's (``googlenet``; ``tv:NAME`` where timm has the same name).
+
+timm and torchvision's model zoo are imported only when a model of theirs is asked for, so loading a cnn run to
+predict imports neither."""
 from __future__ import annotations
 
 import difflib
 
-import timm
 import torch
 from torch import nn
 
 from ..errors import UserError
 from .cnn import CNN, DEFAULT_SPEC
-from .pretrained import download_pretrained, fit_weights, load_pretrained, read_weights
+from .pretrained import fit_weights, read_weights
 
-__all__ = ["CNN", "DEFAULT_SPEC", "count_parameters", "create_model", "default_img_size", "is_cnn",
-           "pretrained_preprocess"]
+__all__ = ["CNN", "DEFAULT_SPEC", "canonical", "count_parameters", "create_model", "default_img_size",
+           "is_cnn", "known_name", "main_logits", "pretrained_preprocess", "without_auxiliary"]
 
 
 def is_cnn(name: str) -> bool:
@@ -44,49 +47,90 @@ def user_model(module: nn.Module, num_classes: int, in_chans: int, img_size: int
     return module
 
 
-# Names the courses use that timm does not have, and what to use instead.
-TEXTBOOK = {"googlenet": "GoogLeNet (Inception v1) is not in timm; its successors are: inception_v3, inception_v4",
-            "inception_v1": "GoogLeNet (Inception v1) is not in timm; its successors are: inception_v3, inception_v4",
-            "lenet": "LeNet is small enough to write as cnn:6k5p0-m-16k5p0-m-fc120-fc84",
-            "alexnet": "AlexNet is not in timm; a modern network of its size is resnet18"}
+# Names the courses use that neither library builds, and what to use instead.
+TEXTBOOK = {"inception_v1": "GoogLeNet (Inception v1) is googlenet, from torchvision",
+            "lenet": "LeNet is small enough to write as cnn:6k5p0-m-16k5p0-m-fc120-fc84"}
 
 
-def _check_timm_name(name: str) -> None:
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name.lower(), timm.list_models(), n=3)
-        hint = TEXTBOOK.get(name.lower()) or (f"did you mean {', '.join(close)}?" if close else
-                                               "see timm.list_models() for the names")
-        raise UserError(f"unknown model {name!r}: not a timm architecture name (nor cnn, cnn:SPEC or a run); {hint}")
+def canonical(name: str) -> str:
+    """The name a run records for the architecture ``name``: timm's name as it is, a torchvision architecture timm
+    lacks as ``tv:NAME`` (so that loading it later asks torchvision alone); cnn and runs of your own model as they
+    are. An unknown name is an error with the closest names of both libraries."""
+    if is_cnn(name) or is_custom(name):
+        return name
+    from . import torchvision_models as tvm
+
+    if name.startswith(tvm.PREFIX):
+        if name[len(tvm.PREFIX):] not in tvm.names():
+            close = difflib.get_close_matches(name[len(tvm.PREFIX):].lower(), tvm.names(), n=3)
+            raise UserError(f"unknown model {name!r}: not a torchvision architecture"
+                            f"{'; did you mean ' + ', '.join(tvm.PREFIX + c for c in close) + '?' if close else ''}")
+        return name
+    from . import timm_models
+
+    if timm_models.is_name(name):
+        return name
+    if name in tvm.names():
+        return tvm.PREFIX + name
+    close = difflib.get_close_matches(name.lower(), timm_models.names() + tvm.names(), n=3)
+    hint = TEXTBOOK.get(name.lower()) or (f"did you mean {', '.join(close)}?" if close else
+                                           "see timm.list_models() and torchvision.models.list_models()")
+    raise UserError(f"unknown model {name!r}: not a timm or torchvision architecture (nor cnn, cnn:SPEC or a run); "
+                    f"{hint}")
+
+
+def known_name(name: str) -> bool:
+    """Whether ``name`` is an architecture timm or torchvision builds (and so has ImageNet weights)."""
+    try:
+        return not (is_cnn(name) or is_custom(name)) and bool(canonical(name))
+    except UserError:
+        return False
+
+
+def _torchvision(name: str) -> str | None:
+    """torchvision's architecture behind a canonical name, or None for a timm one."""
+    return name[3:] if name.startswith("tv:") else None
 
 
 def default_img_size(name: str) -> int | None:
-    """The input size a timm architecture was designed for (224 for most, 299 for Inception); None for cnn."""
+    """The input size an architecture was designed for (224 for most, 299 for Inception); None for cnn."""
     if is_cnn(name) or is_custom(name):
         return None
-    _check_timm_name(name)
-    cfg = timm.models.get_pretrained_cfg(name)
-    return int(cfg.input_size[-1]) if cfg is not None else 224
+    name = canonical(name)
+    if arch := _torchvision(name):
+        from . import torchvision_models
+
+        return torchvision_models.preprocess(arch)["img_size"]
+    from . import timm_models
+
+    return timm_models.default_img_size(name)
 
 
 def pretrained_preprocess(name: str, channels: int) -> dict:
-    """The preprocessing ``name``'s ImageNet weights were trained with (timm's pretrained config)."""
-    _check_timm_name(name)
-    cfg = timm.models.get_pretrained_cfg(name)
-    mean, std = list(cfg.mean), list(cfg.std)
+    """The preprocessing ``name``'s ImageNet weights were trained with (the library's pretrained config)."""
+    name = canonical(name)
+    if arch := _torchvision(name):
+        from . import torchvision_models
+
+        pre = torchvision_models.preprocess(arch)
+    else:
+        from . import timm_models
+
+        pre = timm_models.preprocess(name)
     if channels == 1:  # grayscale input into a summed first convolution: one mean/std for the one channel
-        mean, std = [sum(mean) / 3], [sum(std) / 3]
-    return {"img_size": int(cfg.input_size[-1]), "crop_pct": float(cfg.crop_pct),
-            "interpolation": cfg.interpolation if cfg.interpolation in ("bilinear", "bicubic") else "bilinear",
-            "mean": mean, "std": std}
+        pre["mean"], pre["std"] = [sum(pre["mean"]) / 3], [sum(pre["std"]) / 3]
+    return pre
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 3, img_size: int = 224, pretrained: bool = False,
-                 weights: str | None = None) -> nn.Module:
+                 weights: str | None = None, *, auxiliary: bool = True) -> nn.Module:
     """Build ``name`` for ``num_classes`` outputs and ``in_chans``-channel inputs.
 
+    ``name`` is ``cnn``/``cnn:SPEC``, a timm architecture, or a torchvision one (``googlenet``, ``tv:resnet18``).
     ``weights`` loads a local state dict; ``pretrained`` loads ImageNet weights (built in for EfficientNet-Lite,
-    else downloaded by timm). The model is checked with one forward pass at ``img_size`` so an input too small
-    for the architecture gives a clear error now rather than in the middle of training.
+    else downloaded by timm or torchvision). ``auxiliary`` keeps GoogLeNet's and Inception v3's auxiliary
+    classifiers, which train from scratch only (they are never pretrained) and never predict. The model is checked with one forward pass at ``img_size`` so an
+    input too small for the architecture gives a clear error now rather than in the middle of training.
     """
     if is_cnn(name):
         model = CNN(name[4:] or DEFAULT_SPEC, num_classes, in_chans, img_size)
@@ -96,10 +140,15 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, img_size: int =
             raise UserError("the from-scratch cnn has no pretrained weights; use a timm model such as "
                             "efficientnet_lite0, or pass --weights FILE")
         return model
-    _check_timm_name(name)
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
-    if (weights or pretrained) and not load_pretrained(model, name, weights):
-        model = download_pretrained(name, num_classes, in_chans)
+    name = canonical(name)
+    if arch := _torchvision(name):
+        from . import torchvision_models
+
+        model = torchvision_models.create(arch, num_classes, in_chans, pretrained, weights, auxiliary)
+    else:
+        from . import timm_models
+
+        model = timm_models.create(name, num_classes, in_chans, pretrained, weights)
     model.eval()
     try:
         with torch.no_grad():
@@ -108,6 +157,20 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, img_size: int =
         raise UserError(f"model {name} cannot take {img_size}x{img_size} images ({str(exc).splitlines()[0]}); "
                         f"pass a larger --img-size, e.g. {default_img_size(name)}") from None
     return model
+
+
+def main_logits(output: torch.Tensor | tuple) -> torch.Tensor:
+    """The logits of a forward pass: GoogLeNet and Inception v3 add their auxiliary classifiers' in training."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def without_auxiliary(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A trained model's weights less its auxiliary classifiers' (GoogLeNet's), for the model that predicts."""
+    if not any(".aux" in k.lower() for k in state):
+        return state
+    from . import torchvision_models
+
+    return torchvision_models.without_auxiliary(state)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -125,8 +125,9 @@ class CNN(nn.Module):
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head[:-1](x)
-        return x if pre_logits else self.head[-1](x)
+        # The whole head is called as one module when it runs whole, so hooks and the FLOP counter see its layers
+        # under their own names (head.1...), not those of a slice.
+        return self.head[:-1](x) if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

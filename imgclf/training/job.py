@@ -24,8 +24,6 @@ from ..data.transforms import augmentation
 from ..device import autocast_dtype, resolve_device
 from ..errors import Interrupted, UserError
 from ..inference.classifier import Classifier
-from ..inference.load import load_predictor
-from ..inference.predictor import Predictor
 from ..metrics.by_task import evaluation_for
 from ..metrics.diagnose import collapse_note, diagnose
 from ..models import CUSTOM, count_parameters, is_custom
@@ -424,11 +422,3 @@ def _results(clf: Classifier, final: str | None, monitor: str, rows: list[dict[s
                if isinstance(v, (int, float)) and k != "images"} if clf.evaluation is not None and final else {}
     row = next((r for r in rows if int(r["epoch"]) == kept), None)
     return figures | ({f"best_{monitor}": row[monitor]} if row and monitor in row else {})
-
-
-def load(run: str | Path, weights: str | Path = "best", device: str = "auto", model: nn.Module | None = None
-         ) -> Predictor:
-    """A trained classifier back from its run directory: its ``best`` weights, its ``last`` epoch's, or any
-    weights file of that run (e.g. one a :class:`~imgclf.callbacks.ModelCheckpoint` of yours wrote). An exported
-    ``.onnx`` file gives its onnxruntime classifier (the same predict API); a timm model name its ImageNet one."""
-    return load_predictor(run, weights, device, model)

@@ -58,13 +58,32 @@ def create_loss(labels: torch.Tensor, classes: list[str], weighting: str, sample
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
 
 
+# GoogLeNet's paper adds each auxiliary classifier's loss, weighted 0.3, to the main one during training.
+AUX_WEIGHT = 0.3
+
+
+class WithAuxiliary(nn.Module):
+    """``loss`` of the main logits plus ``weight`` times that of each auxiliary classifier, for a model whose
+    training forward returns them after its logits (GoogLeNet, Inception v3); plain logits pass straight through."""
+
+    def __init__(self, loss: nn.Module, weight: float = AUX_WEIGHT) -> None:
+        super().__init__()
+        self.loss, self.weight = loss, weight
+
+    def forward(self, output: torch.Tensor | tuple, target: torch.Tensor) -> torch.Tensor:
+        if not isinstance(output, tuple):
+            return self.loss(output, target)
+        main, *aux = output
+        return self.loss(main, target) + self.weight * sum(self.loss(a, target) for a in aux)
+
+
 def create_criterion(task: Task, labels: torch.Tensor, classes: list[str], cfg: TrainConfig,
                      log: Callable[[str], None]) -> nn.Module:
     """The training loss of the run's task: cross-entropy (see :func:`create_loss`) for one class per image, or
     :func:`multilabel_loss` for multi-label data."""
     if task.multilabel:
-        return multilabel_loss(labels, classes, cfg, log)
-    return create_loss(labels, classes, cfg.class_weights, cfg.sampler, cfg.label_smoothing, log)
+        return WithAuxiliary(multilabel_loss(labels, classes, cfg, log))
+    return WithAuxiliary(create_loss(labels, classes, cfg.class_weights, cfg.sampler, cfg.label_smoothing, log))
 
 
 def multilabel_loss(labels: torch.Tensor, classes: list[str], cfg: TrainConfig, log: Callable[[str], None]

@@ -15,7 +15,7 @@ from ..data.prepare import input_shape
 from ..data.sources import Source, load_source
 from ..data.split import holdout
 from ..errors import UserError
-from ..models import create_model, default_img_size, is_cnn, pretrained_preprocess, user_model
+from ..models import canonical, create_model, default_img_size, is_cnn, pretrained_preprocess, user_model
 from ..run import check_run_name
 from ..task import check_options, get_task
 
@@ -45,7 +45,7 @@ def new_config(data: str | None, model: str, epochs: int | None, options: dict[s
         if options.get(key):
             options[key] = str(Path(options[key]).expanduser().resolve())
     # from_dict, not the constructor: a misspelt option (epoch=2) gets "did you mean epochs?", not a TypeError
-    cfg = TrainConfig.from_dict({"data": data, "model": model, **({"epochs": epochs} if epochs is not None else {}),
+    cfg = TrainConfig.from_dict({"data": data, "model": canonical(model), **({"epochs": epochs} if epochs is not None else {}),
                                  **options})
     if cfg.name is not None:
         check_run_name(cfg.name)
@@ -97,6 +97,9 @@ def build_model(cfg: TrainConfig, num_classes: int, own: nn.Module | None = None
     false (a resumed run loads its checkpoint instead)."""
     if own is not None:
         return user_model(own, num_classes, cfg.channels, cfg.img_size)
+    # Auxiliary classifiers (GoogLeNet's) train from scratch only: ImageNet weights leave them untrained.
+    auxiliary = not (cfg.pretrained or cfg.weights)
     if not weights:
-        return create_model(cfg.model, num_classes, cfg.channels, cfg.img_size)
-    return create_model(cfg.model, num_classes, cfg.channels, cfg.img_size, cfg.pretrained, cfg.weights)
+        return create_model(cfg.model, num_classes, cfg.channels, cfg.img_size, auxiliary=auxiliary)
+    return create_model(cfg.model, num_classes, cfg.channels, cfg.img_size, cfg.pretrained, cfg.weights,
+                         auxiliary=auxiliary)

@@ -35,6 +35,7 @@ from ..data.transforms import normalize
 from ..device import autocast_for
 from ..errors import Interrupted, UserError
 from ..metrics.by_task import validation_for
+from ..models import main_logits
 from ..task import MultiClass, Task
 from .callbacks import Callback
 from .optim import StepSchedule
@@ -275,8 +276,9 @@ class Trainer:
         no_sync = self.model.no_sync() if not boundary and self.processes > 1 else contextlib.nullcontext()
         with no_sync:
             with autocast_for(self.device, self.precision):
-                logits = self.model(x)
-                loss = self.loss_fn(logits, target)
+                output = self.model(x)
+                loss = self.loss_fn(output, target)
+            logits = main_logits(output)
             scaled = loss / self.accumulate if self.accumulate > 1 else loss
             if self.scaler is not None and self.scaler.is_enabled():
                 self.scaler.scale(scaled).backward()
