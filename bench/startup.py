@@ -1,10 +1,14 @@
-"""Start-up cost of the commands a user types most: wall time and peak memory (RSS) of whole processes.
+"""Start-up cost of the commands a user types most, and of their mistakes: wall time and peak memory (RSS) of
+whole processes, each also as a ratio to ``python -c "import torch"`` timed in the same run (the machine's load
+changes from day to day; the ratio does not).
 
     .venv/bin/python bench/startup.py [--baseline REV] [--repeat 5]
 
-Trains and exports a tiny run once, then times ``imgclf --help``, ``imgclf --version``, ``imgclf train --help`` and
-``imgclf predict model.onnx IMAGE`` in fresh interpreters, for this checkout and, with ``--baseline``, for another
-commit of the repository (checked out in a temporary git worktree), in the same run so the figures compare.
+Trains and exports a tiny cnn run once, then times, in fresh interpreters: ``--help``, ``--version``, ``train
+--help``, predicting one image with the run and with its ``.onnx`` file, and the errors that must come before
+torch is imported (a mistyped DATA, a missing run), ``viz bottleneck`` (arithmetic), and a built-in dataset that is
+neither on disk nor downloadable (the data root is empty; run it offline). With ``--baseline``, the same for
+another commit of the repository (checked out in a temporary git worktree), in the same run so the figures compare.
 """
 from __future__ import annotations
 
@@ -21,16 +25,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def measure(tree: Path, args: list[str], cwd: Path) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of ``python -m imgclf ARGS`` importing imgclf from ``tree``."""
+def measure(tree: Path, args: list[str], cwd: Path, exit_code: int = 0) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of ``python -m imgclf ARGS`` importing imgclf from ``tree`` (``args`` starting
+    with ``-c``: that Python code instead), which must exit with ``exit_code``."""
     env = os.environ | {"PYTHONPATH": str(tree)}
+    command = [sys.executable, *args] if args[0] == "-c" else [sys.executable, "-m", "imgclf", *args]
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "imgclf", *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{tree}: imgclf {' '.join(args)} failed: {proc.stderr.read().decode()[-500:]}")
+    if os.waitstatus_to_exitcode(status) != exit_code:
+        raise SystemExit(f"{tree}: {' '.join(args)} exited {os.waitstatus_to_exitcode(status)}, not {exit_code}: "
+                         f"{proc.stderr.read().decode()[-500:]}")
     return seconds, usage.ru_maxrss / 1024
 
 
@@ -73,14 +79,22 @@ def main() -> None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.baseline],
                            check=True, capture_output=True)
             trees = {f"baseline ({args.baseline})": base} | trees
-        commands = {"imgclf --help": ["--help"], "imgclf --version": ["--version"],
-                    "imgclf train --help": ["train", "--help"],
-                    "imgclf predict model.onnx IMAGE": ["predict", str(onnx), str(image)]}
+        (work / "empty").mkdir()
+        commands = {"python -c 'import torch' (the unit)": (["-c", "import torch"], 0),
+                    "imgclf --help": (["--help"], 0), "imgclf --version": (["--version"], 0),
+                    "imgclf train --help": (["train", "--help"], 0),
+                    "imgclf predict model.onnx IMAGE": (["predict", str(onnx), str(image)], 0),
+                    "imgclf predict RUN IMAGE (cnn)": (["predict", str(work / "runs" / "tiny"), str(image)], 0),
+                    "imgclf train data/fod (a typo)": (["train", str(work / "dat")], 2),
+                    "imgclf predict runs/nothere IMAGE": (["predict", str(work / "runs" / "nothere"), str(image)], 2),
+                    "imgclf viz bottleneck": (["viz", "bottleneck"], 0),
+                    "imgclf train fashion-mnist, offline, not on disk": (
+                        ["train", "fashion-mnist", "--data-root", str(work / "empty")], 2)}
         results: dict[str, dict[str, tuple[float, float]]] = {}
         try:
             for label, tree in trees.items():
-                for name, argv in commands.items():
-                    runs = [measure(tree, argv, work) for _ in range(args.repeat)]
+                for name, (argv, code) in commands.items():
+                    runs = [measure(tree, argv, work, code) for _ in range(args.repeat)]
                     results.setdefault(name, {})[label] = (statistics.median(r[0] for r in runs),
                                                            max(r[1] for r in runs))
         finally:
@@ -88,12 +102,14 @@ def main() -> None:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
                 shutil.rmtree(base, ignore_errors=True)
     labels = list(trees)
-    print(f"median of {args.repeat} runs; peak RSS of the process")
-    print("| command | " + " | ".join(f"{label}: s, MB" for label in labels) +
+    unit = {label: results[next(iter(commands))][label][0] for label in labels}
+    print(f"median of {args.repeat} runs; peak RSS of the process; x torch: the time over `import torch`'s")
+    print("| command | " + " | ".join(f"{label}: s, x torch, MB" for label in labels) +
           (" | speed-up |" if len(labels) == 2 else " |"))
     print("|---" * (len(labels) + 1 + (len(labels) == 2)) + "|")
     for name, by in results.items():
-        cells = " | ".join(f"{by[label][0]:.2f} s, {by[label][1]:,.0f} MB" for label in labels)
+        cells = " | ".join(f"{by[label][0]:.2f} s, {by[label][0] / unit[label]:.2f}x, {by[label][1]:,.0f} MB"
+                           for label in labels)
         ratio = f" | {by[labels[0]][0] / by[labels[1]][0]:.1f}x |" if len(labels) == 2 else " |"
         print(f"| `{name}` | {cells}{ratio}")
 

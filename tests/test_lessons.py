@@ -5,7 +5,8 @@ from PIL import Image
 
 from imgclf.cli.main import main
 from imgclf.errors import UserError
-from imgclf.lessons.convolution import bottleneck, convolve, output_size, parse_kernel, pool
+from imgclf.lessons.bottleneck import bottleneck
+from imgclf.lessons.convolution import convolve, output_size, parse_kernel, pool
 
 
 def test_a_vertical_edge_through_the_vertical_kernel():
@@ -33,6 +34,23 @@ def test_the_bottleneck_arithmetic():
     assert direct.params == 5 * 5 * 128 * 64 and direct.macs == 28 * 28 * 5 * 5 * 128 * 64
     assert reduced.params == 128 * 32 + 5 * 5 * 32 * 64
     assert reduced.macs == 28 * 28 * (128 * 32 + 5 * 5 * 32 * 64)
+
+
+@pytest.mark.parametrize("h,w,c,out,k,r", [(28, 28, 192, 32, 5, 16), (7, 9, 3, 8, 3, 2), (14, 14, 64, 64, 1, 64)])
+def test_the_bottleneck_arithmetic_is_what_torch_counts(h, w, c, out, k, r):
+    import torch
+    from torch import nn
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def counted(layers: nn.Module):
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            layers(torch.zeros(1, c, h, w))
+        return sum(p.numel() for p in layers.parameters()), counter.get_total_flops() // 2
+    direct, reduced = bottleneck(h, w, c, out, k, r)
+    assert (direct.params, direct.macs) == counted(nn.Conv2d(c, out, k, padding=k // 2, bias=False))
+    assert (reduced.params, reduced.macs) == counted(nn.Sequential(nn.Conv2d(c, r, 1, bias=False),
+                                                                   nn.Conv2d(r, out, k, padding=k // 2, bias=False)))
 
 
 def test_viz_commands_print_sizes_and_save_pictures(tmp_path, capsys):

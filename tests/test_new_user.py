@@ -535,7 +535,9 @@ from imgclf.cli.main import main
 assert main(['train', {str(tmp_path / 'fod')!r}]) == 2
 assert main(['predict', {str(tmp_path / 'runs' / 'nothere')!r}, 'x.jpg']) == 2
 assert main(['info', 'runs/nothere']) == 2
+assert main(['viz', 'bottleneck']) == 0  # arithmetic: no torch at all
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "(did you mean food?)" in done.stderr and done.stderr.count("no such run") == 2
+    assert "the 1x1 reduction needs 9.7x fewer multiply-adds" in done.stdout

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from imgclf.data import builtin
 from imgclf.data.builtin import load_builtin
 from imgclf.data.sources import load_source, sort_classes
 from imgclf.data.split import split_indices, with_validation
@@ -107,6 +108,7 @@ def test_builtin_offline_says_where_to_put_the_files(tmp_path, monkeypatch, name
     def offline(*args, **kwargs):
         raise OSError("network unreachable")
     monkeypatch.setattr(getattr(torchvision.datasets, cls), "__init__", offline)
+    monkeypatch.setattr(builtin, "host_unreachable", lambda url, timeout=3.0: None)  # the host answers, then fails
     with pytest.raises(UserError, match=where) as error:
         load_source(name, str(tmp_path))
     assert "--data-root" in str(error.value) and "network unreachable" in str(error.value)
@@ -150,3 +152,19 @@ def test_with_validation_keeps_an_existing_val_split(split_folder):
 def test_too_few_images_to_split():
     with pytest.raises(UserError, match="too few"):
         split_indices(np.array([0, 1, 2]), 0.1, 0)
+
+
+def test_an_offline_built_in_dataset_fails_in_seconds_naming_where_its_files_go(tmp_path, monkeypatch):
+    """No download is tried when its host does not answer: torchvision's own retries take over half a minute."""
+    import torchvision
+
+    tried = []
+    monkeypatch.setattr(builtin, "host_unreachable", lambda url, timeout=3.0: tried.append(url) or "no network")
+    monkeypatch.setattr(torchvision.datasets.FashionMNIST, "download", lambda self: pytest.fail("download tried"))
+    with pytest.raises(UserError, match=r"fashion-mnist is not under .* cannot be downloaded here \(no network\); "
+                                        r"put its files in .*FashionMNIST/raw \(train-images-idx3-ubyte.gz"):
+        builtin.load_builtin("fashion-mnist", str(tmp_path))
+    assert tried == torchvision.datasets.FashionMNIST.mirrors
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", lambda self: pytest.fail("download tried"))
+    with pytest.raises(UserError, match="cifar10 is not under .*cannot be downloaded here"):
+        builtin.load_builtin("cifar10", str(tmp_path))

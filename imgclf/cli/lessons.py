@@ -162,7 +162,7 @@ def _viz_data(args: argparse.Namespace) -> None:
 
 
 def _viz_bottleneck(args: argparse.Namespace) -> None:
-    from ..lessons import convolution as lessons
+    from ..lessons import bottleneck as lessons
 
     try:
         h, w, c = (int(v) for v in args.shape.lower().split("x"))

@@ -1,15 +1,17 @@
 """Well-known datasets by name, read through torchvision's loaders, plus the bundled Fashion-MNIST sample.
 
-Online, torchvision downloads what is missing. Offline, the error says which files to put where.
+Online, torchvision downloads what is missing. Offline, the error says which files to put where, in seconds.
 """
 from __future__ import annotations
 
 import gzip
 from importlib import resources
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
+from ..downloads import host_unreachable
 from ..errors import UserError
 from .dataset import Source, Split
 
@@ -18,6 +20,7 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 BUILTIN = ("fashion-mnist", "mnist", "cifar10", "food101", "fashion-mnist-sample")
 DEFAULT_ROOT = Path("~/.cache/imgclf/datasets")
+T = TypeVar("T")
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -49,10 +52,23 @@ def _find_idx(root: Path, folder: str) -> dict[str, Path] | None:
     return None
 
 
-def _download_hint(name: str, root: Path, where: str, exc: Exception) -> UserError:
-    return UserError(f"{name} is not under {root} and could not be downloaded ({type(exc).__name__}: "
-                     f"{str(exc).splitlines()[0] if str(exc) else 'offline?'}); put its files in {where} "
-                     f"or pass --data-root to the folder that holds them")
+def _fetch(name: str, root: Path, where: str, urls: list[str], fetch: Callable[[], T]) -> T:
+    """``fetch()``, torchvision's download of ``name``, after one quick look that a host of ``urls`` answers:
+    offline, the error comes in seconds rather than after torchvision's retries."""
+    reasons = []
+    for url in urls:
+        if (why := host_unreachable(url)) is None:
+            break
+        reasons.append(why)
+    else:
+        raise UserError(f"{name} is not under {root} and cannot be downloaded here ({reasons[0]}); put its files in "
+                        f"{where} or pass --data-root to the folder that holds them")
+    try:
+        return fetch()
+    except Exception as exc:  # noqa: BLE001 - any network failure means "offline": say where the files go
+        raise UserError(f"{name} is not under {root} and could not be downloaded ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'offline?'}); put its files in {where} "
+                        f"or pass --data-root to the folder that holds them") from None
 
 
 def _mnist_like(name: str, root: Path) -> Source:
@@ -63,12 +79,8 @@ def _mnist_like(name: str, root: Path) -> Source:
                             ("MNIST", [str(i) for i in range(10)], torchvision.datasets.MNIST))
     files = _find_idx(root, folder)
     if files is None:
-        try:
-            cls(str(root), train=True, download=True)
-            cls(str(root), train=False, download=True)
-        except Exception as exc:  # noqa: BLE001 - any network failure means "offline": say where the files go
-            raise _download_hint(name, root, f"{root / folder / 'raw'} ({', '.join(f + '.gz' for f in IDX_FILES)})",
-                                 exc) from None
+        where = f"{root / folder / 'raw'} ({', '.join(f + '.gz' for f in IDX_FILES)})"
+        _fetch(name, root, where, cls.mirrors, lambda: [cls(str(root), train=t, download=True) for t in (True, False)])
         files = _find_idx(root, folder)
     splits = {
         "train": Split(_read_idx(files[IDX_FILES[1]]).astype(np.int64), pixels=_read_idx(files[IDX_FILES[0]])),
@@ -78,32 +90,34 @@ def _mnist_like(name: str, root: Path) -> Source:
     return Source(name, classes, splits, flip_ok=name == "fashion-mnist")
 
 
+def _read_or_fetch(name: str, root: Path, where: str, url: str, read: Callable[[bool], list]) -> list:
+    """``read(download=False)``, else torchvision's download after a quick look at its host."""
+    try:
+        return read(False)
+    except (RuntimeError, OSError):  # torchvision: "Dataset not found or corrupted"
+        return _fetch(name, root, where, [url], lambda: read(True))
+
+
 def _cifar10(root: Path) -> Source:
     import torchvision
 
-    splits = {}
-    try:
-        for split, train in (("train", True), ("test", False)):
-            ds = torchvision.datasets.CIFAR10(str(root), train=train, download=True)
-            splits[split] = Split(np.asarray(ds.targets, dtype=np.int64), pixels=ds.data)
-    except Exception as exc:  # noqa: BLE001
-        raise _download_hint("cifar10", root, f"{root}/cifar-10-batches-py/ (from cifar-10-python.tar.gz)",
-                             exc) from None
-    return Source("cifar10", list(ds.classes), splits)
+    cls = torchvision.datasets.CIFAR10
+    train, test = _read_or_fetch("cifar10", root, f"{root}/cifar-10-batches-py/ (from cifar-10-python.tar.gz)",
+                                 cls.url, lambda get: [cls(str(root), train=t, download=get) for t in (True, False)])
+    splits = {split: Split(np.asarray(ds.targets, dtype=np.int64), pixels=ds.data)
+              for split, ds in (("train", train), ("test", test))}
+    return Source("cifar10", list(train.classes), splits)
 
 
 def _food101(root: Path) -> Source:
     import torchvision
 
-    splits = {}
-    try:
-        for split in ("train", "test"):
-            ds = torchvision.datasets.Food101(str(root), split=split, download=True)
-            splits[split] = Split(np.asarray(ds._labels, dtype=np.int64), paths=list(map(Path, ds._image_files)))
-    except Exception as exc:  # noqa: BLE001
-        raise _download_hint("food101", root, f"{root}/food-101/ (images/ and meta/ from food-101.tar.gz)",
-                             exc) from None
-    return Source("food101", list(ds.classes), splits)
+    cls = torchvision.datasets.Food101
+    train, test = _read_or_fetch("food101", root, f"{root}/food-101/ (images/ and meta/ from food-101.tar.gz)",
+                                 cls._URL, lambda get: [cls(str(root), split=s, download=get) for s in ("train", "test")])
+    splits = {split: Split(np.asarray(ds._labels, dtype=np.int64), paths=list(map(Path, ds._image_files)))
+              for split, ds in (("train", train), ("test", test))}
+    return Source("food101", list(train.classes), splits)
 
 
 def _bundled_sample() -> Source:

@@ -1,16 +1,13 @@
-"""The lessons on the user's own images: what the data looks like, what a filter does, what pooling does, why 1x1
-convolutions save compute. The arithmetic is torch's own (``conv2d``, pooling, the FLOP counter), so what the lesson shows is
+"""The lessons on the user's own images: what the data looks like, what a filter does, what pooling does (the
+1x1 convolution's arithmetic is in ``bottleneck.py``). The arithmetic is torch's own (``conv2d``, pooling, the FLOP counter), so what the lesson shows is
 exactly what a CNN layer computes (a cross-correlation, as in every deep-learning library)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import TrainConfig
 from ..data.decode import BadImage, Preprocess, open_image, to_mode
@@ -84,32 +81,6 @@ def pool(image: np.ndarray, size: int = 2, stride: int | None = None, kind: str 
         raise UserError(f"the pooling window ({size}) is larger than the image {image.shape}")
     fn = F.max_pool2d if kind == "max" else F.avg_pool2d
     return fn(torch.from_numpy(image)[None, None], size, stride or size)[0, 0].numpy()
-
-
-@dataclass
-class Cost:
-    """Parameters and multiply-accumulates of a layer stack for one image."""
-
-    params: int
-    macs: int
-
-
-def _cost(layers: nn.Module, shape: tuple[int, int, int]) -> Cost:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        layers(torch.zeros(1, *shape))
-    return Cost(sum(p.numel() for p in layers.parameters()), counter.get_total_flops() // 2)
-
-
-def bottleneck(height: int, width: int, channels: int, out: int, kernel: int, reduce: int) -> tuple[Cost, Cost]:
-    """(direct k x k convolution, 1x1 reduction to ``reduce`` channels then the k x k one), 'same' padding,
-    no biases: GoogLeNet's trick, counted by torch's FLOP counter."""
-    if min(height, width, channels, out, kernel, reduce) < 1:
-        raise UserError("--in, --out, --kernel and --reduce must all be positive")
-    direct = nn.Conv2d(channels, out, kernel, padding=kernel // 2, bias=False)
-    reduced = nn.Sequential(nn.Conv2d(channels, reduce, 1, bias=False),
-                            nn.Conv2d(reduce, out, kernel, padding=kernel // 2, bias=False))
-    return _cost(direct, (channels, height, width)), _cost(reduced, (channels, height, width))
 
 
 def _finish(fig, axes, title: str, path: Path) -> None:

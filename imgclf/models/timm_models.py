@@ -8,7 +8,8 @@ import timm
 from torch import nn
 
 from ..errors import UserError
-from .pretrained import host_unreachable, load_pretrained, ways_out
+from ..downloads import host_unreachable
+from .pretrained import load_pretrained, ways_out
 
 
 def is_name(name: str) -> bool:

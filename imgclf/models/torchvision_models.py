@@ -16,7 +16,8 @@ from torch import nn
 from torchvision import models as tv
 
 from ..errors import UserError
-from .pretrained import fit_weights, host_unreachable, read_weights, ways_out
+from ..downloads import host_unreachable
+from .pretrained import fit_weights, read_weights, ways_out
 
 PREFIX = "tv:"
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
