@@ -22,7 +22,7 @@ ALLOWED = {
     "distributed": set(),
     "models": set(),
     "data": {"config", "distributed", "task"},
-    "metrics": {"distributed", "task", "plots"},
+    "metrics": {"config", "distributed", "task", "plots"},  # config: the diagnosis advises on the run's options
     "plots": {"metrics.diagnose"},  # the curves mark the over-fitting the diagnosis finds
     "inference": {"config", "data", "device", "metrics", "models", "run", "task"},
     "reports": {"config", "data", "device", "inference", "metrics", "models", "plots", "run", "task"},

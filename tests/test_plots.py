@@ -44,11 +44,12 @@ def test_the_diagnosis_finds_where_over_fitting_started():
     assert "started at epoch 4" in found.text and "augmentation" in found.text and "dropout" in found.text
     assert diagnose(rows([0.9, 0.6, 0.5, 0.45, 0.44])).verdict == "good fit"
     assert diagnose(rows([2.0, 1.9, 1.8], train_acc=0.4, val_acc=0.38)).verdict == "under-fitting"
-    gap = rows([0.9, 0.8, 0.7, 0.7, 0.69])
+    gap = rows([0.9, 0.8, 0.7, 0.71, 0.715])  # validation loss stalled (not 3% above its minimum)
     for r, acc in zip(gap, [0.80, 0.85, 0.90, 0.95, 0.99]):
         r["train_acc"], r["val_acc"] = acc, 0.8
     grown = diagnose(gap)
     assert grown.verdict == "over-fitting" and grown.onset == 2 and grown.gap == pytest.approx(19.0)
+    assert "(an early sign)" in grown.text and "widened from +0.0 points at epoch 1 to +19.0 at epoch 5" in grown.text
     assert diagnose([{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5}]).verdict == "unknown"
 
 
@@ -143,3 +144,30 @@ def test_viz_data_draws_a_data_set_before_training(tmp_path, capsys, no_missing_
     for name in ("samples.png", "class_counts.png", "augmentation.png"):
         assert_picture(out / name, 300, 150)
     assert main(["viz", "data", str(tmp_path / "nowhere")]) == 2
+
+
+def test_the_diagnosis_judges_only_what_it_can_and_says_how_sure():
+    from imgclf.config import TrainConfig
+
+    # Two epochs, validation loss still falling, training accuracy ahead: too early to call it over-fitting.
+    early = rows([0.5, 0.4], train_acc=0.9, val_acc=0.8)
+    early[0]["train_acc"] = 0.7
+    assert diagnose(early).verdict == "unknown" and "too early" in diagnose(early).text
+    # The gap widens but validation loss keeps falling: no over-fitting yet (fastai's rule).
+    falling = rows([0.9, 0.8, 0.7, 0.6, 0.5])
+    for r, acc in zip(falling, [0.80, 0.85, 0.90, 0.95, 0.99]):
+        r["train_acc"], r["val_acc"] = acc, 0.8
+    assert diagnose(falling).verdict == "good fit" and "still falling" in diagnose(falling).text
+    # 0.0146 -> 0.0243 on 8 validation images is noise, not a verdict.
+    tiny = rows([0.03, 0.0146, 0.02, 0.0243])
+    assert diagnose(tiny, n_val=8).verdict == "unknown" and "8 validation images" in diagnose(tiny, n_val=8).text
+    # A 10% rise is clear on 10,000 images, within the noise on 100.
+    rise = rows([0.9, 0.5, 0.52, 0.55])
+    assert diagnose(rise, n_val=10_000).text.startswith("over-fitting (clear)")
+    assert diagnose(rise, n_val=100).verdict != "over-fitting"
+    # The remedies fit the run: no cnn dropout spec for a fine-tuned efficientnet, no --patience when it is on.
+    tuned = TrainConfig(model="efficientnet_lite0", pretrained=True, mode="fine-tune", patience=3, augment="light")
+    text = diagnose(rise, cfg=tuned, n_val=10_000).text
+    assert "cnn:" not in text and "--patience" not in text and "--unfreeze 2" in text and "--augment standard" in text
+    cnn = diagnose(rise, cfg=TrainConfig(model="cnn", augment="strong"), n_val=10_000).text
+    assert "cnn:32-m-64-m-d0.25" in cnn and "--augment" not in cnn and "--patience 3" in cnn

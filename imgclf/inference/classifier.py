@@ -259,7 +259,8 @@ class Classifier(Predictor):
                 out["best"] = f"{monitor} {row[monitor]:.4f} at epoch {kept} of {int(rows[-1]['epoch'])} (kept in " \
                               f"{BEST})"
             if rows:
-                out["diagnosis"] = diagnose(rows, monitor, kept).text
+                n_val = RunStatus.read(self.run).get("images", {}).get("val")
+                out["diagnosis"] = diagnose(rows, monitor, kept, self.config, n_val).text
             if (self.run / "eval.json").exists():
                 report = json.loads((self.run / "eval.json").read_text(encoding="utf-8"))
                 score = f"mAP {report['map']:.4f}" if "map" in report else f"accuracy {report['accuracy']:.4f}"

@@ -5,17 +5,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import TrainConfig
 from .monitor import best_epoch
 
-# A validation loss this much above its minimum (relative) counts as rising, not noise.
-RISE = 0.03
+# A validation loss this much above its minimum (relative) counts as rising, not noise; on a small validation split
+# the noise is larger: the relative standard error of a mean loss falls as 1/sqrt(images), so the bar is at least
+# NOISE/sqrt(images).
+RISE, NOISE = 0.03, 2.0
 # Train/validation accuracy gaps, in points.
 GAP_WARN, GAP_GROW = 5.0, 2.0
 # Below this training accuracy (with a small gap) the model has not learnt the training data yet.
 UNDERFIT_ACC = 0.8
-
-REMEDIES = ("more augmentation (--augment standard)", "dropout (e.g. cnn:32-m-64-m-d0.25-fc256-d0.5)",
-            "weight decay (--weight-decay)", "more training data", "early stopping (--patience 3)")
+# Over-fitting shows over epochs, and on enough validation images to tell it from noise.
+MIN_EPOCHS, MIN_VAL = 3, 30
 
 
 @dataclass
@@ -29,8 +31,33 @@ class Diagnosis:
     best_epoch: int | None = None  # the epoch the run's best checkpoint keeps
 
 
-def diagnose(rows: list[dict[str, float]], monitor: str = "val_acc", kept: int | None = None) -> Diagnosis:
-    """Read the curves: did validation loss turn up while training loss kept falling, and when?
+def remedies(cfg: TrainConfig | None) -> list[str]:
+    """What helps against over-fitting, for the run's own model and options (all of them without a config)."""
+    if cfg is None:
+        return ["more augmentation (--augment standard)", "dropout (e.g. cnn:32-m-64-m-d0.25-fc256-d0.5)",
+                "weight decay (--weight-decay)", "more training data", "early stopping (--patience 3)"]
+    stronger = {None: "standard", "none": "light", "light": "standard", "standard": "strong"}.get(cfg.augment)
+    cnn = cfg.model == "cnn" or cfg.model.startswith("cnn:")
+    out = [f"more augmentation (--augment {stronger})"] if stronger else []
+    if not cfg.mixup and not cfg.cutmix:
+        out.append("mixup (--mixup 0.2)")
+    if cnn:
+        out.append("dropout (e.g. cnn:32-m-64-m-d0.25-fc256-d0.5)")
+    elif cfg.mode == "fine-tune":
+        out.append("fewer trainable blocks (--unfreeze 2, or --mode feature-extract)")
+    elif not (cfg.pretrained or cfg.weights):
+        out.append("ImageNet weights (--pretrained) or a smaller model")
+    out += ["more weight decay (--weight-decay)", "more training data"]
+    if not cfg.patience:
+        out.append("early stopping (--patience 3)")
+    return out
+
+
+def diagnose(rows: list[dict[str, float]], monitor: str = "val_acc", kept: int | None = None,
+             cfg: TrainConfig | None = None, n_val: int | None = None) -> Diagnosis:
+    """Read the curves: did validation loss turn up while training loss kept falling, and when? How sure that is
+    depends on the number of epochs and of validation images (``n_val``, when known); the remedies on the run's
+    own configuration ``cfg``.
 
     ``monitor`` is the metric the run's best checkpoint follows and ``kept`` the epoch it holds (read from the
     checkpoint; without it, replayed from the rows by the checkpoint's own rule), so the text names what the run
@@ -48,21 +75,36 @@ def diagnose(rows: list[dict[str, float]], monitor: str = "val_acc", kept: int |
     gap, lowest = gaps[-1], epochs[best]
     summary = (f"train/validation accuracy gap {gap:+.1f} points at epoch {epochs[-1]}; lowest validation loss "
                f"{val_loss[best]:.4f} at epoch {lowest}")
-    rising = best < len(rows) - 1 and val_loss[-1] > val_loss[best] * (1 + RISE) and \
-        rows[-1]["train_loss"] < rows[best]["train_loss"]
-    growing = gap >= GAP_WARN and gap - min(gaps) >= GAP_GROW
-    if rising or growing:
-        if rising:
-            onset = epochs[best + 1]
-            how = (f"validation loss rose from {val_loss[best]:.4f} (epoch {lowest}) to {val_loss[-1]:.4f} while "
-                   f"training loss kept falling; it started at epoch {onset}")
-        else:
-            start = min(range(len(gaps)), key=gaps.__getitem__)
-            onset = next(epochs[i] for i in range(start, len(gaps)) if gaps[i] - gaps[start] >= GAP_GROW)
-            how = f"the accuracy gap grew from {gaps[start]:+.1f} points (epoch {epochs[start]}) from epoch {onset} on"
-        keeps = f"The run keeps the best checkpoint by {monitor}, epoch {kept}. " if kept is not None else ""
-        return Diagnosis("over-fitting", f"over-fitting: {how}. {summary}. {keeps}Remedies: "
-                                         f"{', '.join(REMEDIES)}.", gap, onset, kept)
+    if n_val is not None and n_val < MIN_VAL:
+        return Diagnosis("unknown", f"over-fitting cannot be judged on {n_val} validation images (one image moves "
+                                    f"accuracy by {100 / max(n_val, 1):.0f} points); hold out more (--val-split "
+                                    f"0.2) or cross-validate (imgclf cv). {summary}.", gap, None, kept)
+    if len(rows) < MIN_EPOCHS:
+        return Diagnosis("unknown", f"too early to judge over-fitting after {len(rows)} epoch(s). {summary}.", gap,
+                         None, kept)
+    bar = max(RISE, NOISE / n_val ** 0.5) if n_val else RISE
+    rise = val_loss[-1] / val_loss[best] - 1 if val_loss[best] > 0 else 0.0
+    rising = best < len(rows) - 1 and rise > bar and rows[-1]["train_loss"] < rows[best]["train_loss"]
+    stalled = best < len(rows) - 1  # validation loss no longer improving, though not clearly rising
+    start = min(range(len(gaps)), key=gaps.__getitem__)
+    widening = gap >= GAP_WARN and gap - gaps[start] >= GAP_GROW
+    keeps = f"The run keeps the best checkpoint by {monitor}, epoch {kept}. " if kept is not None else ""
+    if rising:
+        onset = epochs[best + 1]
+        after = len(rows) - 1 - best
+        sure = "clear" if after >= 2 and rise > 2 * bar else "likely"
+        size = f" on {n_val:,} validation images" if n_val else ""
+        how = (f"validation loss rose {100 * rise:.0f}% from {val_loss[best]:.4f} (epoch {lowest}) to "
+               f"{val_loss[-1]:.4f} over {after} epoch(s){size} while training loss kept falling; it started at "
+               f"epoch {onset}")
+        return Diagnosis("over-fitting", f"over-fitting ({sure}): {how}. {summary}. {keeps}Remedies: "
+                                         f"{', '.join(remedies(cfg))}.", gap, onset, kept)
+    if widening and stalled:
+        onset = next(epochs[i] for i in range(start, len(gaps)) if gaps[i] - gaps[start] >= GAP_GROW)
+        how = (f"validation loss has not improved since epoch {lowest} while the train/validation accuracy gap "
+               f"widened from {gaps[start]:+.1f} points at epoch {epochs[start]} to {gap:+.1f} at epoch {epochs[-1]}")
+        return Diagnosis("over-fitting", f"over-fitting (an early sign): {how}. {summary}. {keeps}Remedies: "
+                                         f"{', '.join(remedies(cfg))}.", gap, onset, kept)
     if rows[-1]["train_acc"] < UNDERFIT_ACC and gap < GAP_WARN:
         return Diagnosis("under-fitting", f"under-fitting: training accuracy is only {rows[-1]['train_acc']:.1%}. "
                                           f"{summary}. Remedies: train longer (--epochs), a larger model, a tuned "
@@ -70,7 +112,8 @@ def diagnose(rows: list[dict[str, float]], monitor: str = "val_acc", kept: int |
     minority = minority_note(rows[-1])
     if minority:
         return Diagnosis("minority missed", f"{minority} {summary}.", gap, None, kept)
-    return Diagnosis("good fit", f"no sign of over-fitting: {summary}.", gap, None, kept)
+    still = " (validation loss is still falling: training longer may help)" if widening and not stalled else ""
+    return Diagnosis("good fit", f"no sign of over-fitting{still}: {summary}.", gap, None, kept)
 
 
 # Validation accuracy this far above balanced accuracy (in points) means the minority classes are mostly missed.

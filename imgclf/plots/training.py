@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from matplotlib.ticker import MaxNLocator
 
 from ..metrics.diagnose import diagnose
 from .style import label_fontsize, save, subplots
 
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
-def plot_curves(rows: list[dict[str, float]], path: Path, monitor: str = "val_acc", kept: int | None = None) -> Path:
+
+def plot_curves(rows: list[dict[str, float]], path: Path, monitor: str = "val_acc", kept: int | None = None,
+                cfg: TrainConfig | None = None, n_val: int | None = None) -> Path:
     """Loss and accuracy (train vs validation) and the learning rate per epoch, with the kept (best) epoch marked
-    and the epochs after over-fitting set in shaded; see :func:`~imgclf.metrics.diagnose.diagnose` for ``kept``."""
+    and the epochs after over-fitting set in shaded; see :func:`~imgclf.metrics.diagnose.diagnose` for ``kept``,
+    ``cfg`` and ``n_val``."""
     epochs = [int(r["epoch"]) for r in rows]
     fig, axes = subplots(1, 3, (15, 4.2))
     axes = axes[0]
@@ -29,7 +35,7 @@ def plot_curves(rows: list[dict[str, float]], path: Path, monitor: str = "val_ac
         axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     axes[2].set_title("learning rate (end of epoch)")
     axes[2].set_ylabel("learning rate")
-    found = diagnose(rows, monitor, kept)
+    found = diagnose(rows, monitor, kept, cfg, n_val)
     if found.best_epoch is not None:
         for ax in axes:
             ax.axvline(found.best_epoch, color="gray", linestyle="--", label=f"kept (best {monitor}): epoch "

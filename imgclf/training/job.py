@@ -222,7 +222,8 @@ def _train_run(cfg: TrainConfig, run: RunDir, source: Source, net: nn.Module, ow
         f"{len(prepared.classes)} {kind}, {sizes} images at {cfg.channels}x{cfg.img_size}x{cfg.img_size}, "
         f"device {device}, run {run.path}")
     if ddp.is_main():
-        status.start(run, parameters=total, processes=cfg.processes)
+        status.start(run, parameters=total, processes=cfg.processes,
+                     images={k: len(v) for k, v in prepared.splits.items()})
     trainer = _build_trainer(cfg, net, prepared, run, device, list(callbacks or []), log)
     if resume:
         trainer.load_checkpoint(run / LAST)
@@ -378,8 +379,9 @@ def _finish(cfg: TrainConfig, run: RunDir, prepared: Prepared, trainer: Trainer,
         row = next((r for r in rows if int(r["epoch"]) == kept), None)
         monitored = f"{cfg.monitor} {row[cfg.monitor]:.4f}" if row and cfg.monitor in row else cfg.monitor
         log(f"best: {monitored} at epoch {kept} of {len(rows)}; those weights are kept in {run / BEST}")
-    plot_curves(rows, run / "curves.png", cfg.monitor, kept)
-    log(diagnose(rows, cfg.monitor, kept).text)
+    n_val = len(prepared.splits["val"]) if "val" in prepared.splits else None
+    plot_curves(rows, run / "curves.png", cfg.monitor, kept, cfg, n_val)
+    log(diagnose(rows, cfg.monitor, kept, cfg, n_val).text)
     clf = Classifier.load(run.path, device=cfg.device, model=own)
     if "val" in prepared.splits and len(prepared.splits["val"]):
         tune_thresholds(clf, run, prepared.splits["val"], log)
