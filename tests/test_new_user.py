@@ -541,3 +541,34 @@ assert main(['viz', 'bottleneck']) == 0  # arithmetic: no torch at all
     assert done.returncode == 0, done.stderr
     assert "(did you mean food?)" in done.stderr and done.stderr.count("no such run") == 2
     assert "the 1x1 reduction needs 9.7x fewer multiply-adds" in done.stdout
+
+
+# ---- 5: an input size whose training step cannot fit --------------------------------------------------------------
+def test_a_huge_img_size_is_refused_before_anything_is_allocated(tmp_path, capsys, monkeypatch):
+    from imgclf.models.memory import step_memory
+    from imgclf.training import setup
+
+    data = write_class_folders(tmp_path / "data", per_class=6)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(data), "--img-size", "100000", "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--img-size 100000: a training step of cnn with batches of" in err and "GB of memory available" in err
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()
+    fits = int(err.split("--img-size ")[2].split()[0])
+    assert 8 <= fits < 100000 and fits % 8 == 0
+    # Against a budget of 1 GB: the size offered fits it, and 8 pixels more would not.
+    monkeypatch.setattr(setup, "memory_room", lambda device: 10 ** 9)
+    assert main(["train", str(data), "--img-size", "1000", "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    fits = int(err.split("--img-size ")[2].split()[0])
+    batch = min(128, 15)  # 18 images, 3 held out for validation
+    assert step_memory("cnn", 3, 3, fits).total(batch) <= 10 ** 9 < step_memory("cnn", 3, 3, fits + 8).total(batch)
+
+
+def test_the_step_memory_counts_every_layers_output():
+    from imgclf.models.memory import BYTES_PER_PARAMETER, step_memory
+
+    need = step_memory("cnn:8-m", 4, 1, 16)
+    # input 1x16x16, conv 8x16x16, batch-norm 8x16x16, ReLU 8x16x16, pool 8x8x8, flatten 512, dense 4: float32
+    assert need.per_image == 4 * (256 + 3 * 8 * 256 + 512 + 512 + 4)
+    assert need.fixed == (8 * 9 + 16 + 512 * 4 + 4) * BYTES_PER_PARAMETER  # conv (no bias), BN, dense

@@ -37,7 +37,7 @@ from .features import FeatureCache, default_cache_dir
 from .loss import create_criterion
 from .mix import mixing
 from .optim import MIN_SCHEDULED_STEPS, create_optimizer, create_schedule
-from .setup import build_model, fit_input, load_data, new_config, seed_everything
+from .setup import build_model, check_memory, fit_input, load_data, new_config, seed_everything
 from .thresholds import tune_thresholds
 from .trainer import Trainer
 from .transfer import FineTune, freeze, layer_decay_groups, param_groups
@@ -262,6 +262,7 @@ def _open_run(data: str | None, model: str | nn.Module, epochs: int | None, resu
                             f"from Python: imgclf.train(resume=True, name=..., model=YourModel())")
         return cfg, run, source, build_model(cfg, len(source.classes), own, weights=False)
     fit_input(cfg, source)
+    check_memory(cfg, len(source.classes), len(source.splits["train"]))
     net = build_model(cfg, len(source.classes), own)  # before the run directory exists: a bad model leaves none
     run = RunDir.create(cfg.project, cfg.name, f"{source.name}-{cfg.model.split(':')[0]}", exist_ok) \
         if ddp.is_main() else None

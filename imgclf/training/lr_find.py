@@ -29,7 +29,7 @@ from ..run import RunDir
 from ..task import get_task
 from .loss import create_criterion
 from .optim import create_optimizer
-from .setup import build_model, fit_input, load_data, new_config, seed_everything
+from .setup import build_model, check_memory, fit_input, load_data, new_config, seed_everything
 from .transfer import freeze, train_mode
 
 # Stop once the smoothed loss is this many times its minimum: the rate is past any use.
@@ -70,6 +70,7 @@ def range_test(data: str, model: str = "cnn", start_lr: float = 1e-7, end_lr: fl
     seed_everything(cfg.seed, cfg.deterministic)
     source = load_data(cfg)
     fit_input(cfg, source)
+    check_memory(cfg, len(source.classes), len(source.splits["train"]))
     net = build_model(cfg, len(source.classes))
     prepared = prepare(source, Preprocess.of(cfg), quiet=cfg.quiet, max_bad_fraction=cfg.max_bad_fraction,
                        cache=cfg.cache)

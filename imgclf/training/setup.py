@@ -14,8 +14,12 @@ from ..config import TrainConfig
 from ..data.prepare import input_shape
 from ..data.sources import Source, load_source
 from ..data.split import holdout
+from ..data.store import available_memory
+from ..device import resolve_device
 from ..errors import UserError
-from ..models import canonical, create_model, default_img_size, is_cnn, pretrained_preprocess, user_model
+from ..models import (canonical, create_model, default_img_size, is_cnn, is_custom, pretrained_preprocess,
+                      user_model)
+from ..models.memory import step_memory
 from ..run import check_run_name
 from ..task import check_options, get_task
 
@@ -89,6 +93,43 @@ def fit_input(cfg: TrainConfig, source: Source) -> None:
     cfg.monitor = cfg.monitor or get_task(cfg.task).default_monitor
     if "val" not in source.splits and cfg.monitor.startswith("val"):  # training logs loss and accuracy only
         cfg.monitor = "train_loss" if cfg.monitor == "val_loss" else "train_acc"
+
+
+def memory_room(device: str) -> int:
+    """Bytes a training step may take: the free memory of a CUDA device, else the machine's available memory."""
+    where = resolve_device(device)
+    return torch.cuda.mem_get_info(where)[0] if where.type == "cuda" else available_memory()
+
+
+def check_memory(cfg: TrainConfig, num_classes: int, n_train: int) -> None:
+    """Refuse, before anything is allocated, an input size and batch whose training step cannot fit in memory,
+    naming the estimate, the largest size that fits and the largest batch that does (a batch is at most the
+    ``n_train`` training images)."""
+    if is_custom(cfg.model):
+        return
+    batch = min(cfg.batch_size, max(n_train, 1))
+    try:
+        need = step_memory(cfg.model, num_classes, cfg.channels, cfg.img_size)
+    except (RuntimeError, NotImplementedError, TypeError):  # a model the meta device cannot run: no estimate
+        return
+    room = memory_room(cfg.device)
+    if need.total(batch) <= room:
+        return
+    low, high = 8, cfg.img_size  # the largest size that fits, by bisection (the estimate grows with the size)
+    if step_memory(cfg.model, num_classes, cfg.channels, low).total(batch) > room:
+        size = ""
+    else:
+        while high - low > 8:
+            mid = (low + high) // 16 * 8
+            low, high = (mid, high) if step_memory(cfg.model, num_classes, cfg.channels,
+                                                   mid).total(batch) <= room else (low, mid)
+        size = f"--img-size {low} fits with batches of {batch}"
+    fitting = (room - need.fixed) // need.per_image if room > need.fixed else 0
+    ways = [w for w in (size, f"--batch-size {fitting} at this size" if fitting >= 1 else "") if w]
+    raise UserError(f"--img-size {cfg.img_size}: a training step of {cfg.model} with batches of {batch} "
+                    f"needs about {need.total(batch) / 1e9:,.1f} GB ({need.per_image / 1e9:,.2f} GB per "
+                    f"image), more than the {room / 1e9:.1f} GB of memory available; "
+                    f"{' or '.join(ways) if ways else 'no input size fits this model here'}")
 
 
 def build_model(cfg: TrainConfig, num_classes: int, own: nn.Module | None = None, weights: bool = True

@@ -1,0 +1,46 @@
+"""The memory a training step of a model needs at an input size, found without allocating any of it: the model is
+built and run on PyTorch's meta device, which computes shapes and nothing else."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import create_model
+
+# Each parameter lives with its gradient and an optimizer's two moments (Adam, AdamW), in float32.
+BYTES_PER_PARAMETER = 4 * 4
+
+
+@dataclass
+class StepMemory:
+    """Bytes of one training step: per image (the activations the backward pass keeps) and fixed (the weights,
+    gradients and optimizer state)."""
+
+    per_image: int
+    fixed: int
+
+    def total(self, batch: int) -> int:
+        return self.fixed + batch * self.per_image
+
+
+def step_memory(name: str, num_classes: int, in_chans: int, img_size: int) -> StepMemory:
+    """The training step of ``name`` at ``img_size`` pixels, measured on the meta device: every layer's output for
+    one image (float32), and the parameters with their gradients and optimizer state."""
+    sizes: list[int] = []
+
+    def record(_module: nn.Module, _inputs: tuple, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            sizes.append(output.numel() * output.element_size())
+
+    with torch.device("meta"):
+        model = create_model(name, num_classes, in_chans, img_size)
+        handles = [m.register_forward_hook(record) for m in model.modules() if not list(m.children())]
+        model.train()
+        with torch.no_grad():
+            model(torch.zeros(1, in_chans, img_size, img_size))
+    for handle in handles:
+        handle.remove()
+    params = sum(p.numel() for p in model.parameters())
+    return StepMemory(in_chans * img_size * img_size * 4 + sum(sizes), params * BYTES_PER_PARAMETER)
