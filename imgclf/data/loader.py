@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
-from torchvision.transforms import v2
 
 from ..distributed import world_size
 from .store import FileRows
 from .tensors import ImageTensors
 from .workers import WorkerStart
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 
 class TensorImages(torch.utils.data.Dataset):

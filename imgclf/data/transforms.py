@@ -1,11 +1,15 @@
 """Augmentation presets (torchvision transforms v2) and the normalisation every batch goes through."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from torchvision.transforms import v2
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 
-def augmentation(preset: str, size: int, channels: int, flip: bool = True) -> v2.Transform | None:
+def augmentation(preset: str, size: int, channels: int, flip: bool = True) -> "v2.Transform | None":
     """The per-image training augmentation for ``preset`` (none, light, standard, strong) on uint8 tensors.
 
     light: shifts of up to 1/12 of the side (2 px at 28) and horizontal flips; standard: random resized crops, flips,
@@ -15,6 +19,9 @@ def augmentation(preset: str, size: int, channels: int, flip: bool = True) -> v2
     """
     if preset == "none":
         return None
+    # torchvision is imported here, when training augments: predicting never needs it (its import is seconds).
+    from torchvision.transforms import v2
+
     steps: list[v2.Transform]
     if preset == "light":
         steps = [v2.RandomCrop(size, padding=max(1, size // 12), padding_mode="reflect")]
