@@ -73,7 +73,10 @@ def test_gradcam_labels_metadata_health_page_docs(client):
     assert client.get("/healthz").json() == {"status": "ok", "api_key_required": False}
     page = client.get("/")
     assert page.status_code == 200 and 'type="file"' in page.text and 'capture="environment"' in page.text
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text
+    script = docs.text.split('<script src="')[1].split('"')[0]
+    assert script.startswith("/") and client.get(script).status_code == 200  # served here, not from a CDN
     assert "/predict" in client.get("/openapi.json").json()["paths"]
 
 
@@ -284,6 +287,11 @@ def test_a_browser_uploads_a_photo_and_sees_the_label(run, tmp_path):
         assert len(driver.find_elements(By.CSS_SELECTOR, ".bar")) == 3
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
+        # The API page draws its operations with Swagger UI's own files from the server: no CDN, works offline.
+        driver.get(f"http://127.0.0.1:{port}/docs")
+        paths = WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+        assert "/predict" in {p.text.strip() for p in paths}
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     finally:
         driver.quit()
         server.terminate()

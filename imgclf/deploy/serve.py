@@ -24,6 +24,7 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -201,8 +202,10 @@ def _answer(predictor: Predictor, name: str, probs: np.ndarray, k: int) -> dict:
 
 def _guarded_app(limits: Limits, hosts: list[str] | None) -> FastAPI:
     """An empty application behind the host check (outermost) and the body limit, its errors as JSON."""
-    app = FastAPI(title="imgclf", description="Image classification: upload images, get the top classes.",
-                  version="1")
+    # FastAPIOffline: /docs and /redoc with Swagger UI's and ReDoc's files from the package, not a CDN, so the API
+    # page works offline and on a closed network.
+    app = FastAPIOffline(title="imgclf", description="Image classification: upload images, get the top classes.",
+                         version="1")
     app.add_middleware(BodyLimit, limit=limits.max_upload_bytes, timeout=limits.timeout_s)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts or allowed_hosts("127.0.0.1"))
     _answer_errors_as_json(app)
