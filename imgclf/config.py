@@ -131,6 +131,7 @@ class TrainConfig:
     augment: str | None = None
     flip: bool | None = None
     val_split: float = 0.1
+    limit: int | None = None  # train on a stratified sample of this many training images
     folds: int | None = None  # a cross-validation fold's run: fold ``fold`` (from 0) of ``folds`` is its validation
     fold: int | None = None
     seed: int = 0
@@ -177,7 +178,8 @@ class TrainConfig:
                     "patience": (self.patience, 0), "plateau_patience": (self.plateau_patience, 0),
                     "workers": (self.workers, 0), "weight_decay": (self.weight_decay, 0),
                     "warmup_epochs": (self.warmup_epochs, 0), "min_delta": (self.min_delta, 0),
-                    "mixup": (self.mixup, 0), "cutmix": (self.cutmix, 0), "accumulate": (self.accumulate, 1)}
+                    "mixup": (self.mixup, 0), "cutmix": (self.cutmix, 0), "accumulate": (self.accumulate, 1),
+                    "limit": (self.limit, 1)}
         for key, (value, low) in at_least.items():
             if value is not None and value < low:
                 raise UserError(f"--{key.replace('_', '-')} must be at least {low}, got {value}")

@@ -1,4 +1,9 @@
 """Errors a user can fix. The CLI prints them as one line and exits with code 2."""
+import re
+
+# The command-line flag an error message starts with (``--lr must be positive``), said in Python as the keyword
+# argument it is there (``lr must be positive``).
+_LEADING_FLAG = re.compile(r"^--([a-z][a-z0-9-]*)")
 
 
 class Interrupted(Exception):
@@ -10,7 +15,17 @@ class Interrupted(Exception):
 
 
 class UserError(Exception):
-    """A mistake in the user's input (path, data, option): the message says what is wrong and how to fix it."""
+    """A mistake in the user's input (path, data, option): the message says what is wrong and how to fix it.
+
+    Messages are written with the command line's names (``--lr``), which :attr:`cli_message` keeps; ``str()``, what
+    Python shows, names the option it starts with as the keyword argument (``lr``)."""
+
+    @property
+    def cli_message(self) -> str:
+        return super().__str__()
+
+    def __str__(self) -> str:
+        return _LEADING_FLAG.sub(lambda m: m.group(1).replace("-", "_"), self.cli_message)
 
 
 def warn(message: str) -> None:

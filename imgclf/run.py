@@ -24,6 +24,8 @@ CONFIG, LABELS, METRICS, BEST, LAST, SKIPPED, THRESHOLD, STATUS = (
     "status.json")
 CV_FILE = "cv.json"  # at the top of a cross-validation folder (imgclf cv): the folds' shared options
 LOCK = ".lock"  # the PID and host of the process writing the run, for its life (RunLock)
+# The final evaluation's labels and probabilities, so that a loaded run has its evaluation back (clf.evaluation)
+EVALUATION = "evaluation.npz"
 
 
 def slug(text: str) -> str:

@@ -110,7 +110,7 @@ def test_zero_and_negative_numbers_are_one_line_errors(argv, capsys):
 
 
 def test_epochs_zero_from_python_is_refused_not_replaced(image_folder, run_cwd):
-    with pytest.raises(UserError, match="--epochs must be at least 1, got 0"):
+    with pytest.raises(UserError, match="^epochs must be at least 1, got 0"):  # Python names the argument
         imgclf.train(str(image_folder), epochs=0, **TINY)
     assert not (run_cwd / "runs").exists()
 
@@ -511,15 +511,26 @@ def test_a_stopped_predict_says_what_is_on_disk_and_a_file_that_is_no_run_says_w
 
 def test_the_python_api_shows_itself(tmp_path):
     assert {"train", "load", "Classifier", "runs", "callbacks"} <= set(dir(imgclf))
-    data = write_class_folders(tmp_path / "data", 6)
-    clf = imgclf.train(str(data), epochs=2, project=str(tmp_path / "runs"), name="api", **TINY)
+    data = write_class_folders(tmp_path / "data", 10)
+    clf = imgclf.train(str(data), epochs=2, project=str(tmp_path / "runs"), name="api", limit=18, **TINY)
     text = repr(clf)
     assert text.startswith("Classifier(model='cnn:8-m-16-m-fc16'") and "classes=3" and "runs/api" in text
     assert "array" not in repr(clf.evaluation) and repr(clf.evaluation).startswith("Evaluation(accuracy=")
-    history = imgclf.load(clf.run.path).history
+    again = imgclf.load(clf.run.path)
+    history = again.history
     assert len(history["val_loss"]) == 2 and len(history["train_loss"]) == 2
+    # the loaded run has its final evaluation back, image by image
+    assert np.array_equal(again.evaluation.probs, clf.evaluation.probs) and again.evaluation.accuracy == \
+        clf.evaluation.accuracy
+    # limit=18: a stratified sample of 18 of the 30 training images, 6 per class, before the validation split
+    images = json.loads((clf.run / "status.json").read_text())["images"]
+    assert images["train"] + images["val"] == 18 and clf.config.limit == 18
     with pytest.raises(UserError, match="epoch \\(did you mean epochs\\?\\)"):
         imgclf.train(str(data), epoch=2, project=str(tmp_path / "runs"), **TINY)
+    # Python names the keyword argument, the command line its flag
+    with pytest.raises(UserError) as wrong:
+        imgclf.train(str(data), project=str(tmp_path / "runs"), **(TINY | {"lr": -1}))
+    assert str(wrong.value).startswith("lr must be positive") and wrong.value.cli_message.startswith("--lr must")
 
 
 def test_a_mistyped_path_fails_before_torch_is_imported(tmp_path):

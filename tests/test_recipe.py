@@ -212,7 +212,7 @@ def test_layer_decay_gives_each_block_a_lower_rate_than_the_one_above():
     assert rates[0] == pytest.approx(1e-3) and len(rates) > 3
     assert all(b == pytest.approx(a * 0.5) for a, b in zip(rates, rates[1:]))
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    with pytest.raises(Exception, match="--layer-decay needs a timm architecture"):
+    with pytest.raises(Exception, match="layer_decay needs a timm architecture"):
         layer_decay_groups(nn.Linear(2, 2), 1e-3, 0.05, 0.5)
 
 

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         code = COMMANDS[args.command][1](args)
     except UserError as exc:
         if say:
-            print(f"imgclf {args.command}: error: {exc}", file=sys.stderr)
+            print(f"imgclf {args.command}: error: {exc.cli_message}", file=sys.stderr)
         return 2
     except Interrupted as exc:
         if say:

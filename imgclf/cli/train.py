@@ -150,6 +150,8 @@ def add_training(sub: argparse._SubParsersAction, command: str = "train") -> Non
                    help="never mirror images (digits, text); default: flip unless the dataset is digits")
     p.add_argument("--val-split", type=FRACTION, default=DEFAULTS.val_split,
                    help="share of train held out for validation when the data has no validation split")
+    p.add_argument("--limit", type=SOME, default=None, help="train on a sample of N training images (stratified by "
+                                                           "class, seeded), to try a big data set on a slice first")
     p.add_argument("--seed", type=COUNT, default=DEFAULTS.seed, help="seed for the split, the weights and the batches")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
     p.add_argument("--max-bad-fraction", type=number(float, 0, 1), default=DEFAULTS.max_bad_fraction,

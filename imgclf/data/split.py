@@ -31,6 +31,20 @@ def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     return np.sort(train), np.sort(val)
 
 
+def sample(source: Source, limit: int, seed: int = 0) -> Source:
+    """``source`` with its training split cut to a sample of ``limit`` images, stratified by class where every
+    class has two images or more (a multi-label split: a plain random sample); the other splits as they are."""
+    train = source.splits["train"]
+    if limit >= len(train):
+        return source
+    labels = train.labels
+    counts = np.bincount(labels) if labels.ndim == 1 else np.zeros(1)
+    stratify = labels if labels.ndim == 1 and counts[counts > 0].min() >= 2 and limit >= len(counts) else None
+    index, _ = train_test_split(np.arange(len(train)), train_size=limit, random_state=seed, stratify=stratify)
+    return Source(source.name, source.classes, source.splits | {"train": train.subset(np.sort(index))},
+                  source.flip_ok)
+
+
 def _multilabel_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 

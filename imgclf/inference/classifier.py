@@ -24,7 +24,7 @@ from ..metrics.multilabel import MultiLabelEvaluation
 from ..models import (CUSTOM, count_parameters, create_model, is_custom, known_name, pretrained_preprocess,
                       without_auxiliary)
 from ..models.pretrained import read_weights
-from ..run import BEST, LAST, RunDir, RunStatus, kept_epoch
+from ..run import BEST, EVALUATION, LAST, RunDir, RunStatus, kept_epoch
 from .predictor import Predictor
 from .tta import averaged
 
@@ -121,6 +121,9 @@ class Classifier(Predictor):
                 from None
         clf = cls(model, classes, config, run_dir, device)
         clf.threshold = run_dir.threshold()
+        if (run_dir / EVALUATION).is_file() and path == run_dir / BEST:  # the final evaluation of these weights
+            with np.load(run_dir / EVALUATION, allow_pickle=False) as saved:
+                clf.evaluation = evaluation_for(clf.task, classes, saved["y_true"], saved["probs"], clf.threshold)
         return clf
 
     @staticmethod

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,7 +30,7 @@ from ..metrics.diagnose import collapse_note, diagnose
 from ..models import CUSTOM, count_parameters, is_custom
 from ..plots import plot_curves
 from ..reports.report import save_data_overview, write_report
-from ..run import BEST, LAST, LOCK, RunDir, RunLock, RunStatus, check_run_name, kept_epoch
+from ..run import BEST, EVALUATION, LAST, LOCK, RunDir, RunLock, RunStatus, check_run_name, kept_epoch
 from ..task import get_task
 from .callback_list import default_callbacks, for_this_process, plateau_from_callbacks, with_user_callbacks
 from .callbacks import Callback
@@ -402,6 +403,7 @@ def _evaluate(clf: Classifier, cfg: TrainConfig, images: ImageTensors, final: st
     probs = clf.predict_proba(images.x).numpy()
     ev = clf.evaluation = evaluation_for(clf.task, classes, images.y.numpy(), probs, clf.threshold)
     ev.save(clf.run.path, images.x, figures=cfg.plots)
+    np.savez_compressed(clf.run / EVALUATION, y_true=ev.y_true, probs=probs.astype(np.float32))
     saved = clf.run / "eval.json"  # which split it scored, so that `imgclf runs` calls the figure what it is
     saved.write_text(json.dumps({"split": final} | json.loads(saved.read_text(encoding="utf-8")), indent=1,
                                 ensure_ascii=False), encoding="utf-8")

@@ -13,7 +13,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..data.prepare import input_shape
 from ..data.sources import Source, load_source
-from ..data.split import holdout
+from ..data.split import holdout, sample
 from ..data.store import available_memory
 from ..device import resolve_device
 from ..errors import UserError
@@ -72,7 +72,10 @@ def load_data(cfg: TrainConfig) -> Source:
                         f"(one sub-folder of images per class)")
     cfg.task = resolve_task(cfg.task, source)
     check_options(cfg, get_task(cfg.task))
-    return holdout(source.for_task(cfg.task), cfg.val_split, cfg.seed, cfg.folds, cfg.fold)
+    source = source.for_task(cfg.task)
+    if cfg.limit:
+        source = sample(source, cfg.limit, cfg.seed)
+    return holdout(source, cfg.val_split, cfg.seed, cfg.folds, cfg.fold)
 
 
 def fit_input(cfg: TrainConfig, source: Source) -> None:
