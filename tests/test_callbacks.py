@@ -135,3 +135,17 @@ def test_without_a_terminal_the_progress_bar_prints_a_line_every_few_seconds(tra
     quiet.on_epoch_begin(trainer, 0)
     quiet.on_batch_end(trainer, 10, {"loss": 0.5, "acc": 0.8})
     assert trainer.messages == []
+
+
+def test_decoding_progress_is_said_in_lines_where_no_bar_can_be_drawn():
+    from imgclf.data.progress import Progress
+
+    said = []
+    with Progress(1000, "decoding train", every_s=0.0, say=said.append) as progress:  # pytest: no terminal
+        for done in range(100, 1001, 100):
+            progress.update(done)
+    assert len(said) == 9 and said[0].startswith("decoding train  image 100/1,000  ")
+    quiet = []
+    with Progress(1000, "decoding train", quiet=True, every_s=0.0, say=quiet.append) as progress:
+        progress.update(500)
+    assert quiet == []

@@ -14,12 +14,12 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from ..config import decode_workers
 from .decode import BadImage, Preprocess, is_gray, unusable_file
 from .sources import Split
 from .store import DiskRows, DiskWriter, FileRows, cache_root, choose, open_store, store_key
+from .progress import Progress
 from .workers import WorkerStart
 
 
@@ -66,10 +66,10 @@ def parallel_imap(fn: Callable, items: list, workers: int | None = None, desc: s
     loader = torch.utils.data.DataLoader(_Apply(fn, items), batch_size=32, num_workers=workers,
                                          collate_fn=_unbatched, generator=torch.Generator().manual_seed(0),
                                          worker_init_fn=WorkerStart() if workers else None)
-    with tqdm(total=len(items), desc=desc, unit="img", disable=True if quiet or not desc else None, leave=False) as bar:
+    with Progress(len(items), desc, "image", quiet=quiet or not desc) as progress:
         for batch in loader:
             yield from batch
-            bar.update(len(batch))
+            progress.update(progress.done + len(batch))
 
 
 def parallel_map(fn: Callable, items: list, workers: int | None = None, desc: str = "", quiet: bool = False) -> list:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import csv
 import math
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm import tqdm
 
+from ..data.progress import Progress
 from ..files import CsvWriter
 from ..metrics.monitor import KERAS_NAMES, Monitor, metric_name, monitor_mode
 
@@ -239,32 +238,22 @@ class CSVLogger(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch with live loss and accuracy in a terminal, then one summary line per epoch. Where there
-    is no terminal to draw a bar on (output piped or logged, a batch job, a notebook), a line every ``every_s``
+    """A bar per epoch with live loss and accuracy (tqdm's in a terminal, its widget in Jupyter), then one summary
+    line per epoch. Where no bar can be drawn (output piped or logged, a batch job), a line every ``every_s``
     seconds says how far the epoch is, so that a 10-minute epoch is not silent."""
 
     rank_zero_only = True
 
-    def __init__(self, refresh_every: int = 10, every_s: float = 30.0) -> None:
-        self.refresh_every, self.every_s, self.bar = refresh_every, every_s, None
-        self.started = self.next_line = 0.0
-        self.epoch = 0
+    def __init__(self, every_s: float = 30.0) -> None:
+        self.every_s, self.bar = every_s, None
 
     def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
-        self.started, self.epoch = time.perf_counter(), epoch
-        self.next_line = self.started + self.every_s
-        self.bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {epoch + 1}/{trainer.epochs}", unit="batch",
-                        leave=False, dynamic_ncols=True, disable=None)
+        self.bar = Progress(trainer.steps_per_epoch, f"epoch {epoch + 1}/{trainer.epochs}", "step",
+                            every_s=self.every_s, say=trainer.log)
 
     def on_batch_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None:
-        if step % self.refresh_every == 0 or step == trainer.steps_per_epoch:
-            self.bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['acc']:.4f}", refresh=False)
-            self.bar.update(step - self.bar.n)
-        now = time.perf_counter()
-        if self.bar.disable and now >= self.next_line and step < trainer.steps_per_epoch:
-            trainer.log(f"epoch {self.epoch + 1}/{trainer.epochs}  step {step}/{trainer.steps_per_epoch}  loss "
-                        f"{logs['loss']:.4f}  acc {logs['acc']:.4f}  {now - self.started:.0f}s")
-            self.next_line = now + self.every_s
+        # the trainer reads the running figures (a device sync) every 10 steps, and calls this then
+        self.bar.update(step, {"loss": f"{logs['loss']:.4f}", "acc": f"{logs['acc']:.4f}"})
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
         self.bar.close()
