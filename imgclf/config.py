@@ -132,6 +132,7 @@ class TrainConfig:
     flip: bool | None = None
     val_split: float = 0.1
     limit: int | None = None  # train on a stratified sample of this many training images
+    positive: str | None = None  # two classes: the one the run detects (None: by name, see training.thresholds)
     folds: int | None = None  # a cross-validation fold's run: fold ``fold`` (from 0) of ``folds`` is its validation
     fold: int | None = None
     seed: int = 0

@@ -153,26 +153,40 @@ class RunDir:
     def save_labels(self, classes: list[str]) -> None:
         (self / LABELS).write_text(json.dumps(classes, ensure_ascii=False, indent=1), encoding="utf-8")
 
-    def save_threshold(self, threshold: float | list[float], positive: str | list[str]) -> float | list[float]:
-        """The run's decision threshold(s): a two-class run answers ``positive`` (class 1) from ``threshold`` on; a
-        multi-label run answers each label of ``positive`` (all of them) from its own threshold on."""
+    def save_threshold(self, threshold: float | list[float], positive: str | list[str], **facts: object) -> None:
+        """The run's decision threshold(s): a two-class run answers ``positive`` from p(``positive``) >=
+        ``threshold`` on; a multi-label run answers each label of ``positive`` (all of them) from its own threshold
+        on. ``facts`` (how it was chosen, how well it does) are kept beside them."""
         if isinstance(threshold, list):
             saved = {"thresholds": dict(zip(positive, threshold))}
         else:
             saved = {"positive": positive, "threshold": threshold}
-        (self / THRESHOLD).write_text(json.dumps(saved, ensure_ascii=False, indent=1), encoding="utf-8")
-        return threshold
+        (self / THRESHOLD).write_text(json.dumps(saved | facts, ensure_ascii=False, indent=1), encoding="utf-8")
 
-    def threshold(self) -> float | list[float] | None:
-        """The saved decision threshold (per label for multi-label, in label order), or None (more than two
-        classes, or a run from before thresholds)."""
+    def _saved_threshold(self) -> dict:
         try:
             saved = json.loads((self / THRESHOLD).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return saved if isinstance(saved, dict) else {}
+
+    def positive(self) -> int:
+        """A two-class run's positive class (its id): the one its threshold and binary scores are about."""
+        name = self._saved_threshold().get("positive")
+        classes = self.labels()
+        return classes.index(name) if len(classes) == 2 and name in classes else 1
+
+    def threshold(self) -> float | list[float] | None:
+        """The saved decision threshold (per label for multi-label, in label order; for two classes as class 1's
+        probability, whichever class is positive), or None (more than two classes, a run from before thresholds)."""
+        saved = self._saved_threshold()
+        try:
             if "thresholds" in saved:
                 return [float(t) for t in saved["thresholds"].values()]
-            return float(saved["threshold"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            threshold = float(saved["threshold"])
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
+        return threshold if self.positive() == 1 else 1.0 - threshold
 
     def labels(self) -> list[str]:
         try:

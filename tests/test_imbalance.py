@@ -169,7 +169,7 @@ def test_a_two_class_threshold_is_tuned_only_on_enough_images_and_drawn_toward_h
         clf = SimpleNamespace(classes=["a", "b"], task=get_task("multiclass"), threshold=None,
                               predict_proba=lambda x: torch.tensor(np.stack([1 - p1, p1], 1)))
         said: list[str] = []
-        tune_thresholds(clf, RunDir(tmp_path), SimpleNamespace(x=None, y=torch.tensor(y)), said.append)
+        tune_thresholds(clf, RunDir(tmp_path), SimpleNamespace(x=None, y=torch.tensor(y)), None, said.append)
         return clf.threshold, said
 
     few, said = tuned(7)
@@ -177,3 +177,60 @@ def test_a_two_class_threshold_is_tuned_only_on_enough_images_and_drawn_toward_h
     many, said = tuned(200)
     share = 200 / (200 + SHRINK_IMAGES)
     assert 0.5 + 0.4 * share < many < 0.5 + 0.45 * share and "drawn" in said[0]
+    assert "'b' is the positive class (the second in alphabetical order; --positive a" in said[0]
+    # Every score is over 0.85, so a cut drawn toward 0.5 answers every image 'b': the figure on images the cut was
+    # not tuned on says so (0.5), where the split's own accuracy at its own best cut would say 1.0.
+    assert "not tuned on (cross-fitted halves of the split): 0.5000" in said[0]
+
+
+def test_the_positive_class_of_two_is_named_or_read_from_the_names(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    import torch
+
+    from imgclf.errors import UserError
+    from imgclf.run import RunDir
+    from imgclf.task import get_task
+    from imgclf.training.thresholds import choose_positive, cross_fitted_accuracy, tune_thresholds
+
+    assert choose_positive(["hot_dog", "not_hot_dog"], None)[0] == 0  # not alphabetical: not_X is the "no"
+    assert choose_positive(["cat", "other"], None)[0] == 0 and choose_positive(["no_mask", "mask"], None)[0] == 1
+    assert choose_positive(["cat", "dog"], None) == (1, "the second in alphabetical order; --positive cat to "
+                                                        "choose the other")
+    assert choose_positive(["cat", "dog"], "cat") == (0, "--positive")
+    with pytest.raises(UserError, match="'dgo' is not a class of the data .*did you mean dog"):
+        choose_positive(["cat", "dog"], "dgo")
+    # A hot dog run: the threshold is hot_dog's, saved as such, and decisions follow it.
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 100)  # 0 hot_dog, 1 not_hot_dog
+    p_hot = np.clip(np.where(y == 0, 0.8, 0.3) + rng.normal(0, 0.15, 200), 0, 1)
+    probs = np.stack([p_hot, 1 - p_hot], 1)
+    run = RunDir(tmp_path)
+    run.save_labels(["hot_dog", "not_hot_dog"])
+    clf = SimpleNamespace(classes=["hot_dog", "not_hot_dog"], task=get_task("multiclass"), threshold=None, positive=1,
+                          predict_proba=lambda x: torch.tensor(probs))
+    said: list[str] = []
+    tune_thresholds(clf, run, SimpleNamespace(x=None, y=torch.tensor(y)), None, said.append)
+    saved = json.loads((tmp_path / "threshold.json").read_text())
+    assert saved["positive"] == "hot_dog" and clf.positive == 0 == run.positive()
+    assert run.threshold() == pytest.approx(1 - saved["threshold"]) == pytest.approx(clf.threshold)
+    answers = [get_task("multiclass").answer(p, 2, clf.threshold)[0] for p in probs]
+    assert answers == [0 if p >= saved["threshold"] else 1 for p in p_hot]  # hot_dog from p(hot_dog) >= t
+    assert "'hot_dog' is the positive class ('not_hot_dog' reads as its negative)" in said[0]
+    assert 0.85 < saved["cross_fitted_accuracy"] < 1.0
+    noise = np.random.default_rng(2)
+    assert abs(cross_fitted_accuracy(noise.integers(0, 2, 4000), noise.random(4000)) - 0.5) < 0.05
+
+
+def test_a_wrong_positive_class_is_refused_before_the_run_folder_is_made(tmp_path, capsys, monkeypatch):
+    from .conftest import write_class_folders
+
+    two = write_class_folders(tmp_path / "two", per_class=4, classes=("hot_dog", "not_hot_dog"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(two), "--positive", "hotdog", "--epochs", "1", "--quiet"]) == 2
+    assert "--positive 'hotdog' is not a class of the data (hot_dog, not_hot_dog); did you mean hot_dog?" in \
+        capsys.readouterr().err
+    three = write_class_folders(tmp_path / "three", per_class=4)
+    assert main(["train", str(three), "--positive", "bar", "--epochs", "1", "--quiet"]) == 2
+    assert "this run has 3 classes" in capsys.readouterr().err and not (tmp_path / "runs").exists()

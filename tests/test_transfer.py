@@ -46,7 +46,8 @@ def backbone_images(monkeypatch) -> list[int]:
     real = EfficientNet.forward_features
 
     def counting(self, x):
-        seen.append(len(x))
+        if x.device.type != "meta":  # the memory estimate's pass computes shapes, no pixels
+            seen.append(len(x))
         return real(self, x)
     monkeypatch.setattr(EfficientNet, "forward_features", counting)
     return seen

@@ -150,6 +150,10 @@ def add_training(sub: argparse._SubParsersAction, command: str = "train") -> Non
                    help="never mirror images (digits, text); default: flip unless the dataset is digits")
     p.add_argument("--val-split", type=FRACTION, default=DEFAULTS.val_split,
                    help="share of train held out for validation when the data has no validation split")
+    p.add_argument("--positive", default=None, metavar="CLASS", help="two classes: the one the run detects, whose "
+                                                                      "threshold and precision/recall are reported "
+                                                                      "(default: the other of a class named not_X, "
+                                                                      "no_X or other; else the second by name)")
     p.add_argument("--limit", type=SOME, default=None, help="train on a sample of N training images (stratified by "
                                                            "class, seeded), to try a big data set on a slice first")
     p.add_argument("--seed", type=COUNT, default=DEFAULTS.seed, help="seed for the split, the weights and the batches")

@@ -106,7 +106,7 @@ def _images(clf: Classifier, limit: int, shape: tuple[int, ...]) -> tuple[torch.
 def _accuracy(clf: Classifier, probs: np.ndarray, y: np.ndarray | None) -> float | None:
     if y is None:
         return None
-    return float(evaluation_for(clf.task, clf.classes, y, probs, clf.threshold).accuracy)
+    return float(evaluation_for(clf.task, clf.classes, y, probs, clf.threshold, positive=clf.positive).accuracy)
 
 
 def _repeat(x: torch.Tensor, n: int) -> torch.Tensor:

@@ -120,10 +120,11 @@ class Classifier(Predictor):
                             f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})") \
                 from None
         clf = cls(model, classes, config, run_dir, device)
-        clf.threshold = run_dir.threshold()
+        clf.threshold, clf.positive = run_dir.threshold(), run_dir.positive()
         if (run_dir / EVALUATION).is_file() and path == run_dir / BEST:  # the final evaluation of these weights
             with np.load(run_dir / EVALUATION, allow_pickle=False) as saved:
-                clf.evaluation = evaluation_for(clf.task, classes, saved["y_true"], saved["probs"], clf.threshold)
+                clf.evaluation = evaluation_for(clf.task, classes, saved["y_true"], saved["probs"], clf.threshold,
+                                                positive=clf.positive)
         return clf
 
     @staticmethod
@@ -233,7 +234,8 @@ class Classifier(Predictor):
             batch = inference_batch(tuple(images.x.shape[1:]))
             probs = np.concatenate([averaged(self.proba, images.x[i:i + batch].numpy(), self.config.flip is not False)
                                     for i in range(0, len(images), batch)])
-        result = evaluation_for(self.task, self.classes, images.y.numpy(), probs, self.threshold, top_k)
+        result = evaluation_for(self.task, self.classes, images.y.numpy(), probs, self.threshold, top_k,
+                                self.positive)
         if tta and self.task.multilabel:
             result.plain_map = evaluation_for(self.task, self.classes, result.y_true, plain, self.threshold).\
                 mean_average_precision

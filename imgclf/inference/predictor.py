@@ -76,6 +76,7 @@ class Predictor:
     tta = False  # test-time augmentation: average the image's views (imgclf.inference.tta) in every prediction
     # Two classes: answer class 1 from this probability on; multi-label: each label's (tuned on validation).
     threshold: float | list[float] | None = None
+    positive = 1  # two classes: the class the run detects (its --positive), whose binary scores are reported
 
     @property
     def task(self) -> Task:

@@ -15,11 +15,12 @@ from .multilabel import MultiLabelEvaluation, label_scores
 
 
 def evaluation_for(task: Task, classes: list[str], y_true: np.ndarray, probs: np.ndarray, threshold: Any = None,
-                   top_k: int = 5) -> Evaluation | MultiLabelEvaluation:
-    """The evaluation of ``probs`` against ``y_true`` for the run's task, at the run's threshold(s)."""
+                   top_k: int = 5, positive: int = 1) -> Evaluation | MultiLabelEvaluation:
+    """The evaluation of ``probs`` against ``y_true`` for the run's task, at the run's threshold(s); a two-class
+    run's binary scores are those of its ``positive`` class."""
     if task.multilabel:
         return MultiLabelEvaluation(classes, y_true, probs, thresholds_for(threshold, len(classes)))
-    return Evaluation(classes, y_true, probs, top_k, threshold=threshold)
+    return Evaluation(classes, y_true, probs, top_k, threshold=threshold, positive=positive)
 
 
 def validation_for(task: Task) -> "ConfusionSums | LabelScores":

@@ -75,6 +75,7 @@ class Evaluation:
     top_k: int = 5
     plain_accuracy: float | None = None  # with test-time augmentation: the accuracy without it
     threshold: float | None = None  # two classes: the tuned probability of class 1 above which it is answered
+    positive: int = 1  # two classes: the class whose detection the binary scores measure (the run's --positive)
 
     multilabel = False
 
@@ -105,14 +106,16 @@ class Evaluation:
         return len(self.classes) == 2 and len(np.unique(self.y_true)) == 2
 
     def binary_scores(self) -> dict[str, float]:
-        """ROC AUC and average precision of class 1, and accuracy/precision/recall/F1 at the tuned threshold."""
-        scores = self.probs[:, 1]
-        out = {"roc_auc": float(roc_auc_score(self.y_true, scores)),
-               "average_precision": float(average_precision_score(self.y_true, scores))}
+        """ROC AUC and average precision of the positive class, and accuracy/precision/recall/F1 at the tuned
+        threshold, which is said as the positive class's probability."""
+        scores, truth = self.probs[:, self.positive], (self.y_true == self.positive).astype(int)
+        out = {"roc_auc": float(roc_auc_score(truth, scores)),
+               "average_precision": float(average_precision_score(truth, scores))}
         if self.threshold is not None:
-            decided = (scores >= self.threshold).astype(int)
-            p, r, f, _ = precision_recall_fscore_support(self.y_true, decided, average="binary", zero_division=0)
-            out |= {"threshold": self.threshold, "accuracy_at_threshold": float((decided == self.y_true).mean()),
+            threshold = self.threshold if self.positive == 1 else 1.0 - self.threshold  # stored as class 1's
+            decided = (scores >= threshold).astype(int)
+            p, r, f, _ = precision_recall_fscore_support(truth, decided, average="binary", zero_division=0)
+            out |= {"threshold": threshold, "accuracy_at_threshold": float((decided == truth).mean()),
                     "precision_at_threshold": float(p), "recall_at_threshold": float(r), "f1_at_threshold": float(f)}
         return out
 
@@ -183,10 +186,11 @@ class Evaluation:
         top += f"{self.tta_text}\n" if self.plain_accuracy is not None else ""
         if self.binary:
             b = self.binary_scores()
-            top += f"ROC AUC ({self.classes[1]} positive): {b['roc_auc']:.4f}\naverage precision: " \
+            top += f"ROC AUC ({self.classes[self.positive]} positive): {b['roc_auc']:.4f}\naverage precision: " \
                    f"{b['average_precision']:.4f}\n"
             if "threshold" in b:
-                top += (f"at the threshold tuned on validation, p({self.classes[1]}) >= {b['threshold']:.3f}: accuracy "
+                top += (f"at the threshold tuned on validation, p({self.classes[self.positive]}) >= {b['threshold']:.3f}: "
+                        f"accuracy "
                         f"{b['accuracy_at_threshold']:.4f}, precision {b['precision_at_threshold']:.4f}, recall "
                         f"{b['recall_at_threshold']:.4f}, F1 {b['f1_at_threshold']:.4f}\n")
         return (f"images: {len(self.y_true)}\naccuracy: {self.accuracy:.4f}\nbalanced accuracy: "
@@ -204,7 +208,7 @@ class Evaluation:
         return {"images": int(len(self.y_true)), "accuracy": self.accuracy,
                 "balanced_accuracy": self.balanced_accuracy, "macro_f1": self.macro_f1, **top,
                 **({"tta": {"accuracy_without": self.plain_accuracy}} if self.plain_accuracy is not None else {}),
-                **({"binary": {"positive": self.classes[1], **self.binary_scores()}} if self.binary else {}),
+                **({"binary": {"positive": self.classes[self.positive], **self.binary_scores()}} if self.binary else {}),
                 "per_class": {c: per_class[c] for c in self.classes},
                 "most_confused": [{"true": t, "predicted": p, "count": n, "share": s}
                                   for t, p, n, s in self.most_confused()]}

@@ -149,7 +149,7 @@ def _binary_text(evaluation: Evaluation) -> str:
     if not evaluation.binary:
         return ""
     b = evaluation.binary_scores()
-    text = f", ROC AUC <b>{b['roc_auc']:.4f}</b> ({html.escape(evaluation.classes[1])} positive)"
+    text = f", ROC AUC <b>{b['roc_auc']:.4f}</b> ({html.escape(evaluation.classes[evaluation.positive])} positive)"
     if "threshold" in b:
         text += (f"; at the threshold tuned on validation ({b['threshold']:.3f}): precision "
                  f"{b['precision_at_threshold']:.4f}, recall {b['recall_at_threshold']:.4f}")
@@ -171,7 +171,7 @@ def write_report(clf: Classifier, evaluation: Evaluation | None = None, images: 
         if len(images) == 0:
             raise UserError("no readable labelled images to evaluate on")
         evaluation = evaluation_for(clf.task, clf.classes, images.y.numpy(), clf.predict_proba(images.x).numpy(),
-                                    clf.threshold)
+                                    clf.threshold, positive=clf.positive)
         evaluation.save(run.path, images.x)
     if run.metrics() and not (run / "curves.png").exists():
         plot_curves(run.metrics(), run / "curves.png", clf.config.monitor, kept_epoch(run / BEST))

@@ -30,7 +30,7 @@ from ..metrics.diagnose import collapse_note, diagnose
 from ..models import CUSTOM, count_parameters, is_custom
 from ..plots import plot_curves
 from ..reports.report import save_data_overview, write_report
-from ..run import BEST, EVALUATION, LAST, LOCK, RunDir, RunLock, RunStatus, check_run_name, kept_epoch
+from ..run import BEST, EVALUATION, LAST, LOCK, THRESHOLD, RunDir, RunLock, RunStatus, check_run_name, kept_epoch
 from ..task import get_task
 from .callback_list import default_callbacks, for_this_process, plateau_from_callbacks, with_user_callbacks
 from .callbacks import Callback
@@ -39,7 +39,7 @@ from .loss import create_criterion
 from .mix import mixing
 from .optim import MIN_SCHEDULED_STEPS, create_optimizer, create_schedule
 from .setup import build_model, check_memory, fit_input, load_data, new_config, seed_everything
-from .thresholds import tune_thresholds
+from .thresholds import check_positive, tune_thresholds
 from .trainer import Trainer
 from .transfer import FineTune, freeze, layer_decay_groups, param_groups
 
@@ -263,6 +263,7 @@ def _open_run(data: str | None, model: str | nn.Module, epochs: int | None, resu
                             f"from Python: imgclf.train(resume=True, name=..., model=YourModel())")
         return cfg, run, source, build_model(cfg, len(source.classes), own, weights=False)
     fit_input(cfg, source)
+    check_positive(cfg.positive, source.classes, cfg.task)
     check_memory(cfg, len(source.classes), len(source.splits["train"]))
     net = build_model(cfg, len(source.classes), own)  # before the run directory exists: a bad model leaves none
     run = RunDir.create(cfg.project, cfg.name, f"{source.name}-{cfg.model.split(':')[0]}", exist_ok) \
@@ -386,7 +387,7 @@ def _finish(cfg: TrainConfig, run: RunDir, prepared: Prepared, trainer: Trainer,
     log(diagnose(rows, cfg.monitor, kept, cfg, n_val).text)
     clf = Classifier.load(run.path, device=cfg.device, model=own)
     if "val" in prepared.splits and len(prepared.splits["val"]):
-        tune_thresholds(clf, run, prepared.splits["val"], log)
+        tune_thresholds(clf, run, prepared.splits["val"], cfg.positive, log)
     final = "test" if "test" in prepared.splits else "val" if "val" in prepared.splits else None
     if final is not None and len(prepared.splits[final]):
         _evaluate(clf, cfg, prepared.splits[final], final, prepared.classes, log)
@@ -401,12 +402,19 @@ def _evaluate(clf: Classifier, cfg: TrainConfig, images: ImageTensors, final: st
               log: Callable[[str], None]) -> None:
     """The best weights scored on the ``final`` split, saved in the run with its figures and report."""
     probs = clf.predict_proba(images.x).numpy()
-    ev = clf.evaluation = evaluation_for(clf.task, classes, images.y.numpy(), probs, clf.threshold)
+    ev = clf.evaluation = evaluation_for(clf.task, classes, images.y.numpy(), probs, clf.threshold,
+                                         positive=clf.positive)
     ev.save(clf.run.path, images.x, figures=cfg.plots)
     np.savez_compressed(clf.run / EVALUATION, y_true=ev.y_true, probs=probs.astype(np.float32))
     saved = clf.run / "eval.json"  # which split it scored, so that `imgclf runs` calls the figure what it is
-    saved.write_text(json.dumps({"split": final} | json.loads(saved.read_text(encoding="utf-8")), indent=1,
-                                ensure_ascii=False), encoding="utf-8")
+    scores = {"split": final} | json.loads(saved.read_text(encoding="utf-8"))
+    fitted = json.loads((clf.run / THRESHOLD).read_text(encoding="utf-8")).get("cross_fitted_accuracy") \
+        if (clf.run / THRESHOLD).is_file() else None
+    if final == "val" and fitted is not None and "binary" in scores:  # the threshold was tuned on this very split
+        scores["binary"] |= {"tuned_on_this_split": True, "cross_fitted_accuracy_at_threshold": fitted}
+        log(f"the decision threshold was tuned on this validation split, so its accuracy here flatters it; on "
+            f"images it was not tuned on (cross-fitted halves): {fitted:.4f}")
+    saved.write_text(json.dumps(scores, indent=1, ensure_ascii=False), encoding="utf-8")
     if clf.task.multilabel:
         log(f"{final} {ev.headline}, exact match {ev.exact_match:.4f}, hamming loss {ev.hamming:.4f} on "
             f"{len(images)} images with the best weights")

@@ -113,7 +113,7 @@ def check_memory(cfg: TrainConfig, num_classes: int, n_train: int) -> None:
     batch = min(cfg.batch_size, max(n_train, 1))
     try:
         need = step_memory(cfg.model, num_classes, cfg.channels, cfg.img_size)
-    except (RuntimeError, NotImplementedError, TypeError):  # a model the meta device cannot run: no estimate
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):  # the meta device cannot run it
         return
     room = memory_room(cfg.device)
     if need.total(batch) <= room:
