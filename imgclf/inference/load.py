@@ -9,19 +9,19 @@ from .onnx import OnnxClassifier
 from .predictor import Predictor
 
 
-def load_predictor(model: str | Path, weights: str = "best", device: str = "auto", module: "object | None" = None
+def load_predictor(run: str | Path, weights: str = "best", device: str = "auto", model: "object | None" = None
                    ) -> Predictor:
     """``imgclf.load``: a trained classifier back from its run directory, with its ``best`` weights, its ``last``
     epoch's, or any weights file of that run (e.g. one a :class:`~imgclf.callbacks.ModelCheckpoint` of yours
     wrote). A cross-validation gives the ensemble of its folds; an exported ``.onnx`` file its onnxruntime
     classifier (the same predict API; neither torch nor timm is imported for it); a timm or torchvision model name
-    its ImageNet classifier. Only the libraries the model needs are imported: a cnn run needs no timm."""
+    its ImageNet classifier. A run trained on your own ``nn.Module`` needs an instance of it as ``model``. Only the libraries the model needs are imported: a cnn run needs no timm."""
     # The PyTorch predictors are imported here, not at the top, so that an .onnx file never imports torch.
-    if str(model).lower().endswith(".onnx"):
-        return OnnxClassifier(model)
-    for folder in (Path(model), Path("runs") / str(model)):
+    if str(run).lower().endswith(".onnx"):
+        return OnnxClassifier(run)
+    for folder in (Path(run), Path("runs") / str(run)):
         if (folder / CV_FILE).is_file():  # a cross-validation: its folds as an ensemble
             from .ensemble import Ensemble
             return Ensemble(folder, device)
     from .classifier import Classifier
-    return Classifier.load(model, weights, device, module)
+    return Classifier.load(run, weights, device, model)
