@@ -95,17 +95,15 @@ def test_googlenet_trains_with_its_auxiliary_losses():
     assert create_model("googlenet", 3, 3, 64, auxiliary=False).net.aux1 is None
 
 
-def test_a_googlenet_run_predicts_and_exports_without_auxiliary_classifiers(image_folder, run_cwd):
+def test_a_googlenet_run_predicts_without_auxiliary_classifiers(image_folder, run_cwd):
     import sys
 
     import imgclf
-    from imgclf.cli.main import main
 
     clf = imgclf.train(str(image_folder), "googlenet", epochs=1, name="g", img_size=32, batch_size=8,
                        quiet=True, plots=False, workers=0, report=False)
     assert clf.config.model == "tv:googlenet" and clf.model.net.aux1 is None
     assert clf.predict_proba(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (2, 3)
-    assert main(["export", "runs/g", "--output", "g.onnx"]) == 0  # checked against PyTorch by the export itself
     # Loading the run to predict asks torchvision alone: timm is not imported (a fresh process).
     code = ("import sys, imgclf; c = imgclf.load('runs/g'); c.predict_proba(__import__('torch').zeros(1, 3, 32, 32, "
             "dtype=__import__('torch').uint8)); assert 'timm' not in sys.modules, 'timm imported'")
