@@ -114,12 +114,7 @@ def test_existing_run_name_is_not_overwritten(image_folder, run_cwd, capsys):
     assert (run_cwd / "runs" / "same" / "best.safetensors").read_bytes() == best
 
 
-def run_cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "imgclf", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
-
-
-def test_user_errors_are_one_line_with_exit_code_2(tmp_path, image_folder):
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path, image_folder, capsys, monkeypatch):
     (tmp_path / "empty").mkdir()
     write_class_folders(tmp_path / "one", 3, classes=("only",))
     (tmp_path / "bad.csv").write_text("name,label\na.png,x\n")
@@ -131,11 +126,14 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, image_folder):
         (("train", str(image_folder), "--optimizer", "lbfgs"), "invalid choice"),
         (("evaluate", str(tmp_path / "nothing")), "no such run"),
     ]
+    monkeypatch.chdir(tmp_path)  # in-process (test_no_traceback sweeps whole processes): a traceback fails the test
     for args, message in cases:
-        result = run_cli(*args, cwd=tmp_path)
-        assert result.returncode == 2, (args, result.stderr)
-        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1
+        try:
+            code = main(list(args))
+        except SystemExit as exit:  # argparse's own errors
+            code = exit.code
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
     assert not (tmp_path / "runs").exists()  # failed runs leave no empty run directories
 
 

@@ -100,7 +100,7 @@ def _final_weights(cwd: Path, name: str) -> dict[str, torch.Tensor]:
 def long_data(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
     """A data set with a few hundred steps per epoch, and the weights of an uninterrupted run on it."""
     root = tmp_path_factory.mktemp("interrupt")
-    data = write_class_folders(root / "shapes", per_class=150)
+    data = write_class_folders(root / "shapes", per_class=90)
     reference = _train(data, root, "whole")
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
     return data, _final_weights(root, "whole")
