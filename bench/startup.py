@@ -40,10 +40,11 @@ def measure(tree: Path, args: list[str], cwd: Path, exit_code: int = 0) -> tuple
     return seconds, usage.ru_maxrss / 1024
 
 
-def make_tiny_onnx(work: Path) -> None:
-    """WORK/tiny.onnx, a tiny trained run exported, and WORK/data/a/0.png to predict. Run in a child process
-    (``--make``): a child forked from a parent that holds torch would count the parent's memory in its peak RSS."""
-    sys.path.insert(0, str(ROOT))
+def make_tiny_onnx(work: Path, tree: Path) -> None:
+    """WORK/tiny.onnx, a tiny run trained by ``tree``'s code and exported, and WORK/data/a/0.png to predict. Run in a
+    child process (``--make``): a child forked from a parent that holds torch would count the parent's memory in
+    its peak RSS."""
+    sys.path.insert(0, str(tree))
     import numpy as np
     from PIL import Image
 
@@ -64,36 +65,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", default=None, help="a commit to compare with, e.g. HEAD~1")
     parser.add_argument("--repeat", type=int, default=5, help="runs per command (the median is reported)")
-    parser.add_argument("--make", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--make", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.make:
-        make_tiny_onnx(Path(args.make))
+        make_tiny_onnx(Path(args.make[0]), Path(args.make[1]))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        subprocess.run([sys.executable, __file__, "--make", str(work)], check=True)
-        onnx, image = work / "tiny.onnx", work / "data" / "a" / "0.png"
+        top = Path(tmp)
         trees = {"this checkout": ROOT}
         if args.baseline:
-            base = work / "baseline"
+            base = top / "baseline"
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.baseline],
                            check=True, capture_output=True)
             trees = {f"baseline ({args.baseline})": base} | trees
-        (work / "empty").mkdir()
-        commands = {"python -c 'import torch' (the unit)": (["-c", "import torch"], 0),
-                    "imgclf --help": (["--help"], 0), "imgclf --version": (["--version"], 0),
-                    "imgclf train --help": (["train", "--help"], 0),
-                    "imgclf predict model.onnx IMAGE": (["predict", str(onnx), str(image)], 0),
-                    "imgclf predict RUN IMAGE (cnn)": (["predict", str(work / "runs" / "tiny"), str(image)], 0),
-                    "imgclf train data/fod (a typo)": (["train", str(work / "dat")], 2),
-                    "imgclf predict runs/nothere IMAGE": (["predict", str(work / "runs" / "nothere"), str(image)], 2),
-                    "imgclf viz bottleneck": (["viz", "bottleneck"], 0),
-                    "imgclf train fashion-mnist, offline, not on disk": (
-                        ["train", "fashion-mnist", "--data-root", str(work / "empty")], 2)}
         results: dict[str, dict[str, tuple[float, float]]] = {}
         try:
             for label, tree in trees.items():
-                for name, (argv, code) in commands.items():
+                work = top / f"work-{list(trees).index(label)}"
+                work.mkdir()
+                subprocess.run([sys.executable, __file__, "--make", str(work), str(tree)], check=True)
+                for name, (argv, code) in commands_for(work).items():
                     runs = [measure(tree, argv, work, code) for _ in range(args.repeat)]
                     results.setdefault(name, {})[label] = (statistics.median(r[0] for r in runs),
                                                            max(r[1] for r in runs))
@@ -101,9 +92,29 @@ def main() -> None:
             if args.baseline:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
                 shutil.rmtree(base, ignore_errors=True)
-    labels = list(trees)
-    unit = {label: results[next(iter(commands))][label][0] for label in labels}
-    print(f"median of {args.repeat} runs; peak RSS of the process; x torch: the time over `import torch`'s")
+    report(results, list(trees), args.repeat)
+
+
+def commands_for(work: Path) -> dict[str, tuple[list[str], int]]:
+    """The commands timed, each with the exit code it must end with, on ``work``'s tiny run."""
+    onnx, image = work / "tiny.onnx", work / "data" / "a" / "0.png"
+    (work / "empty").mkdir(exist_ok=True)
+    return {"python -c 'import torch' (the unit)": (["-c", "import torch"], 0),
+            "imgclf --help": (["--help"], 0), "imgclf --version": (["--version"], 0),
+            "imgclf train --help": (["train", "--help"], 0),
+            "imgclf predict model.onnx IMAGE": (["predict", str(onnx), str(image)], 0),
+            "imgclf predict RUN IMAGE (cnn)": (["predict", str(work / "runs" / "tiny"), str(image)], 0),
+            "imgclf train data/fod (a typo)": (["train", str(work / "dat")], 2),
+            "imgclf predict runs/nothere IMAGE": (["predict", str(work / "runs" / "nothere"), str(image)], 2),
+            "imgclf viz bottleneck": (["viz", "bottleneck"], 0),
+            "imgclf train fashion-mnist, offline, not on disk": (
+                ["train", "fashion-mnist", "--data-root", str(work / "empty")], 2)}
+
+
+def report(results: dict[str, dict[str, tuple[float, float]]], labels: list[str], repeat: int) -> None:
+    """The table: each command's median time, its ratio to `import torch`'s, and its peak RSS, per tree."""
+    unit = {label: results[next(iter(results))][label][0] for label in labels}
+    print(f"median of {repeat} runs; peak RSS of the process; x torch: the time over `import torch`'s")
     print("| command | " + " | ".join(f"{label}: s, x torch, MB" for label in labels) +
           (" | speed-up |" if len(labels) == 2 else " |"))
     print("|---" * (len(labels) + 1 + (len(labels) == 2)) + "|")
