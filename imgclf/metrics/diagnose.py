@@ -53,6 +53,14 @@ def remedies(cfg: TrainConfig | None) -> list[str]:
     return out
 
 
+def _too_little(epochs: int, n_val: int | None) -> str | None:
+    """Why over-fitting cannot be judged yet (too few validation images or epochs), or None."""
+    if n_val is not None and n_val < MIN_VAL:
+        return (f"over-fitting cannot be judged on {n_val} validation images (one image moves accuracy by "
+                f"{100 / max(n_val, 1):.0f} points); hold out more (--val-split 0.2) or cross-validate (imgclf cv)")
+    return f"too early to judge over-fitting after {epochs} epoch(s)" if epochs < MIN_EPOCHS else None
+
+
 def diagnose(rows: list[dict[str, float]], monitor: str = "val_acc", kept: int | None = None,
              cfg: TrainConfig | None = None, n_val: int | None = None) -> Diagnosis:
     """Read the curves: did validation loss turn up while training loss kept falling, and when? How sure that is
@@ -75,13 +83,8 @@ def diagnose(rows: list[dict[str, float]], monitor: str = "val_acc", kept: int |
     gap, lowest = gaps[-1], epochs[best]
     summary = (f"train/validation accuracy gap {gap:+.1f} points at epoch {epochs[-1]}; lowest validation loss "
                f"{val_loss[best]:.4f} at epoch {lowest}")
-    if n_val is not None and n_val < MIN_VAL:
-        return Diagnosis("unknown", f"over-fitting cannot be judged on {n_val} validation images (one image moves "
-                                    f"accuracy by {100 / max(n_val, 1):.0f} points); hold out more (--val-split "
-                                    f"0.2) or cross-validate (imgclf cv). {summary}.", gap, None, kept)
-    if len(rows) < MIN_EPOCHS:
-        return Diagnosis("unknown", f"too early to judge over-fitting after {len(rows)} epoch(s). {summary}.", gap,
-                         None, kept)
+    if (why := _too_little(len(rows), n_val)) is not None:
+        return Diagnosis("unknown", f"{why}. {summary}.", gap, None, kept)
     bar = max(RISE, NOISE / n_val ** 0.5) if n_val else RISE
     rise = val_loss[-1] / val_loss[best] - 1 if val_loss[best] > 0 else 0.0
     rising = best < len(rows) - 1 and rise > bar and rows[-1]["train_loss"] < rows[best]["train_loss"]
