@@ -16,11 +16,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
-_EXPORTS = {"load": "inference.load:load_predictor", "train": "training.job", "Classifier": "inference.classifier",
-            "TrainConfig": "config", "UserError": "errors", "create_model": "models", "cross_validate": "experiments.cv",
-            "tune": "experiments.tune", "runs": "reports.runs:list_runs", "Comparison": "reports.compare"}
-__all__ = ["Classifier", "Comparison", "TrainConfig", "UserError", "callbacks", "create_model", "cross_validate",
-           "load", "runs", "train", "tune", "__version__"]
+_EXPORTS = {"load": "training.learner:load", "train": "training.learner", "Learner": "training.learner",
+            "Classifier": "inference.classifier", "TrainConfig": "config", "UserError": "errors",
+            "create_model": "models", "cross_validate": "experiments.cv", "tune": "experiments.tune",
+            "runs": "reports.runs:list_runs", "Comparison": "reports.compare"}
+__all__ = ["Classifier", "Comparison", "Learner", "TrainConfig", "UserError", "callbacks", "create_model",
+           "cross_validate", "load", "runs", "train", "tune", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -138,3 +138,26 @@ def test_config_yaml_holds_every_value_the_run_used(image_folder, run_cwd):
     assert saved["task"] == "multiclass" and saved["monitor"] == seen["monitor"] == "val_acc"
     assert saved["img_size"] == 16 and saved["channels"] == 3 and len(saved["mean"]) == 3
     assert clf.config.batch_size == saved["batch_size"]
+
+
+def test_a_learner_trains_further_and_shows_its_results(image_folder, run_cwd):
+    import sys
+
+    clf = imgclf.train(str(image_folder), epochs=1, name="first", **TINY)
+    assert isinstance(clf, imgclf.Learner)
+    before = {k: v.clone() for k, v in clf.model.state_dict().items()}
+    assert clf.fit(2) is clf  # Keras' second fit, fastai's way: a new run from these weights
+    assert clf.run.name == "first-more" and len(clf.run.metrics()) == 2 and clf.evaluation is not None
+    assert clf.config.weights.endswith("first/best.safetensors") and clf.config.model == TINY["model"]
+    assert any(not torch.equal(before[k], v) for k, v in clf.model.state_dict().items())
+    assert len(imgclf.load("runs/first").run.metrics()) == 1  # the run it came from is left as it was
+    again = imgclf.load("runs/first")
+    assert isinstance(again, imgclf.Learner) and again.fit(1).run.name == "first-more2"
+    path = clf.show_results(4)
+    assert path == clf.run / "results.png" and path.stat().st_size > 1000
+    assert clf.show_results(3, worst=True, save_to="worst.png").name == "worst.png"
+    # loading a run to predict imports neither the training job nor timm
+    code = ("import sys, imgclf; c = imgclf.load('runs/first'); assert type(c).__name__ == 'Learner'; "
+            "assert 'imgclf.training.job' not in sys.modules and 'timm' not in sys.modules, 'heavy'")
+    import subprocess
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0

@@ -34,7 +34,7 @@ ALLOWED = {
 }
 # Modules that import some of their own package inside functions: the command handlers (so that `imgclf --help`
 # imports no torch), and the two ways into ONNX prediction, which must not import torch for an .onnx file.
-LAZY = {"cli", "inference.load", "deploy.serve", "models"}
+LAZY = {"cli", "inference.load", "deploy.serve", "models", "training.learner"}
 
 
 def _name(path: Path) -> str:

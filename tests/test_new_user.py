@@ -514,7 +514,7 @@ def test_the_python_api_shows_itself(tmp_path):
     data = write_class_folders(tmp_path / "data", 10)
     clf = imgclf.train(str(data), epochs=2, project=str(tmp_path / "runs"), name="api", limit=18, **TINY)
     text = repr(clf)
-    assert text.startswith("Classifier(model='cnn:8-m-16-m-fc16'") and "classes=3" and "runs/api" in text
+    assert text.startswith("Learner(model='cnn:8-m-16-m-fc16'") and "classes=3" and "runs/api" in text
     assert "array" not in repr(clf.evaluation) and repr(clf.evaluation).startswith("Evaluation(accuracy=")
     again = imgclf.load(clf.run.path)
     history = again.history

@@ -44,7 +44,7 @@ class Classifier(Predictor):
     def __repr__(self) -> str:
         cfg = self.config
         run = f", run={str(self.run.path)!r}" if self.run else ""
-        return (f"Classifier(model={cfg.model!r}, task={self.task.name!r}, classes={len(self.classes)}, "
+        return (f"{type(self).__name__}(model={cfg.model!r}, task={self.task.name!r}, classes={len(self.classes)}, "
                 f"input={cfg.channels}x{cfg.img_size}x{cfg.img_size}{run})")
 
     @property

@@ -9,13 +9,14 @@ from .onnx import OnnxClassifier
 from .predictor import Predictor
 
 
-def load_predictor(run: str | Path, weights: str = "best", device: str = "auto", model: "object | None" = None
-                   ) -> Predictor:
+def load_predictor(run: str | Path, weights: str = "best", device: str = "auto", model: "object | None" = None,
+                   classifier: "type | None" = None) -> Predictor:
     """``imgclf.load``: a trained classifier back from its run directory, with its ``best`` weights, its ``last``
     epoch's, or any weights file of that run (e.g. one a :class:`~imgclf.callbacks.ModelCheckpoint` of yours
     wrote). A cross-validation gives the ensemble of its folds; an exported ``.onnx`` file its onnxruntime
     classifier (the same predict API; neither torch nor timm is imported for it); a timm or torchvision model name
-    its ImageNet classifier. A run trained on your own ``nn.Module`` needs an instance of it as ``model``. Only the libraries the model needs are imported: a cnn run needs no timm."""
+    its ImageNet classifier. A run trained on your own ``nn.Module`` needs an instance of it as ``model``.
+    ``classifier``: the :class:`Classifier` subclass a run loads as (imgclf.load: the training side's Learner). Only the libraries the model needs are imported: a cnn run needs no timm."""
     # The PyTorch predictors are imported here, not at the top, so that an .onnx file never imports torch.
     if str(run).lower().endswith(".onnx"):
         return OnnxClassifier(run)
@@ -24,4 +25,4 @@ def load_predictor(run: str | Path, weights: str = "best", device: str = "auto",
             from .ensemble import Ensemble
             return Ensemble(folder, device)
     from .classifier import Classifier
-    return Classifier.load(run, weights, device, model)
+    return (classifier or Classifier).load(run, weights, device, model)
