@@ -151,6 +151,14 @@ def test_a_two_class_run_reports_roc_auc_and_predicts_with_its_tuned_threshold(t
     assert main(["predict", str(tmp_path / "b.onnx"), str(data / "test" / "square"), "--top-k", "1"]) == 0
     answers = [line.split()[-2] for line in capsys.readouterr().out.splitlines() if line.strip().endswith("%)")]
     assert answers == ["noise"] * 10
+    # A threshold saved for the other class (noise positive, from p(noise) >= 0): every image is noise, and the
+    # exported file says which class is positive.
+    (run / "threshold.json").write_text(json.dumps({"positive": "noise", "threshold": 0.0}))
+    assert main(["export", str(run), "--output", str(tmp_path / "c.onnx")]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "c.onnx"), str(data / "test" / "square"), "--top-k", "1"]) == 0
+    answers = [line.split()[-2] for line in capsys.readouterr().out.splitlines() if line.strip().endswith("%)")]
+    assert answers == ["noise"] * 10 and imgclf.load(tmp_path / "c.onnx").positive == 0
 
 
 def test_a_two_class_threshold_is_tuned_only_on_enough_images_and_drawn_toward_half(tmp_path):

@@ -51,7 +51,9 @@ def metadata(clf: Classifier) -> dict[str, str]:
             "task": clf.task.name,
             # the run's decision threshold(s) (two classes: class 1's; multi-label: each label's, a JSON list), so
             # predict on the file answers as predict on the run
-            **({"threshold": json.dumps(clf.threshold)} if clf.threshold is not None else {})}
+            **({"threshold": json.dumps(clf.threshold)} if clf.threshold is not None else {}),
+            # a two-class run's positive class (its id): the one its precision, recall and ROC describe
+            **({"positive": str(clf.positive)} if len(clf.classes) == 2 and not clf.task.multilabel else {})}
 
 
 def check_images(clf: Classifier, limit: int) -> tuple[ImageTensors, str]:

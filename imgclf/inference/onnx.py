@@ -70,6 +70,7 @@ class OnnxClassifier(Predictor):
                             f"'imgclf export RUN --format onnx'")
         self.metadata = dict(meta)
         self.classes, self.config, self.threshold = _read_metadata(path, meta)
+        self.positive = 0 if meta.get("positive") == "0" else 1
         self.run = None
         self.input = self.session.get_inputs()[0]
         self.fixed_batch = self.input.shape[0] if isinstance(self.input.shape[0], int) else None
