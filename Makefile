@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The PyTorch build this project is tested with; override with `make TORCH= demo` to let pip choose.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
+# Test processes (pytest-xdist), each test file in one of them: 2 fits a 2-core machine's time and memory.
+JOBS ?= 2
 
 .PHONY: setup browser demo test bench clean
 
@@ -25,7 +27,7 @@ browser:
 		>/dev/null 2>&1 || echo "WARNING: could not install chromium; the browser test will be skipped"
 
 test: setup browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile
 
 bench: setup
 	$(BIN)/python bench/fashion_mnist.py
