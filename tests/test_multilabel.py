@@ -131,7 +131,8 @@ def test_class_weights_weigh_each_labels_positives_and_mixup_mixes_the_label_row
     y = torch.tensor([[1, 0], [1, 0], [1, 1], [1, 0]], dtype=torch.float32)
     cfg = imgclf.TrainConfig(class_weights="balanced", label_smoothing=0.0)
     loss = create_criterion(MultiLabel(), y, ["a", "b"], cfg, lambda m: None)
-    torch.testing.assert_close(loss.loss.pos_weight, torch.tensor([1.0, 3.0]))  # a: on every image; b: 3 negatives a positive
+    # a: on every image; b: 3 negatives a positive (the loss is wrapped for auxiliary classifiers: .loss)
+    torch.testing.assert_close(loss.loss.pos_weight, torch.tensor([1.0, 3.0]))
     mix, mix_loss = mixing(1.0, 0.0, 2, 0.0, multilabel=True)
     torch.manual_seed(0)
     x = torch.randn(4, 3, 8, 8)

@@ -113,8 +113,9 @@ def _food101(root: Path) -> Source:
     import torchvision
 
     cls = torchvision.datasets.Food101
-    train, test = _read_or_fetch("food101", root, f"{root}/food-101/ (images/ and meta/ from food-101.tar.gz)",
-                                 cls._URL, lambda get: [cls(str(root), split=s, download=get) for s in ("train", "test")])
+    where = f"{root}/food-101/ (images/ and meta/ from food-101.tar.gz)"
+    train, test = _read_or_fetch("food101", root, where, cls._URL,
+                                 lambda get: [cls(str(root), split=s, download=get) for s in ("train", "test")])
     splits = {split: Split(np.asarray(ds._labels, dtype=np.int64), paths=list(map(Path, ds._image_files)))
               for split, ds in (("train", train), ("test", test))}
     return Source("food101", list(train.classes), splits)

@@ -16,7 +16,8 @@ def load_predictor(run: str | Path, weights: str = "best", device: str = "auto",
     wrote). A cross-validation gives the ensemble of its folds; an exported ``.onnx`` file its onnxruntime
     classifier (the same predict API; neither torch nor timm is imported for it); a timm or torchvision model name
     its ImageNet classifier. A run trained on your own ``nn.Module`` needs an instance of it as ``model``.
-    ``classifier``: the :class:`Classifier` subclass a run loads as (imgclf.load: the training side's Learner). Only the libraries the model needs are imported: a cnn run needs no timm."""
+    ``classifier``: the :class:`Classifier` subclass a run loads as (imgclf.load: the training side's Learner).
+    Only the libraries the model needs are imported: a cnn run needs no timm."""
     # The PyTorch predictors are imported here, not at the top, so that an .onnx file never imports torch.
     if str(run).lower().endswith(".onnx"):
         return OnnxClassifier(run)

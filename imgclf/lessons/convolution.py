@@ -1,6 +1,7 @@
-"""The lessons on the user's own images: what the data looks like, what a filter does, what pooling does (the
-1x1 convolution's arithmetic is in ``bottleneck.py``). The arithmetic is torch's own (``conv2d``, pooling, the FLOP counter), so what the lesson shows is
-exactly what a CNN layer computes (a cross-correlation, as in every deep-learning library)."""
+"""The lessons on the user's own images: what the data looks like, what a filter does, what pooling does (the 1x1
+convolution's arithmetic is in ``bottleneck.py``). Filters and pooling are torch's own (``conv2d``, pooling), so
+what the lesson shows is exactly what a CNN layer computes (a cross-correlation, as in every deep-learning
+library)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -189,8 +189,8 @@ class Evaluation:
             top += f"ROC AUC ({self.classes[self.positive]} positive): {b['roc_auc']:.4f}\naverage precision: " \
                    f"{b['average_precision']:.4f}\n"
             if "threshold" in b:
-                top += (f"at the threshold tuned on validation, p({self.classes[self.positive]}) >= {b['threshold']:.3f}: "
-                        f"accuracy "
+                top += (f"at the threshold tuned on validation, p({self.classes[self.positive]}) >= "
+                        f"{b['threshold']:.3f}: accuracy "
                         f"{b['accuracy_at_threshold']:.4f}, precision {b['precision_at_threshold']:.4f}, recall "
                         f"{b['recall_at_threshold']:.4f}, F1 {b['f1_at_threshold']:.4f}\n")
         return (f"images: {len(self.y_true)}\naccuracy: {self.accuracy:.4f}\nbalanced accuracy: "
@@ -208,7 +208,8 @@ class Evaluation:
         return {"images": int(len(self.y_true)), "accuracy": self.accuracy,
                 "balanced_accuracy": self.balanced_accuracy, "macro_f1": self.macro_f1, **top,
                 **({"tta": {"accuracy_without": self.plain_accuracy}} if self.plain_accuracy is not None else {}),
-                **({"binary": {"positive": self.classes[self.positive], **self.binary_scores()}} if self.binary else {}),
+                **({"binary": {"positive": self.classes[self.positive], **self.binary_scores()}}
+                   if self.binary else {}),
                 "per_class": {c: per_class[c] for c in self.classes},
                 "most_confused": [{"true": t, "predicted": p, "count": n, "share": s}
                                   for t, p, n, s in self.most_confused()]}

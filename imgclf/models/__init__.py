@@ -129,8 +129,9 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, img_size: int =
     ``name`` is ``cnn``/``cnn:SPEC``, a timm architecture, or a torchvision one (``googlenet``, ``tv:resnet18``).
     ``weights`` loads a local state dict; ``pretrained`` loads ImageNet weights (built in for EfficientNet-Lite,
     else downloaded by timm or torchvision). ``auxiliary`` keeps GoogLeNet's and Inception v3's auxiliary
-    classifiers, which train from scratch only (they are never pretrained) and never predict. The model is checked with one forward pass at ``img_size`` so an
-    input too small for the architecture gives a clear error now rather than in the middle of training.
+    classifiers, which train from scratch only (they are never pretrained) and never predict. The model is checked
+    with one forward pass at ``img_size`` so an input too small for the architecture gives a clear error now rather
+    than in the middle of training.
     """
     if is_cnn(name):
         model = CNN(name[4:] or DEFAULT_SPEC, num_classes, in_chans, img_size)

@@ -49,7 +49,8 @@ def new_config(data: str | None, model: str, epochs: int | None, options: dict[s
         if options.get(key):
             options[key] = str(Path(options[key]).expanduser().resolve())
     # from_dict, not the constructor: a misspelt option (epoch=2) gets "did you mean epochs?", not a TypeError
-    cfg = TrainConfig.from_dict({"data": data, "model": canonical(model), **({"epochs": epochs} if epochs is not None else {}),
+    cfg = TrainConfig.from_dict({"data": data, "model": canonical(model),
+                                 **({"epochs": epochs} if epochs is not None else {}),
                                  **options})
     if cfg.name is not None:
         check_run_name(cfg.name)
