@@ -152,6 +152,8 @@ def test_a_multi_label_run_learns_the_bars_and_saves_its_thresholds(bars_run):
     assert clf.evaluation.mean_average_precision >= 0.95 and clf.evaluation.macro_f1 >= 0.85
     saved = json.loads((run / "threshold.json").read_text())["thresholds"]
     assert list(saved) == list(BARS) and all(0 < t < 1 for t in saved.values())
+    shown = clf.show_results(4, save_to=root / "results.png")  # predicted labels / true labels, per image
+    assert shown.exists() and shown.stat().st_size > 1000
     assert "val_map" in (run / "metrics.csv").read_text().splitlines()[0]
     assert {"per_label.csv", "per_label.png", "pr_curves.png", "top_losses.png"} <= {p.name for p in run.iterdir()}
     assert "Per label" in (run / "report.html").read_text()

@@ -67,7 +67,7 @@ class Learner(Classifier):
                                     positive=self.positive)
         chosen = evaluation.top_losses(n) if worst else np.arange(min(n, len(images)))
         if self.task.multilabel:
-            titles = [f"{'|'.join(self.classes[j] for j in np.flatnonzero(probs[i] >= 0.5)) or 'none'} / "
+            titles = [f"{'|'.join(self.classes[j] for j in self.task.answer(probs[i], 0, self.threshold)) or 'none'} / "
                       f"{'|'.join(self.classes[j] for j in np.flatnonzero(evaluation.y_true[i])) or 'none'}"
                       for i in chosen]
         else:
