@@ -175,13 +175,11 @@ class TrainConfig:
             if getattr(self, key) not in (*allowed, None):
                 raise UserError(f"--{key.replace('_', '-')} {getattr(self, key)!r} is not one of: "
                                 f"{', '.join(allowed)}")
-        at_least = {"epochs": (self.epochs, 1), "batch_size": (self.batch_size, 1), "seed": (self.seed, 0),
-                    "patience": (self.patience, 0), "plateau_patience": (self.plateau_patience, 0),
-                    "workers": (self.workers, 0), "weight_decay": (self.weight_decay, 0),
-                    "warmup_epochs": (self.warmup_epochs, 0), "min_delta": (self.min_delta, 0),
-                    "mixup": (self.mixup, 0), "cutmix": (self.cutmix, 0), "accumulate": (self.accumulate, 1),
-                    "limit": (self.limit, 1)}
-        for key, (value, low) in at_least.items():
+        at_least = {"epochs": 1, "batch_size": 1, "seed": 0, "patience": 0, "plateau_patience": 0, "workers": 0,
+                    "weight_decay": 0, "warmup_epochs": 0, "min_delta": 0, "mixup": 0, "cutmix": 0, "accumulate": 1,
+                    "limit": 1}
+        for key, low in at_least.items():
+            value = getattr(self, key)
             if value is not None and value < low:
                 raise UserError(f"--{key.replace('_', '-')} must be at least {low}, got {value}")
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
