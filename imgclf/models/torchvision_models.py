@@ -45,10 +45,6 @@ def preprocess(name: str) -> dict:
             "std": std}
 
 
-def min_size(name: str) -> int:
-    return int(_weights(name).meta.get("min_size", (32, 32))[-1])
-
-
 class TorchvisionNet(nn.Module):
     """A torchvision classifier (``self.net``) with timm's interface around it."""
 
@@ -73,7 +69,6 @@ class TorchvisionNet(nn.Module):
                                "classifier": tuple(f"net.{n}" for n in [self.head, *aux_heads] if n),
                                "input_size": (3, pre["img_size"], pre["img_size"]), "crop_pct": pre["crop_pct"],
                                "mean": tuple(pre["mean"]), "std": tuple(pre["std"]), "url": _weights(name).url}
-        self._features: torch.Tensor | None = None
 
     def _replace(self, path: str, in_chans: int) -> None:
         """A first convolution for ``in_chans`` input channels (grayscale data), otherwise the same layer."""
@@ -94,15 +89,13 @@ class TorchvisionNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """What the classifier layer receives: the whole network runs, with a hook on its input."""
-        def keep(_module: nn.Module, inputs: tuple) -> None:
-            self._features = inputs[0]
-        handle = self.get_classifier().register_forward_pre_hook(keep)
+        seen: list[torch.Tensor] = []
+        handle = self.get_classifier().register_forward_pre_hook(lambda _module, inputs: seen.append(inputs[0]))
         try:
             self.net(x)
         finally:
             handle.remove()
-        features, self._features = self._features, None
-        return features
+        return seen[0]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return x if pre_logits else self.get_classifier()(x)
