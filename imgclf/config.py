@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .resources import default_workers
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 TASKS = ("auto", "multiclass", "multilabel")  # see imgclf.task; auto: multilabel when a CSV row has several labels
@@ -50,24 +51,6 @@ def default_warmup_epochs(scheduler: str, epochs: int) -> float:
     if scheduler == "onecycle":
         return epochs / 4
     return min(1.0, epochs / 4) if scheduler == "cosine" else 0.0
-
-
-def free_cores() -> int:
-    """The cores this process may run on (a container's or taskset's share, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def default_workers() -> int:
-    """Augmentation worker processes beside the training threads: one is enough for 2 cores, at most 4."""
-    return max(1, min(4, free_cores() - 1))
-
-
-def decode_workers() -> int:
-    """Worker processes that only decode images (the store, bulk prediction): one per usable core, at most 8."""
-    return min(8, free_cores())
 
 
 _CHECKS = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),

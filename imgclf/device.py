@@ -2,15 +2,23 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
 from .config import PRECISIONS
 from .errors import UserError, warn
+from .resources import usable_cpus
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks the fastest available device; ``cpu``, ``cuda``, ``cuda:1`` or ``mps`` pick one."""
+    """``auto`` picks the fastest available device; ``cpu``, ``cuda``, ``cuda:1`` or ``mps`` pick one.
+
+    torch starts one compute thread per core of its affinity, but a container's CPU quota does not hide the host's
+    cores: there its threads would wait on each other, so they are cut to the CPUs this process may use (unless
+    $OMP_NUM_THREADS says otherwise)."""
+    if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() > usable_cpus():
+        torch.set_num_threads(usable_cpus())
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -26,7 +34,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps: Apple's MPS is not available here; use --device cpu or auto")
     return device
-
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .errors import UserError, warn
+from .resources import threads_per_process, usable_cpus
 
 # How long a collective may wait for the others (the longest is the barrier while local rank 0 decodes the data
 # set once for its machine); a process that dies is noticed by the launcher long before, which stops the rest.
@@ -191,9 +192,9 @@ def check_devices(n: int, device: str, sync_bn: bool = False) -> None:
     if gpus and n > gpus:
         raise UserError(f"--devices {n}: this machine has {gpus} GPU(s); use --devices {gpus} or fewer (or "
                         f"--device cpu for {n} CPU processes)")
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     if not gpus and n > cores:
-        warn(f"--devices {n}: more processes than this machine's {cores} CPU core(s); they will share them")
+        warn(f"--devices {n}: more processes than the {cores} CPU core(s) this process may use; they will share them")
 
 
 def launch(n: int, argv: list[str], device: str = "auto", sync_bn: bool = False) -> int:
@@ -215,7 +216,7 @@ def launch(n: int, argv: list[str], device: str = "auto", sync_bn: bool = False)
     endpoint = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port or 0}", "--rdzv-id", uuid.uuid4().hex]
     # Each process gets its share of the cores rather than torchrun's default of one thread.
     gpus = device in ("auto", "cuda") and torch.cuda.is_available()
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // (1 if gpus else n))))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_process(1 if gpus else n)))
     # DDP's once-per-process notice that fine-tuning's unfrozen epochs leave no parameter unused (find_unused is for
     # the frozen ones) would print from every process; torch's C++ errors still show.
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import decode_workers
+from ..resources import decode_workers
 from ..errors import Interrupted, UserError
 from .options import COUNT, SOME, Formatter, add_device, add_overwrite, number
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError, warn
+from ..resources import available_memory
 from .decode import BadImage, Preprocess, open_image, to_mode
 
 # auto keeps a split in RAM while its decoded size is under this share of the memory available now.
@@ -32,17 +33,6 @@ RAM_SHARE = 0.25
 def cache_root() -> Path:
     """``$IMGCLF_CACHE_DIR/images``, else ``~/.cache/imgclf/images``."""
     return Path(os.environ.get("IMGCLF_CACHE_DIR", "~/.cache/imgclf")).expanduser() / "images"
-
-
-def available_memory() -> int:
-    """Bytes of memory available now (Linux' MemAvailable; elsewhere the free pages)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def choose(cache: str, n: int, pre: Preprocess) -> tuple[str, str]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import decode_workers
+from ..resources import decode_workers
 from .decode import BadImage, Preprocess, is_gray, unusable_file
 from .sources import Split
 from .store import DiskRows, DiskWriter, FileRows, cache_root, choose, open_store, store_key

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..errors import UserError
+from ..resources import threads_per_process
 from .predictor import Predictor
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def session(path: str | Path, threads: int | None = None):
     if not Path(path).is_file():
         raise UserError(f"{path}: no such file")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.intra_op_num_threads = threads or threads_per_process()
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

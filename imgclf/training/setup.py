@@ -14,7 +14,7 @@ from ..config import TrainConfig
 from ..data.prepare import input_shape
 from ..data.sources import Source, load_source
 from ..data.split import holdout, sample
-from ..data.store import available_memory
+from ..resources import available_memory
 from ..device import resolve_device
 from ..errors import UserError
 from ..models import (canonical, create_model, default_img_size, is_cnn, is_custom, pretrained_preprocess,

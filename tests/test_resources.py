@@ -1,0 +1,63 @@
+"""What the process may use: CPUs (affinity, cgroup quota) and memory (cgroup limit), read the way containers set
+them, and the start-up paths that must not import the heavy libraries."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from imgclf import resources
+
+
+def test_a_cgroup_v2_quota_and_memory_limit_are_read(tmp_path, monkeypatch):
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # docker --cpus 1.5
+    (tmp_path / "memory.max").write_text(f"{4 * 2**30}\n")
+    (tmp_path / "memory.current").write_text(f"{2**30}\n")
+    assert resources.cpu_quota(tmp_path) == 1.5
+    assert resources.memory_limit(tmp_path) == 3 * 2**30
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    (tmp_path / "memory.max").write_text("max\n")
+    assert resources.cpu_quota(tmp_path) is None and resources.memory_limit(tmp_path) is None
+
+
+def test_a_cgroup_v1_quota_and_memory_limit_are_read(tmp_path):
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    (tmp_path / "memory" / "memory.limit_in_bytes").write_text(f"{2**31}\n")
+    (tmp_path / "memory" / "memory.usage_in_bytes").write_text(f"{2**30}\n")
+    assert resources.cpu_quota(tmp_path) == 1.0
+    assert resources.memory_limit(tmp_path) == 2**30
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # v1's "no quota"
+    (tmp_path / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert resources.cpu_quota(tmp_path) is None and resources.memory_limit(tmp_path) is None
+
+
+def test_a_quota_caps_every_worker_count_and_the_memory(monkeypatch):
+    monkeypatch.setattr(resources, "cpu_quota", lambda root=None: 1.0)
+    assert resources.usable_cpus() == 1
+    assert resources.decode_workers() == 1 and resources.default_workers() == 1
+    assert resources.threads_per_process(4) == 1
+    monkeypatch.setattr(resources, "memory_limit", lambda root=None: 123)
+    assert resources.available_memory() == 123
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset (util-linux) pins a process to cores")
+def test_a_pinned_process_counts_only_its_cores():
+    code = ("from imgclf import resources, device; import torch; device.resolve_device('cpu'); "
+            "print(resources.usable_cpus(), resources.decode_workers(), torch.get_num_threads())")
+    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["1", "1", "1"]
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_help_and_version_import_neither_numpy_nor_yaml(flag):
+    code = (f"import sys; sys.argv = ['imgclf', '{flag}']; from imgclf.cli.main import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'yaml', 'torch', 'PIL')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
