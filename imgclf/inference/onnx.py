@@ -3,7 +3,6 @@ from the file's metadata (written by :func:`imgclf.deploy.export.export`)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
