@@ -100,7 +100,7 @@ def main() -> None:
     if args.onnx:
         model = model / "model.onnx"
         if not model.exists():
-            run(ROOT, ["export", str(folder / "runs" / "bulk"), "--dynamic-batch"], folder)
+            run(ROOT, ["export", str(folder / "runs" / "bulk")], folder)
     trees = code_trees(folder, args.baseline)
     results = {}
     try:

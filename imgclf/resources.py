@@ -50,8 +50,10 @@ def default_workers() -> int:
 
 
 def decode_workers() -> int:
-    """Worker processes that only decode images (the store, bulk prediction): one per usable core, at most 8."""
-    return min(8, usable_cpus())
+    """Worker processes that only decode images (the store, bulk prediction): one per usable core, at most 8; none
+    on a single core, where a worker would take turns with this process and only add the copying between them."""
+    cores = usable_cpus()
+    return 0 if cores == 1 else min(8, cores)
 
 
 def threads_per_process(processes: int = 1) -> int:

@@ -39,9 +39,9 @@ class MultiClass:
         return logits.float().softmax(1)
 
     def probabilities_np(self, logits: np.ndarray) -> np.ndarray:
-        from scipy.special import softmax
-
-        return softmax(logits.astype(np.float32), axis=1)
+        # numpy's own two lines, not scipy.special.softmax: importing scipy.special costs ONNX prediction 0.13 s
+        e = np.exp(logits.astype(np.float32) - logits.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
 
     def hits(self, logits: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
         """Images of the batch answered right (a float tensor, summed over the epoch as the training accuracy)."""
@@ -69,9 +69,8 @@ class MultiLabel:
         return logits.float().sigmoid()
 
     def probabilities_np(self, logits: np.ndarray) -> np.ndarray:
-        from scipy.special import expit
-
-        return expit(logits.astype(np.float32))
+        # 1 / (1 + e^-x) without overflow for large |x| (scipy's expit, without importing scipy.special)
+        return np.exp(-np.logaddexp(0, -logits.astype(np.float32)))
 
     def hits(self, logits: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
         """Per image, the share of its labels decided right at p >= 0.5 (Keras' binary accuracy), summed."""

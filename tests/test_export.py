@@ -41,6 +41,10 @@ def test_onnx_export_carries_its_metadata_and_matches_pytorch(run, capsys):
     assert check["passed"] and check["max_abs_diff"] <= 1e-4 and check["top1_agreement"] == 1.0
     assert check["images"] > 0 and "val split" in check["checked_on"]
     assert check["opset"] == next(o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx"))
+    # any batch size by default, so bulk prediction batches; --no-dynamic-batch fixes it at one image
+    assert OnnxClassifier.load(path).fixed_batch is None and check["dynamic_batch"] is True
+    assert main(["export", str(run.run.path), "--no-dynamic-batch", "--output", str(run.run / "one.onnx")]) == 0
+    assert OnnxClassifier.load(run.run / "one.onnx").fixed_batch == 1
 
 
 def test_the_onnx_file_alone_predicts_like_the_run(run, tmp_path, capsys):

@@ -39,7 +39,7 @@ def test_a_cgroup_v1_quota_and_memory_limit_are_read(tmp_path):
 def test_a_quota_caps_every_worker_count_and_the_memory(monkeypatch):
     monkeypatch.setattr(resources, "cpu_quota", lambda root=None: 1.0)
     assert resources.usable_cpus() == 1
-    assert resources.decode_workers() == 1 and resources.default_workers() == 1
+    assert resources.decode_workers() == 0 and resources.default_workers() == 1  # decoded here, not in a worker
     assert resources.threads_per_process(4) == 1
     monkeypatch.setattr(resources, "memory_limit", lambda root=None: 123)
     assert resources.available_memory() == 123
@@ -51,7 +51,7 @@ def test_a_pinned_process_counts_only_its_cores():
             "print(resources.usable_cpus(), resources.decode_workers(), torch.get_num_threads())")
     out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
-    assert out.stdout.split() == ["1", "1", "1"]
+    assert out.stdout.split() == ["1", "0", "1"]
 
 
 @pytest.mark.parametrize("flag", ["--help", "--version"])

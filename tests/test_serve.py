@@ -328,6 +328,8 @@ try:
 except SystemExit as done:
     assert done.code == 0
 assert main(['predict', {str(exported.path)!r}, {str(image)!r}, '--top-k', '1']) == 0
+slow = sorted({{m.split('.')[0] for m in sys.modules}} & {{'pandas', 'scipy', 'sklearn'}})
+assert not slow, f'predicting a photo imported {{slow}}'
 from fastapi.testclient import TestClient
 from imgclf.inference.load import load_predictor
 from imgclf.deploy.serve import create_app

@@ -21,7 +21,9 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                         "which PyTorch now marks deprecated)")
     o.add_argument("--opset", type=number(int, 7), default=None,
                    help="ONNX opset (default: the exporter's own; the file's is in FILE.check.json)")
-    o.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: one image per call)")
+    o.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
+                   help="any batch size, so bulk prediction batches (default); --no-dynamic-batch: one image per "
+                        "call, for converters and runtimes that need every shape fixed")
     o.add_argument("--int8", action="store_true", help="static INT8 quantization with onnxruntime, calibrated on "
                                                        "training images")
     o.add_argument("--output", default=None, help="file to write (default: RUN/model.onnx, model_int8.onnx or "

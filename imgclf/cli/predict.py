@@ -105,7 +105,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..data.sources import has_label_column, is_pixel_csv
+    from ..data.pixel_csv import has_label_column, is_pixel_csv
     from ..inference.inputs import PredictionWriter, collect_inputs
     from ..inference.load import load_predictor
 

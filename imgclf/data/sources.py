@@ -6,11 +6,9 @@ each a list of files to decode or an array of pixels already in memory. Nothing 
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import re
 import unicodedata
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +19,11 @@ from ..files import read_cell
 from .builtin import BUILTIN, load_builtin
 from .dataset import Source, Split
 from .decode import is_image_file, unusable_file
+from .pixel_csv import LABEL_COLUMNS, is_pixel_table, pick, pixel_shape, pixels_of
 
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "test": "test", "testing": "test"}
 PATH_COLUMNS = ("path", "filepath", "file_path", "filename", "file", "image", "image_path", "img")
-LABEL_COLUMNS = ("label", "class", "category", "target", "y")
 # A column of several labels per row, separated by "|" or ";" (``cat|dog``, ``cat;dog``): multi-label data.
 MULTI_LABEL_COLUMNS = ("labels", "tags")
 LABEL_SEPARATORS = r"[|;]"
@@ -105,83 +103,15 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _pick(frame: pd.DataFrame, wanted: tuple[str, ...]) -> str | None:
-    lower = {c.lower(): c for c in frame.columns}
-    return next((lower[w] for w in wanted if w in lower), None)
-
-
-def _is_pixel_table(frame: pd.DataFrame, label_col: str | None) -> bool:
-    rest = [c for c in frame.columns if c != label_col]
-    return len(rest) >= 16 and all(pd.api.types.is_numeric_dtype(frame[c]) for c in rest)
-
-
-def _pixel_shape(path: Path, n_pixels: int) -> tuple[int, ...]:
-    """(side, side) for gray or (side, side, 3) for RGB pixel columns."""
-    side, side3 = math.isqrt(n_pixels), math.isqrt(n_pixels // 3)
-    if side * side == n_pixels:
-        return side, side
-    if 3 * side3 * side3 == n_pixels:
-        return side3, side3, 3
-    raise UserError(f"{path}: {n_pixels} pixel columns do not make a square image "
-                    f"(expected e.g. 784 for 28x28 gray or 3072 for 32x32 RGB)")
-
-
-def _pixels(path: Path, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    if np.isnan(values).any() or values.min() < 0 or values.max() > 255:
-        raise UserError(f"{path}: pixel values must be whole numbers from 0 to 255 with no empty cells")
-    return values.astype(np.uint8).reshape(len(values), *shape)
-
-
 def from_pixel_csv(path: Path, frame: pd.DataFrame, label_col: str) -> Source:
     """Kaggle's MNIST layout: ``label,pixel1,...,pixelN`` with N a square number (gray) or 3 x a square (RGB)."""
     values = frame.drop(columns=[label_col]).to_numpy()
-    pixels = _pixels(path, values, _pixel_shape(path, values.shape[1]))
+    pixels = pixels_of(path, values, pixel_shape(path, values.shape[1]))
     names = frame[label_col].astype(str).str.strip()
     classes = sort_classes(set(names))
     ids = {c: i for i, c in enumerate(classes)}
     labels = names.map(ids).to_numpy(dtype=np.int64)
     return Source(path.stem, classes, {"train": Split(labels, pixels=pixels)})
-
-
-def _head(path: Path) -> pd.DataFrame | None:
-    if path.suffix.lower() != ".csv" or not path.is_file():
-        return None
-    try:
-        head = pd.read_csv(path, nrows=4)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
-        return None
-    head.columns = [str(c).strip() for c in head.columns]
-    return head
-
-
-def is_pixel_csv(path: Path) -> bool:
-    """A ``.csv`` file in Kaggle's pixel layout, with or without a label column (its first rows are read)."""
-    head = _head(path)
-    return head is not None and _is_pixel_table(head, _pick(head, LABEL_COLUMNS))
-
-
-def has_label_column(path: Path) -> bool:
-    """Whether a CSV has a label column (Kaggle's train.csv does, its test.csv does not)."""
-    head = _head(path)
-    return head is not None and _pick(head, LABEL_COLUMNS) is not None
-
-
-def iter_pixel_csv(path: Path, chunk_rows: int = 2048) -> Iterator[tuple[np.ndarray, list[str] | None]]:
-    """(pixels (n, H, W[, C]) uint8, labels or None) per chunk of a pixel CSV's rows: memory stays that of one
-    chunk however long the file (Kaggle's test.csv has 28,000 rows and no label column)."""
-    try:
-        chunks = pd.read_csv(path, chunksize=chunk_rows)
-        label_col = shape = None
-        for frame in chunks:
-            frame.columns = [str(c).strip() for c in frame.columns]
-            if shape is None:
-                label_col = _pick(frame, LABEL_COLUMNS)
-                shape = _pixel_shape(path, frame.shape[1] - (label_col is not None))
-            values = (frame.drop(columns=[label_col]) if label_col else frame).to_numpy()
-            labels = frame[label_col].astype(str).str.strip().tolist() if label_col else None
-            yield _pixels(path, values, shape), labels
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise UserError(f"{path}: cannot read as CSV ({str(exc).splitlines()[0]})") from None
 
 
 def _multi_hot(path: Path, rows: list[list[str]], classes: list[str], names: list[str]) -> np.ndarray:
@@ -214,8 +144,8 @@ def _path_csv_labels(path: Path, frame: pd.DataFrame, path_col: str, split_col: 
     column (``cat|dog``) or from one 0/1 column per label. Multi-label rows that each hold exactly one label are
     plain classes (multi-class), unless ``--task multilabel`` asks otherwise."""
     names = [str(p) for p in frame[path_col]]
-    multi_col = _pick(frame, MULTI_LABEL_COLUMNS)
-    indicators = [] if multi_col or _pick(frame, LABEL_COLUMNS) else _indicator_columns(frame, path_col, split_col)
+    multi_col = pick(frame, MULTI_LABEL_COLUMNS)
+    indicators = [] if multi_col or pick(frame, LABEL_COLUMNS) else _indicator_columns(frame, path_col, split_col)
     if indicators:
         classes = [_nfc(c) for c in indicators]
         labels = frame[indicators].to_numpy(dtype=np.uint8)
@@ -228,7 +158,7 @@ def _path_csv_labels(path: Path, frame: pd.DataFrame, path_col: str, split_col: 
         classes = sort_classes({c for r in rows for c in r})
         labels = _multi_hot(path, rows, classes, names)
     else:
-        label_col = _pick(frame, LABEL_COLUMNS)
+        label_col = pick(frame, LABEL_COLUMNS)
         classes = sort_classes(set(frame[label_col].astype(str).str.strip().map(_nfc)))
         ids = {c: i for i, c in enumerate(classes)}
         return classes, frame[label_col].astype(str).str.strip().map(_nfc).map(ids).to_numpy(dtype=np.int64)
@@ -240,9 +170,9 @@ def _path_csv_labels(path: Path, frame: pd.DataFrame, path_col: str, split_col: 
 def from_path_csv(path: Path, frame: pd.DataFrame, path_col: str) -> Source:
     """A CSV of ``path,label[,split]`` rows, or multi-label ``path,labels[,split]`` (``cat|dog``) or
     ``path,cat,dog,...`` (0/1) rows; paths are relative to the CSV's folder."""
-    single = None if _pick(frame, MULTI_LABEL_COLUMNS) else _pick(frame, LABEL_COLUMNS)
+    single = None if pick(frame, MULTI_LABEL_COLUMNS) else pick(frame, LABEL_COLUMNS)
     frame = frame.dropna(subset=[path_col] + ([single] if single else [])).reset_index(drop=True)
-    split_col = _pick(frame, ("split", "subset", "set"))
+    split_col = pick(frame, ("split", "subset", "set"))
     classes, labels = _path_csv_labels(path, frame, path_col, split_col)
     files = [(path.parent / str(p).strip()) for p in frame[path_col]]
     if files and not any(f.exists() for f in files):
@@ -277,14 +207,14 @@ def from_csv(path: Path) -> Source:
     frame = _read_csv(path)
     if frame.empty:
         raise UserError(f"{path}: the CSV has no rows")
-    label_col = _pick(frame, LABEL_COLUMNS)
-    if _is_pixel_table(frame, label_col):
+    label_col = pick(frame, LABEL_COLUMNS)
+    if is_pixel_table(frame, label_col):
         if label_col is None:
             raise UserError(f"{path}: a pixel CSV needs a 'label' column first (label,pixel1,...,pixelN)")
         return from_pixel_csv(path, frame, label_col)
-    path_col = _pick(frame, PATH_COLUMNS)
-    labelled = label_col is not None or _pick(frame, MULTI_LABEL_COLUMNS) is not None or (
-        path_col is not None and _indicator_columns(frame, path_col, _pick(frame, ("split", "subset", "set"))))
+    path_col = pick(frame, PATH_COLUMNS)
+    labelled = label_col is not None or pick(frame, MULTI_LABEL_COLUMNS) is not None or (
+        path_col is not None and _indicator_columns(frame, path_col, pick(frame, ("split", "subset", "set"))))
     if path_col is None or not labelled:
         missing = "a path column (path or filename)" if path_col is None else \
             "a label column (label, or labels holding cat|dog, or one 0/1 column per label)"

@@ -135,8 +135,9 @@ def quantize_int8(fp32: Path, out: Path, clf: Classifier, fixed_batch: int | Non
 
 
 def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None, opset: int | None = None,
-           dynamic_batch: bool = False, int8: bool = False, check: int = 256) -> ExportResult:
-    """Export the run's model and check it against PyTorch on up to ``check`` validation images.
+           dynamic_batch: bool = True, int8: bool = False, check: int = 256) -> ExportResult:
+    """Export the run's model and check it against PyTorch on up to ``check`` validation images. The ONNX file
+    takes any batch size unless ``dynamic_batch`` is False (one image per call).
 
     fp32: max |logit difference| <= 1e-4 and the same top-1 class on every image. ``int8`` (ONNX only): top-1
     agreement and the accuracy drop are measured on at least 1,000 images (when the run has them); more than 1

@@ -86,7 +86,7 @@ class OnnxClassifier(Predictor):
         batch = (x.astype(np.float32) / 255 - self._mean) / self._std
         if self.fixed_batch is None:
             return self.session.run(None, {self.input.name: batch})[0]
-        step = self.fixed_batch  # exported without --dynamic-batch: feed it the batch size it was traced with
+        step = self.fixed_batch  # exported with --no-dynamic-batch: feed it the batch size it was traced with
         return np.concatenate([self.session.run(None, {self.input.name: batch[i:i + step]})[0]
                                for i in range(0, len(batch), step)])
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..config import TrainConfig
 from ..data.decode import BadImage, Preprocess
-from ..data.sources import is_pixel_csv, iter_pixel_csv
+from ..data.pixel_csv import is_pixel_csv, iter_pixel_csv
 from ..data.workers import start_worker
 from ..errors import UserError
 from ..task import Task, get_task
