@@ -88,7 +88,9 @@ class TrainConfig:
     feature_cache: str = "disk"
     cache: str = "auto"
     epochs: int = 20
-    batch_size: int = 128
+    batch_size: int | None = None  # None: auto, 128 measured against the memory (imgclf.training.batch_size)
+    batch_plan: str | None = None  # what the measurement found, as the log said it (set by the run)
+    grad_checkpointing: bool = False  # recompute activations in the backward pass (timm's set_grad_checkpointing)
     img_size: int | None = None
     channels: int | None = None
     resize: str = "crop"

@@ -21,16 +21,34 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def cpu_quota(root: Path = CGROUP) -> float | None:
+def _groups(controller: str, root: Path, table: Path) -> list[Path]:
+    """The folders of this process's cgroup for ``controller`` (v1) or of its unified cgroup (v2, ``""``), from its
+    own up to the root: a limit may be set on any of them. /proc/self/cgroup names the process's group; in a
+    container with its own cgroup namespace that is "/", the root of what the container sees."""
+    own = "/"
+    for line in (_read(table) or "").splitlines():
+        _, names, path = line.split(":", 2)
+        if (controller in names.split(",")) if controller else names == "":
+            own = path
+    base = root / controller if controller else root
+    folder = base / own.lstrip("/")
+    if not folder.is_dir():  # the path is the host's view: not mounted here
+        return [base]
+    return [folder, *[p for p in folder.parents if p.is_relative_to(base)]]
+
+
+def cpu_quota(root: Path = CGROUP, table: Path = Path("/proc/self/cgroup")) -> float | None:
     """The CPUs a cgroup quota allows (``docker --cpus 1.5`` gives 1.5), or None where there is no quota."""
-    v2 = _read(root / "cpu.max")  # cgroup v2: "max 100000" or "150000 100000"
-    if v2 is not None:
-        quota, _, period = v2.partition(" ")
-        return None if quota == "max" or not period else int(quota) / int(period)
-    quota, period = _read(root / "cpu" / "cpu.cfs_quota_us"), _read(root / "cpu" / "cpu.cfs_period_us")  # v1
-    if quota is None or period is None or int(quota) <= 0:
-        return None
-    return int(quota) / int(period)
+    quotas = []
+    for folder in _groups("", root, table):  # cgroup v2: cpu.max holds "max 100000" or "150000 100000"
+        quota, _, period = (_read(folder / "cpu.max") or "max").partition(" ")
+        if quota != "max" and period:
+            quotas.append(int(quota) / int(period))
+    for folder in _groups("cpu", root, table):  # v1
+        quota, period = _read(folder / "cpu.cfs_quota_us"), _read(folder / "cpu.cfs_period_us")
+        if quota is not None and period is not None and int(quota) > 0:
+            quotas.append(int(quota) / int(period))
+    return min(quotas, default=None)
 
 
 def usable_cpus() -> int:
@@ -61,18 +79,18 @@ def threads_per_process(processes: int = 1) -> int:
     return max(1, usable_cpus() // max(1, processes))
 
 
-def memory_limit(root: Path = CGROUP) -> int | None:
-    """Bytes of the cgroup memory limit less what the cgroup uses now, or None where there is no limit."""
-    for limit_file, usage_file in (("memory.max", "memory.current"),  # cgroup v2
-                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):  # v1
-        limit = _read(root / limit_file)
-        if limit is None:
-            continue
-        # v1 says "no limit" with a huge number (a page-rounded 2**63), v2 with "max"
-        if limit == "max" or int(limit) >= 2 ** 60:
-            return None
-        return max(0, int(limit) - int(_read(root / usage_file) or 0))
-    return None
+def memory_limit(root: Path = CGROUP, table: Path = Path("/proc/self/cgroup")) -> int | None:
+    """Bytes left under the tightest cgroup memory limit of this process (the limit less what the group uses now),
+    or None where there is no limit."""
+    room = []
+    for controller, limit_file, usage_file in (("", "memory.max", "memory.current"),  # cgroup v2
+                                                ("memory", "memory.limit_in_bytes", "memory.usage_in_bytes")):  # v1
+        for folder in _groups(controller, root, table):
+            limit = _read(folder / limit_file)
+            # no limit: "max" (v2), or a huge number (v1: a page-rounded 2**63)
+            if limit is not None and limit != "max" and int(limit) < 2 ** 60:
+                room.append(max(0, int(limit) - int(_read(folder / usage_file) or 0)))
+    return min(room, default=None)
 
 
 def available_memory() -> int:

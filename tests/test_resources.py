@@ -11,29 +11,36 @@ import pytest
 from imgclf import resources
 
 
-def test_a_cgroup_v2_quota_and_memory_limit_are_read(tmp_path, monkeypatch):
+def test_a_cgroup_v2_quota_and_memory_limit_are_read(tmp_path):
+    table = tmp_path / "cgroup"
+    table.write_text("0::/\n")  # a container's own namespace: its group is the root it sees
     (tmp_path / "cpu.max").write_text("150000 100000\n")  # docker --cpus 1.5
     (tmp_path / "memory.max").write_text(f"{4 * 2**30}\n")
     (tmp_path / "memory.current").write_text(f"{2**30}\n")
-    assert resources.cpu_quota(tmp_path) == 1.5
-    assert resources.memory_limit(tmp_path) == 3 * 2**30
+    assert resources.cpu_quota(tmp_path, table) == 1.5
+    assert resources.memory_limit(tmp_path, table) == 3 * 2**30
     (tmp_path / "cpu.max").write_text("max 100000\n")
     (tmp_path / "memory.max").write_text("max\n")
-    assert resources.cpu_quota(tmp_path) is None and resources.memory_limit(tmp_path) is None
+    assert resources.cpu_quota(tmp_path, table) is None and resources.memory_limit(tmp_path, table) is None
 
 
-def test_a_cgroup_v1_quota_and_memory_limit_are_read(tmp_path):
-    (tmp_path / "cpu").mkdir()
-    (tmp_path / "memory").mkdir()
-    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
-    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
-    (tmp_path / "memory" / "memory.limit_in_bytes").write_text(f"{2**31}\n")
-    (tmp_path / "memory" / "memory.usage_in_bytes").write_text(f"{2**30}\n")
-    assert resources.cpu_quota(tmp_path) == 1.0
-    assert resources.memory_limit(tmp_path) == 2**30
-    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # v1's "no quota"
-    (tmp_path / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
-    assert resources.cpu_quota(tmp_path) is None and resources.memory_limit(tmp_path) is None
+def test_a_cgroup_v1_limit_on_the_process_group_or_a_parent_is_read(tmp_path):
+    table = tmp_path / "cgroup"
+    table.write_text("4:memory:/jobs/42\n2:cpu,cpuacct:/jobs/42\n")  # Slurm, systemd: a group below the root
+    for controller in ("memory", "cpu"):
+        (tmp_path / controller / "jobs" / "42").mkdir(parents=True)
+    unlimited = "9223372036854771712\n"  # v1's "no limit"
+    (tmp_path / "memory" / "memory.limit_in_bytes").write_text(unlimited)
+    (tmp_path / "memory" / "jobs" / "42" / "memory.limit_in_bytes").write_text(unlimited)
+    (tmp_path / "memory" / "jobs" / "memory.limit_in_bytes").write_text(f"{2**31}\n")  # on the parent
+    (tmp_path / "memory" / "jobs" / "memory.usage_in_bytes").write_text(f"{2**30}\n")
+    (tmp_path / "cpu" / "jobs" / "42" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "cpu" / "jobs" / "42" / "cpu.cfs_period_us").write_text("100000\n")
+    assert resources.memory_limit(tmp_path, table) == 2**30
+    assert resources.cpu_quota(tmp_path, table) == 1.0
+    (tmp_path / "cpu" / "jobs" / "42" / "cpu.cfs_quota_us").write_text("-1\n")  # v1's "no quota"
+    (tmp_path / "memory" / "jobs" / "memory.limit_in_bytes").write_text(unlimited)
+    assert resources.cpu_quota(tmp_path, table) is None and resources.memory_limit(tmp_path, table) is None
 
 
 def test_a_quota_caps_every_worker_count_and_the_memory(monkeypatch):

@@ -84,8 +84,13 @@ def add_training(sub: argparse._SubParsersAction, command: str = "train") -> Non
                         "~/.cache/imgclf/features), in ram, or none: recompute them every batch (memory and off "
                         "are accepted for ram and none)")
     p.add_argument("--epochs", type=SOME, default=None, help=f"epochs to train (default: {DEFAULTS.epochs})")
-    p.add_argument("--batch-size", type=SOME, default=DEFAULTS.batch_size,
-                   help="images per training step (at most the training split's size)")
+    p.add_argument("--batch-size", type=lambda text: None if text == "auto" else SOME(text), default=None,
+                   help="images per optimizer step, or auto (the default): 128, and from 96 px or for a pretrained "
+                        "model measured against half the memory available; a step that does not fit is made of "
+                        "smaller batches whose gradients add up (--accumulate), so it stays the asked size")
+    p.add_argument("--grad-checkpointing", action="store_true",
+                   help="recompute activations during the backward pass instead of keeping them (timm's models): "
+                        "much less memory per image for about a third more compute")
     p.add_argument("--img-size", type=SIZE, default=None, help="input side in pixels (default: the images' own size "
                                                                 "when small and uniform, else 96 for cnn or the "
                                                                 "architecture's size)")

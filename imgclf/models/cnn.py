@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint_sequential
 
 from ..errors import UserError
 
@@ -106,6 +107,7 @@ class CNN(nn.Module):
         with torch.no_grad():  # materialise the lazy dense layers so weights can be saved and loaded
             self.head(torch.zeros(1, *shape))
         self.num_features = shape[0]
+        self.grad_checkpointing = False
 
     def _feature_shape(self, in_chans: int, img_size: int, spec: str) -> tuple[int, ...]:
         x = torch.zeros(1, in_chans, img_size, img_size)
@@ -122,7 +124,15 @@ class CNN(nn.Module):
 
     # The same interface as timm's models, so transfer learning treats both alike.
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            # one segment per convolution: only each segment's input is kept, the rest recomputed in backward
+            segments = max(1, sum(isinstance(layer, nn.Conv2d) for layer in self.features))
+            return checkpoint_sequential(self.features, segments, x, use_reentrant=False)
         return self.features(x)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch: recompute the features' activations in the backward pass instead of keeping them."""
+        self.grad_checkpointing = enable
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         # The whole head is called as one module when it runs whole, so hooks and the FLOP counter see its layers

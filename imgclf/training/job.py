@@ -33,6 +33,7 @@ from ..reports.report import save_data_overview, write_report
 from ..run import BEST, EVALUATION, LAST, LOCK, THRESHOLD, RunDir, RunLock, RunStatus, check_run_name, kept_epoch
 from ..task import get_task
 from .callback_list import default_callbacks, for_this_process, plateau_from_callbacks, with_user_callbacks
+from .batch_size import plan_batch
 from .callbacks import Callback
 from .features import FeatureCache, default_cache_dir
 from .loss import create_criterion
@@ -208,14 +209,15 @@ def _train_run(cfg: TrainConfig, run: RunDir, source: Source, net: nn.Module, ow
     log = _logger(run, cfg.quiet)
     plateau_from_callbacks(cfg, list(callbacks or []), log)
     prepared = _prepare_images(cfg, source, run, resume, log)
-    _settle(cfg, prepared, log)  # the last choices: from here on the configuration is the run's, as saved
+    device = device or resolve_device(cfg.device)
+    net = net.to(device, memory_format=torch.channels_last) if cfg.channels_last else net.to(device)
+    # the last choices: from here on the configuration is the run's, as saved
+    _settle(cfg, prepared, None if resume else net, device, log)
     if ddp.is_main():
         cfg.save(run / "config.yaml")
         run.save_labels(prepared.classes)
         if cfg.plots and not resume:
             save_data_overview(run, prepared, cfg)
-    device = device or resolve_device(cfg.device)
-    net = net.to(device, memory_format=torch.channels_last) if cfg.channels_last else net.to(device)
     total, _ = count_parameters(net)
     sizes = ", ".join(f"{k} {len(v)}" for k, v in prepared.splits.items())
     kind = "labels (multi-label)" if cfg.task == "multilabel" else "classes"
@@ -307,11 +309,15 @@ def _prepare_images(cfg: TrainConfig, source: Source, run: RunDir, resume: bool,
     return prepared
 
 
-def _settle(cfg: TrainConfig, prepared: Prepared, log: Callable[[str], None]) -> None:
-    """The choices that need the decoded images: the normalisation, the batch size and schedule that fit the
+def _settle(cfg: TrainConfig, prepared: Prepared, net: nn.Module | None, device: torch.device,
+            log: Callable[[str], None]) -> None:
+    """The choices that need the decoded images or the model: the normalisation, the batch that fits the memory
+    (measured on ``net``; a resumed run, given none, keeps its own), the batch size and schedule that fit the
     training split, and where the features of a frozen backbone are kept when several processes share them."""
     if cfg.mean is None:
         cfg.mean, cfg.std = channel_stats(prepared.splits["train"].x)
+    if net is not None:
+        plan_batch(cfg, net, device, len(prepared.splits["train"]), log)
     fit_batch_size(cfg, len(prepared.splits["train"]), log)
     if cfg.mode == "feature-extract" and cfg.augment == "none" and cfg.feature_cache == "ram" \
             and ddp.world_size() > 1:

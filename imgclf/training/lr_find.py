@@ -28,6 +28,7 @@ from ..plots.style import save, subplots
 from ..run import RunDir
 from ..task import get_task
 from .loss import create_criterion
+from .batch_size import RECIPE_BATCH
 from .optim import create_optimizer
 from .setup import build_model, check_memory, fit_input, load_data, new_config, seed_everything
 from .transfer import freeze, train_mode
@@ -82,7 +83,7 @@ def range_test(data: str, model: str = "cnn", start_lr: float = 1e-7, end_lr: fl
     params = net.get_classifier() if cfg.mode == "feature-extract" else net
     transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip)
     train = prepared.splits["train"]
-    loader = train_loader(train, min(cfg.batch_size, len(train)), transform, cfg.workers, cfg.seed)
+    loader = train_loader(train, min(cfg.batch_size or RECIPE_BATCH, len(train)), transform, cfg.workers, cfg.seed)
     cfg.lr = start_lr
     optimizer = create_optimizer(params, cfg)
     loss_fn = create_criterion(get_task(cfg.task), train.y, prepared.classes, cfg, lambda m: None).to(device)

@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..models import (canonical, create_model, default_img_size, is_cnn, is_custom, pretrained_preprocess,
                       user_model)
 from ..models.memory import step_memory
+from .batch_size import LEAST, RECIPE_BATCH, planned
 from ..run import check_run_name
 from ..task import check_options, get_task
 
@@ -111,7 +112,10 @@ def check_memory(cfg: TrainConfig, num_classes: int, n_train: int) -> None:
     ``n_train`` training images)."""
     if is_custom(cfg.model):
         return
-    batch = min(cfg.batch_size, max(n_train, 1))
+    # A batch that is measured (training.batch_size) may become smaller batches accumulated: only the least of
+    # them must fit here, where nothing is allocated yet.
+    asked = LEAST if planned(cfg) else cfg.batch_size or RECIPE_BATCH
+    batch = min(asked, max(n_train, 1))
     try:
         need = step_memory(cfg.model, num_classes, cfg.channels, cfg.img_size)
     except (RuntimeError, NotImplementedError, TypeError, ValueError):  # the meta device cannot run it
@@ -141,10 +145,15 @@ def build_model(cfg: TrainConfig, num_classes: int, own: nn.Module | None = None
     """The network of ``cfg`` (the user's ``own`` when given), with its starting weights unless ``weights`` is
     false (a resumed run loads its checkpoint instead)."""
     if own is not None:
-        return user_model(own, num_classes, cfg.channels, cfg.img_size)
-    # Auxiliary classifiers (GoogLeNet's) train from scratch only: ImageNet weights leave them untrained.
-    auxiliary = not (cfg.pretrained or cfg.weights)
-    if not weights:
-        return create_model(cfg.model, num_classes, cfg.channels, cfg.img_size, auxiliary=auxiliary)
-    return create_model(cfg.model, num_classes, cfg.channels, cfg.img_size, cfg.pretrained, cfg.weights,
-                         auxiliary=auxiliary)
+        net = user_model(own, num_classes, cfg.channels, cfg.img_size)
+    else:
+        # Auxiliary classifiers (GoogLeNet's) train from scratch only: ImageNet weights leave them untrained.
+        auxiliary = not (cfg.pretrained or cfg.weights)
+        net = create_model(cfg.model, num_classes, cfg.channels, cfg.img_size, cfg.pretrained and weights,
+                           cfg.weights if weights else None, auxiliary=auxiliary)
+    if cfg.grad_checkpointing:
+        if not hasattr(net, "set_grad_checkpointing"):
+            raise UserError(f"--grad-checkpointing: {cfg.model} cannot recompute its activations (timm's models "
+                            f"and imgclf's cnn can); leave it out, or lower --img-size or --batch-size")
+        net.set_grad_checkpointing(True)
+    return net
