@@ -1,5 +1,5 @@
 """Fine-tuning photos on a laptop: ``imgclf train PHOTOS --model efficientnet_lite0 --pretrained --mode fine-tune
---img-size 224`` with the default batch, on this checkout and on a commit from before ``--batch-size auto``, inside a
+--img-size 224`` in fp32 with the default batch, on this checkout and on a commit from before ``--batch-size auto``, inside a
 cgroup memory limit like a laptop's (8 GB by default): peak RSS, whether it finished, and its validation accuracy.
 
     sudo .venv/bin/python bench/fit_memory.py [--limit-gb 8] [--photos 400] [--epochs 3] [--baseline b1e17b7]
@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from predict_bulk import ROOT, bench_folder, code_trees, make_photos, remove_baseline
 
 GROUP_V1 = Path("/sys/fs/cgroup/memory/imgclf-bench")
@@ -35,10 +37,11 @@ def make_group(limit: int) -> Path:
     return GROUP_V2 / "cgroup.procs"
 
 
-def train(tree: Path, photos: Path, project: Path, name: str, epochs: int, procs: Path | None) -> dict:
+def train(tree: Path, photos: Path, project: Path, name: str, epochs: int, precision: str, procs: Path | None
+          ) -> dict:
     """One fine-tune run, in the cgroup when ``procs`` is given: seconds, peak RSS (MB), exit code, accuracy."""
     cmd = [sys.executable, "-m", "imgclf", "train", str(photos), "--model", "efficientnet_lite0", "--pretrained",
-           "--mode", "fine-tune", "--img-size", "224", "--epochs", str(epochs), "--project", str(project),
+           "--mode", "fine-tune", "--img-size", "224", "--precision", precision, "--epochs", str(epochs), "--project", str(project),
            "--name", name, "--exist-ok", "--no-plots", "--quiet"]
     join = f"echo $$ > {procs} && " if procs else ""
     started = time.perf_counter()
@@ -51,8 +54,11 @@ def train(tree: Path, photos: Path, project: Path, name: str, epochs: int, procs
     scores = project / name / "eval.json"
     if code == 0 and scores.exists():
         result["val_accuracy"] = json.loads(scores.read_text())["accuracy"]
-    config = (project / name / "config.yaml").read_text() if (project / name / "config.yaml").exists() else ""
-    result["plan"] = next((line for line in config.splitlines() if line.startswith("batch_plan")), "")[:160]
+    config = project / name / "config.yaml"
+    if config.exists():
+        saved = yaml.safe_load(config.read_text())
+        result |= {"batch_size": saved["batch_size"], "accumulate": saved["accumulate"],
+                   "plan": saved.get("batch_plan")}
     if code != 0:
         result["error"] = proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:] or ["killed"]
     return result
@@ -63,6 +69,7 @@ def main() -> None:
     parser.add_argument("--limit-gb", type=float, default=8.0)
     parser.add_argument("--photos", type=int, default=400)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--precision", default="fp32", help="fp32: as on a CPU without native bf16 (most laptops)")
     parser.add_argument("--baseline", default="b1e17b7", help="a commit from before --batch-size auto")
     parser.add_argument("--folder", default="bench-runs/fit-memory")
     args = parser.parse_args()
@@ -75,7 +82,7 @@ def main() -> None:
         for label, tree in trees.items():
             for where, group in ((f"{args.limit_gb:g} GB cgroup", procs), ("no limit", None)):
                 name = f"{label.split()[0]}-{'limited' if group else 'free'}"
-                result = train(tree, photos, folder / "runs", name, args.epochs, group)
+                result = train(tree, photos, folder / "runs", name, args.epochs, args.precision, group)
                 print(f"{label}, {where}: {json.dumps(result)}", flush=True)
     finally:
         remove_baseline(folder)

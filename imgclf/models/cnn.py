@@ -13,12 +13,13 @@ The classifier layer (one output per class) is appended automatically. Example, 
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint_sequential
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import UserError
 
@@ -125,10 +126,19 @@ class CNN(nn.Module):
     # The same interface as timm's models, so transfer learning treats both alike.
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
-            # one segment per convolution: only each segment's input is kept, the rest recomputed in backward
-            segments = max(1, sum(isinstance(layer, nn.Conv2d) for layer in self.features))
-            return checkpoint_sequential(self.features, segments, x, use_reentrant=False)
+            for segment in self._segments():  # only each segment's input is kept; its inside is recomputed
+                x = checkpoint(segment, x, use_reentrant=False)
+            return x
         return self.features(x)
+
+    def _segments(self) -> list[nn.Sequential]:
+        """The features cut into segments of about sqrt(layers) layers (Chen et al., 2016), each starting at a
+        convolution: a segment that started at an in-place ReLU would overwrite the input it keeps."""
+        length, starts = math.ceil(math.sqrt(len(self.features))), [0]
+        for i, layer in enumerate(self.features):
+            if isinstance(layer, nn.Conv2d) and i - starts[-1] >= length:
+                starts.append(i)
+        return [self.features[a:b] for a, b in zip(starts, [*starts[1:], len(self.features)])]
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """timm's switch: recompute the features' activations in the backward pass instead of keeping them."""

@@ -31,6 +31,7 @@ RECIPE_BATCH = 128  # the batch the default learning rates were tuned for
 LARGE_INPUT = 96  # from this input size on (and for every pretrained model) the batch is measured by default
 BUDGET_SHARE = 0.5  # of the memory available: room for the data, the loader's workers and the rest of the machine
 MEASURED_AT = (2, 8)
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 LEAST = 8  # batches are multiples of 8; below it, batch-norm statistics are too noisy to be worth training with
 
 
@@ -56,8 +57,12 @@ def planned(cfg: TrainConfig) -> bool:
 
 class _PeakMemory:
     """The peak memory of a block of work on ``device``, above what was in use before it: CUDA's allocator
-    statistics, or on Linux the process's peak resident size (reset through /proc/self/clear_refs, after glibc
-    hands freed memory back, so that memory left over from the previous block is not counted as free)."""
+    statistics, or on Linux the process's peak resident size (reset through /proc/self/clear_refs).
+
+    On the CPU, glibc would serve the block's tensors from its heap, where freed memory is reused only when it
+    happens to fit and is not always handed back: the resident size would then follow the heap's fragmentation,
+    not the tensors. So during the block every allocation from 64 KB on is a mapping of its own, returned to the
+    system when freed; after it, the threshold is set to 32 MB, where glibc's own adjustment ends up anyway."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -73,7 +78,9 @@ class _PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.start = torch.cuda.memory_allocated(self.device)
         else:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+            libc.malloc_trim(0)
             Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident size to the current one
             self.start = _status("VmRSS")
         return self
@@ -84,6 +91,7 @@ class _PeakMemory:
             self.peak = torch.cuda.max_memory_allocated(self.device) - self.start
         else:
             self.peak = _status("VmHWM") - self.start
+            ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
 
 
 def _status(field: str) -> int:

@@ -211,8 +211,12 @@ def _train_run(cfg: TrainConfig, run: RunDir, source: Source, net: nn.Module, ow
     prepared = _prepare_images(cfg, source, run, resume, log)
     device = device or resolve_device(cfg.device)
     net = net.to(device, memory_format=torch.channels_last) if cfg.channels_last else net.to(device)
-    # the last choices: from here on the configuration is the run's, as saved
-    _settle(cfg, prepared, None if resume else net, device, log)
+    try:  # the last choices: from here on the configuration is the run's, as saved
+        _settle(cfg, prepared, None if resume else net, device, log)
+    except UserError:
+        if not resume:
+            _discard_if_empty(run, "train.log")
+        raise
     if ddp.is_main():
         cfg.save(run / "config.yaml")
         run.save_labels(prepared.classes)
@@ -289,9 +293,8 @@ def _prepare_images(cfg: TrainConfig, source: Source, run: RunDir, resume: bool,
             prepared = prepare(source, Preprocess.of(cfg), quiet=cfg.quiet or not ddp.is_main(),
                                max_bad_fraction=cfg.max_bad_fraction, cache=cfg.cache)
     except UserError:
-        if not resume and ddp.is_main() and not any(p.name != LOCK for p in run.path.iterdir()):
-            (run / LOCK).unlink(missing_ok=True)
-            run.path.rmdir()  # nothing was written yet: leave no empty run behind
+        if not resume:
+            _discard_if_empty(run)
         raise
     for name, images in prepared.splits.items():
         if images.where != "ram":
@@ -307,6 +310,14 @@ def _prepare_images(cfg: TrainConfig, source: Source, run: RunDir, resume: bool,
             f"{prepared.leaked[0]}), so their scores will be too good; imgclf check DATA --fix clean.csv writes a "
             f"file list without them")
     return prepared
+
+
+def _discard_if_empty(run: RunDir, *kept: str) -> None:
+    """A new run refused before it wrote anything (but its lock and ``kept``, a log saying why) leaves no folder."""
+    if ddp.is_main() and not any(p.name not in (LOCK, *kept) for p in run.path.iterdir()):
+        for name in (LOCK, *kept):
+            (run / name).unlink(missing_ok=True)
+        run.path.rmdir()
 
 
 def _settle(cfg: TrainConfig, prepared: Prepared, net: nn.Module | None, device: torch.device,
