@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from predict_bulk import ROOT, bench_folder, code_trees, make_photos, remove_baseline
+from predict_bulk import bench_folder, code_trees, make_photos, remove_baseline
 
 GROUP_V1 = Path("/sys/fs/cgroup/memory/imgclf-bench")
 GROUP_V2 = Path("/sys/fs/cgroup/imgclf-bench")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,32 @@ DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 3e-3}
 # A lone linear head on fixed features needs (and tolerates) a higher rate than a whole network.
 FEATURE_EXTRACT_LR_SCALE = 3
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adam": 0.0, "adamw": 0.05}
+
+
+# --time without --epochs: the budget alone decides how many epochs (up to this many)
+MAX_PLANNED_EPOCHS = 1000
+DURATION_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from ``--time``: a number of seconds, or with a unit, ``90s``, ``10m``, ``1.5h``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*", str(value).lower())
+        if not match:
+            raise UserError(f"--time {value!r} is not a duration; give one such as 90s, 10m or 1h")
+        seconds = float(match[1]) * DURATION_UNITS[match[2] or "s"]
+    if seconds <= 0:
+        raise UserError(f"--time must be more than 0 seconds, got {value!r}")
+    return seconds
+
+
+def duration(seconds: float) -> str:
+    """``600`` -> ``10m``, ``90`` -> ``90s``, ``5400`` -> ``1.5h``: the unit that writes it shortest exactly."""
+    if seconds >= 3600 and seconds % 1800 == 0:
+        return f"{seconds / 3600:g}h"
+    return f"{seconds / 60:g}m" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g}s"
 
 
 def default_lr(optimizer: str, mode: str | None) -> float:
@@ -88,6 +115,7 @@ class TrainConfig:
     feature_cache: str = "disk"
     cache: str = "auto"
     epochs: int = 20
+    time: float | None = None  # seconds the run may take (--time 10m): the epochs are planned to fit them
     batch_size: int | None = None  # None: auto, 128 measured against the memory (imgclf.training.batch_size)
     batch_plan: str | None = None  # what the measurement found, as the log said it (set by the run)
     grad_checkpointing: bool = False  # recompute activations in the backward pass (timm's set_grad_checkpointing)
@@ -147,6 +175,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.feature_cache = FEATURE_CACHE_ALIASES.get(self.feature_cache, self.feature_cache)
+        self.time = None if self.time is None else parse_duration(self.time)
         self.validate()
 
     def validate(self) -> None:

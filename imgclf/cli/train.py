@@ -88,6 +88,10 @@ def add_training(sub: argparse._SubParsersAction, command: str = "train") -> Non
                    help="images per optimizer step, or auto (the default): 128, and from 96 px or for a pretrained "
                         "model measured against half the memory available; a step that does not fit is made of "
                         "smaller batches whose gradients add up (--accumulate), so it stays the asked size")
+    p.add_argument("--time", default=None,
+                   help="the time the run may take, such as 90s, 10m or 1h: its first steps are timed and the "
+                        "epochs that fit (with the final evaluation and report) are planned, the learning-rate "
+                        "schedule with them; with --epochs the smaller wins")
     p.add_argument("--grad-checkpointing", action="store_true",
                    help="recompute activations during the backward pass instead of keeping them (timm's models): "
                         "much less memory per image for about a third more compute")

@@ -22,10 +22,12 @@ from torch import nn
 
 from .. import distributed as ddp
 from ..config import TrainConfig
+from ..data.loader import without_lone_image
 from ..device import autocast_dtype, autocast_for
 from ..errors import UserError
 from ..models import is_cnn
 from ..resources import available_memory
+from .optim import MIN_SCHEDULED_STEPS
 
 RECIPE_BATCH = 128  # the batch the default learning rates were tuned for
 LARGE_INPUT = 96  # from this input size on (and for every pretrained model) the batch is measured by default
@@ -195,3 +197,19 @@ def plan_batch(cfg: TrainConfig, net: nn.Module, device: torch.device, n_train: 
                           f"{parts} batches accumulated per optimizer step keep its {batch * parts * ddp.world_size()}"
                           f" images")
     log(f"batch size: {cfg.batch_plan}")
+
+
+def fit_batch_size(cfg: TrainConfig, n_train: int, log: Callable[[str], None]) -> None:
+    """A batch no larger than the training split, and no last batch of a single image (batch-norm cannot train
+    on one), so that every image is used in every epoch; then a schedule only if there are steps to schedule."""
+    batch = without_lone_image(cfg.batch_size, n_train)
+    if batch != cfg.batch_size:
+        why = f"the training split has {n_train} images" if cfg.batch_size >= n_train else \
+            f"so that no batch of the {n_train} training images holds a single image"
+        log(f"batch size {batch} instead of {cfg.batch_size}: {why}")
+        cfg.batch_size = batch
+    steps = cfg.epochs * math.ceil(math.ceil(n_train / batch) / cfg.accumulate)  # optimizer steps
+    if cfg.scheduler in ("onecycle", "cosine") and steps < MIN_SCHEDULED_STEPS:
+        log(f"{steps} training step(s) in all are too few for the {cfg.scheduler} schedule (it needs "
+            f"{MIN_SCHEDULED_STEPS}): the learning rate stays at {cfg.lr:g} (scheduler: none)")
+        cfg.scheduler, cfg.warmup_epochs = "none", 0.0

@@ -17,7 +17,7 @@ from ..config import TrainConfig
 from ..data.batch_augment import BatchAugment
 from ..data.dataset import Source
 from ..data.decode import Preprocess
-from ..data.loader import per_process_batch, train_loader, without_lone_image
+from ..data.loader import per_process_batch, train_loader
 from ..data.prepare import Prepared, prepare
 from ..data.sampler import shard_sampler
 from ..data.tensors import ImageTensors, channel_stats
@@ -33,32 +33,17 @@ from ..reports.report import save_data_overview, write_report
 from ..run import BEST, EVALUATION, LAST, LOCK, THRESHOLD, RunDir, RunLock, RunStatus, check_run_name, kept_epoch
 from ..task import get_task
 from .callback_list import default_callbacks, for_this_process, plateau_from_callbacks, with_user_callbacks
-from .batch_size import plan_batch
+from .batch_size import fit_batch_size, plan_batch
 from .callbacks import Callback
 from .features import FeatureCache, default_cache_dir
 from .loss import create_criterion
 from .mix import mixing
-from .optim import MIN_SCHEDULED_STEPS, create_optimizer, create_schedule
+from .optim import create_optimizer, create_schedule
 from .setup import build_model, check_memory, fit_input, load_data, new_config, seed_everything
 from .thresholds import check_positive, tune_thresholds
+from .time_budget import TimeLimit, plan_epochs
 from .trainer import Trainer
 from .transfer import FineTune, freeze, layer_decay_groups, param_groups
-
-
-def fit_batch_size(cfg: TrainConfig, n_train: int, log: Callable[[str], None]) -> None:
-    """A batch no larger than the training split, and no last batch of a single image (batch-norm cannot train
-    on one), so that every image is used in every epoch; then a schedule only if there are steps to schedule."""
-    batch = without_lone_image(cfg.batch_size, n_train)
-    if batch != cfg.batch_size:
-        why = f"the training split has {n_train} images" if cfg.batch_size >= n_train else \
-            f"so that no batch of the {n_train} training images holds a single image"
-        log(f"batch size {batch} instead of {cfg.batch_size}: {why}")
-        cfg.batch_size = batch
-    steps = cfg.epochs * math.ceil(math.ceil(n_train / batch) / cfg.accumulate)  # optimizer steps
-    if cfg.scheduler in ("onecycle", "cosine") and steps < MIN_SCHEDULED_STEPS:
-        log(f"{steps} training step(s) in all are too few for the {cfg.scheduler} schedule (it needs "
-            f"{MIN_SCHEDULED_STEPS}): the learning rate stays at {cfg.lr:g} (scheduler: none)")
-        cfg.scheduler, cfg.warmup_epochs = "none", 0.0
 
 
 def _logger(run: RunDir, quiet: bool) -> Callable[[str], None]:
@@ -212,7 +197,7 @@ def _train_run(cfg: TrainConfig, run: RunDir, source: Source, net: nn.Module, ow
     device = device or resolve_device(cfg.device)
     net = net.to(device, memory_format=torch.channels_last) if cfg.channels_last else net.to(device)
     try:  # the last choices: from here on the configuration is the run's, as saved
-        _settle(cfg, prepared, None if resume else net, device, log)
+        limit = _settle(cfg, prepared, None if resume else net, device, status.began, log)
     except UserError:
         if not resume:
             _discard_if_empty(run, "train.log")
@@ -231,7 +216,8 @@ def _train_run(cfg: TrainConfig, run: RunDir, source: Source, net: nn.Module, ow
     if ddp.is_main():
         status.start(run, parameters=total, processes=cfg.processes,
                      images={k: len(v) for k, v in prepared.splits.items()})
-    trainer = _build_trainer(cfg, net, prepared, run, device, list(callbacks or []), log)
+    trainer = _build_trainer(cfg, net, prepared, run, device, [*([limit] if limit else []), *(callbacks or [])],
+                             log)
     if resume:
         trainer.load_checkpoint(run / LAST)
         log(f"resuming after epoch {trainer.start_epoch} of {cfg.epochs}")
@@ -320,21 +306,26 @@ def _discard_if_empty(run: RunDir, *kept: str) -> None:
         run.path.rmdir()
 
 
-def _settle(cfg: TrainConfig, prepared: Prepared, net: nn.Module | None, device: torch.device,
-            log: Callable[[str], None]) -> None:
+def _settle(cfg: TrainConfig, prepared: Prepared, net: nn.Module | None, device: torch.device, began: float,
+            log: Callable[[str], None]) -> TimeLimit | None:
     """The choices that need the decoded images or the model: the normalisation, the batch that fits the memory
-    (measured on ``net``; a resumed run, given none, keeps its own), the batch size and schedule that fit the
-    training split, and where the features of a frozen backbone are kept when several processes share them."""
+    and the epochs that fit ``--time`` (both measured on ``net``; a resumed run, given none, keeps its own), the
+    batch size and schedule that fit the training split, and where the features of a frozen backbone are kept when
+    several processes share them. Gives the callback that holds a timed run to its budget."""
     if cfg.mean is None:
         cfg.mean, cfg.std = channel_stats(prepared.splits["train"].x)
+    limit = None
     if net is not None:
         plan_batch(cfg, net, device, len(prepared.splits["train"]), log)
+        if cfg.time is not None:
+            limit = TimeLimit(began + cfg.time, plan_epochs(cfg, net, prepared, device, began, log))
     fit_batch_size(cfg, len(prepared.splits["train"]), log)
     if cfg.mode == "feature-extract" and cfg.augment == "none" and cfg.feature_cache == "ram" \
             and ddp.world_size() > 1:
         log("feature extraction with several processes: the features go to the disk cache, computed once per "
             "machine (--feature-cache disk)")
         cfg.feature_cache = "disk"
+    return limit
 
 
 def _build_trainer(cfg: TrainConfig, net: nn.Module, prepared: Prepared, run: RunDir, device: torch.device,

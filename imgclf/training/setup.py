@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from ..config import MAX_PLANNED_EPOCHS, TrainConfig
 from ..data.prepare import input_shape
 from ..data.sources import Source, load_source
 from ..data.split import holdout, sample
@@ -50,6 +50,8 @@ def new_config(data: str | None, model: str, epochs: int | None, options: dict[s
         if options.get(key):
             options[key] = str(Path(options[key]).expanduser().resolve())
     # from_dict, not the constructor: a misspelt option (epoch=2) gets "did you mean epochs?", not a TypeError
+    if epochs is None and options.get("time") is not None:  # the time budget alone decides
+        epochs = MAX_PLANNED_EPOCHS
     cfg = TrainConfig.from_dict({"data": data, "model": canonical(model),
                                  **({"epochs": epochs} if epochs is not None else {}),
                                  **options})

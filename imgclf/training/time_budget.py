@@ -1,0 +1,130 @@
+"""``--time 10m``: a run planned for the time it has.
+
+Before the first epoch, a few real training steps of the model (a copy: its weights and random state stay as they
+were) and a forward pass over a batch are timed. With the time already spent preparing the data and an estimate of
+the run's end (validation, the final evaluation, the report), that gives the number of epochs that fits, and the
+one-cycle or cosine schedule is planned for exactly those epochs, so the learning rate anneals to its end instead of
+being cut off half way as a plain time limit would (Ultralytics' ``time=``). With ``--epochs`` too, the smaller
+wins. :class:`TimeLimit` stops after an epoch should the epochs prove slower than measured, so the run ends within
+its budget either way.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import TYPE_CHECKING, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import distributed as ddp
+from ..config import MAX_PLANNED_EPOCHS, TrainConfig, default_warmup_epochs, duration
+from ..data.prepare import Prepared
+from ..data.transforms import normalize
+from ..device import autocast_dtype, autocast_for
+from ..errors import UserError
+from .callbacks import Callback
+from .optim import create_optimizer
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+EPOCH_OVERHEAD = 1.1  # the loader, the metrics and the checkpoint of each epoch, beyond its steps
+FINISH_S = {True: 10.0, False: 3.0}  # the end of a run beyond its forward passes: with plots and the report, without
+TIMED_STEPS = 3
+
+
+def time_steps(net: nn.Module, cfg: TrainConfig, prepared: Prepared, device: torch.device, batch: int
+               ) -> tuple[float, float]:
+    """(seconds per training step of ``batch`` images, seconds per image of a forward pass), timed on a copy of
+    ``net`` with the run's optimizer, precision and memory format, on training images."""
+    model = copy.deepcopy(net).train()
+    optimizer = create_optimizer(model, cfg)
+    dtype = autocast_dtype(cfg.precision, device)
+    images = prepared.splits["train"].x
+    mean, std = (torch.tensor(v, device=device) for v in (cfg.mean, cfg.std))
+    x = normalize(torch.as_tensor(images[:batch]).to(device), mean, std, cfg.channels_last)
+    rng = torch.random.get_rng_state()
+    y = torch.randint(0, len(prepared.classes), (len(x),), device=device)
+
+    def step() -> None:
+        with autocast_for(device, dtype):
+            out = model(x)
+        logits = out[0] if isinstance(out, (tuple, list)) else out
+        F.cross_entropy(logits.float(), y).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    try:
+        step()  # the first step allocates and picks its kernels
+        started = time.perf_counter()
+        for _ in range(TIMED_STEPS):
+            step()
+        per_step = (time.perf_counter() - started) / TIMED_STEPS * math.ceil(batch / len(x))
+        model.eval()
+        with torch.no_grad(), autocast_for(device, dtype):
+            model(x)
+            started = time.perf_counter()
+            model(x)
+            per_image = (time.perf_counter() - started) / len(x)
+    finally:
+        torch.random.set_rng_state(rng)
+    return per_step, per_image
+
+
+def plan_epochs(cfg: TrainConfig, net: nn.Module, prepared: Prepared, device: torch.device, began: float,
+                log: Callable[[str], None]) -> float:
+    """Set ``cfg.epochs`` (and the warm-up and head epochs that depend on it) to what fits ``cfg.time`` seconds
+    from ``began`` (a ``time.time()``); returns the seconds the end of the run is expected to take."""
+    n = {name: len(split) for name, split in prepared.splits.items()}
+    per_process = max(1, cfg.batch_size // max(1, ddp.world_size()))
+    timed = ddp.broadcast(time_steps(net, cfg, prepared, device, per_process) if ddp.is_main() else None)
+    step_s, image_s = timed
+    steps = math.ceil(math.ceil(n["train"] / ddp.world_size()) / per_process)
+    frozen = cfg.mode == "feature-extract" and cfg.augment == "none" and cfg.feature_cache != "none"
+    once = (n["train"] + n.get("val", 0)) * image_s if frozen else 0.0  # the features, computed once
+    epoch_s = n.get("val", 0) * image_s + (0.0 if frozen else steps * step_s * EPOCH_OVERHEAD)
+    finish_s = (n.get("test", 0) + 2 * n.get("val", 0)) * image_s + FINISH_S[cfg.plots]
+    spent = time.time() - began
+    room = cfg.time - spent - finish_s - once
+    if frozen and cfg.epochs == MAX_PLANNED_EPOCHS:  # epochs of a head on cached features cost next to nothing
+        cfg.epochs = TrainConfig.__dataclass_fields__["epochs"].default
+    fits = int(room // epoch_s) if epoch_s > 0 else cfg.epochs
+    if fits < 1:
+        need = spent + finish_s + once + epoch_s
+        raise UserError(f"--time {duration(cfg.time)}: one epoch of {n['train']} images takes about {epoch_s:.0f} s "
+                        f"here, and with the {spent:.0f} s spent preparing and about {finish_s:.0f} s to evaluate "
+                        f"and report at the end, the run needs at least {math.ceil(need)} s; give --time "
+                        f"{duration(math.ceil(need * 1.1))} or more, or train on a sample (--limit N)")
+    before = cfg.epochs
+    cfg.epochs = max(1, min(fits, cfg.epochs))
+    if cfg.warmup_epochs == default_warmup_epochs(cfg.scheduler, before):  # the default follows the epochs
+        cfg.warmup_epochs = default_warmup_epochs(cfg.scheduler, cfg.epochs)
+    if cfg.head_epochs and cfg.head_epochs >= cfg.epochs:
+        cfg.head_epochs = cfg.epochs - 1
+    bound = "the budget" if fits <= before else f"--epochs {before}"
+    log(f"time budget {duration(cfg.time)}: {spent:.0f} s spent preparing; an epoch takes about {epoch_s:.1f} s "
+        f"(a step of {per_process} images {step_s * 1000:.0f} ms, measured), the end of the run about "
+        f"{finish_s:.0f} s: {cfg.epochs} epoch(s) ({bound} decides), the {cfg.scheduler} schedule planned for them")
+    return finish_s
+
+
+class TimeLimit(Callback):
+    """Stops training after an epoch when another would end past ``deadline`` (a ``time.time()``), the run's end
+    (``finish_s``) included: the safety net under the plan of :func:`plan_epochs`."""
+
+    def __init__(self, deadline: float, finish_s: float) -> None:
+        self.deadline, self.finish_s = deadline, finish_s
+
+    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+        self.epoch_began = time.time()
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+        last = time.time() - self.epoch_began
+        late = time.time() + last + self.finish_s > self.deadline
+        if epoch + 1 < trainer.epochs and ddp.any_process(late):  # every process stops after the same epoch
+            trainer.stop_training = True
+            trainer.log(f"time budget: stopping after epoch {epoch + 1} of {trainer.epochs}, since another "
+                        f"({last:.0f} s) would end past it")

@@ -1,0 +1,88 @@
+"""--time: durations read the way people write them, the epochs planned from the measured step (the schedule and its
+warm-up with them), --epochs as a cap, a budget too small refused before training, and the stop after an epoch
+that would overrun."""
+from __future__ import annotations
+
+import math
+import time
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from imgclf import train
+from imgclf.cli.main import main
+from imgclf.config import duration, parse_duration
+from imgclf.errors import UserError
+from imgclf.training import time_budget
+from imgclf.training.time_budget import TimeLimit
+
+from .conftest import TINY, write_class_folders
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("10m", 600), ("1.5h", 5400), ("600", 600), (45, 45),
+                                           (" 2 min ", 120)])
+def test_durations_are_read_as_people_write_them(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+def test_durations_are_written_back_short():
+    assert (duration(600), duration(90), duration(5400), duration(61)) == ("10m", "90s", "1.5h", "61s")
+
+
+@pytest.mark.parametrize("text", ["10x", "ten minutes", "-5m", "0"])
+def test_a_duration_that_is_not_one_is_a_one_line_error(text):
+    with pytest.raises(UserError) as error:
+        parse_duration(text)
+    assert error.value.cli_message.startswith("--time") and "\n" not in error.value.cli_message
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_class_folders(tmp_path / "data", 40)  # 120 images: 108 train, 12 val
+
+
+def _timed(monkeypatch, step_s: float, image_s: float) -> None:
+    monkeypatch.setattr(time_budget, "time_steps", lambda *args: (step_s, image_s))
+
+
+def test_the_epochs_and_the_schedule_are_planned_for_the_budget(data, tmp_path, monkeypatch):
+    # 108 training images in batches of 8: 14 steps of 0.5 s, x1.1 for the rest of an epoch, + 12 validation
+    # images at 0.01 s: 7.82 s an epoch; the end: (2 x 12) x 0.01 + 3 s = 3.24 s
+    _timed(monkeypatch, 0.5, 0.01)
+    clf = train(str(data), project=str(tmp_path / "runs"), name="t", time="60s", **TINY)
+    saved = yaml.safe_load((clf.run / "config.yaml").read_text())
+    assert saved["time"] == 60.0
+    planned = math.floor((60 - 3.24) / 7.82)  # less the few seconds spent preparing
+    assert planned - 1 <= saved["epochs"] <= planned
+    assert saved["warmup_epochs"] == saved["epochs"] / 4  # one-cycle's warm-up follows the planned epochs
+    assert len(clf.run.metrics()) == saved["epochs"]
+    assert f"time budget 1m" in (clf.run / "train.log").read_text()
+
+
+def test_epochs_given_too_cap_the_plan(data, tmp_path, monkeypatch):
+    _timed(monkeypatch, 0.01, 0.001)
+    clf = train(str(data), epochs=2, project=str(tmp_path / "runs"), name="t", time="1h", **TINY)
+    assert clf.config.epochs == 2 and "(--epochs 2 decides)" in (clf.run / "train.log").read_text()
+
+
+def test_a_budget_too_small_for_one_epoch_is_refused_before_training(data, tmp_path, monkeypatch, capsys):
+    _timed(monkeypatch, 5.0, 0.01)  # an epoch: 14 steps of 5 s
+    code = main(["train", str(data), "--time", "30s", "--project", str(tmp_path / "runs"),
+                 "--model", "cnn:8-m-16-m-fc16", "--batch-size", "8", "--quiet", "--no-plots"])
+    err = capsys.readouterr().err
+    assert code == 2 and "one epoch of 108 images takes about 77 s" in err and "give --time" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_an_epoch_that_would_end_past_the_budget_is_not_started():
+    logged = []
+    trainer = SimpleNamespace(epochs=10, stop_training=False, log=logged.append)
+    limit = TimeLimit(deadline=time.time() + 50, finish_s=5)
+    limit.on_epoch_begin(trainer, 0)
+    limit.on_epoch_end(trainer, 0, {})
+    assert not trainer.stop_training  # an instant epoch: room for many more
+    limit.epoch_began -= 60  # an epoch of a minute: another and the end would pass the deadline
+    limit.on_epoch_end(trainer, 1, {})
+    assert trainer.stop_training and "stopping after epoch 2 of 10" in logged[0]
