@@ -24,6 +24,7 @@ from ..models.cnn import DEFAULT_SPEC
 from ..run import RunDir, check_run_name, fresh_path, slug
 from ..task import get_task
 from ..training import job
+from ..training.batch_size import RECIPE_BATCH
 from ..training.callbacks import Callback
 from ..training.setup import data_path, resolve_task
 from .folders import resumed
@@ -143,7 +144,7 @@ def train_command(data: str, model: str, epochs: int | None, options: dict[str, 
     """The ``imgclf train`` command line for these settings (only those that differ from the defaults)."""
     import shlex
 
-    defaults = TrainConfig().to_dict()
+    defaults = TrainConfig().to_dict() | {"batch_size": RECIPE_BATCH}  # auto asks for 128: the same run
     parts = ["imgclf", "train", shlex.quote(data)]
     if model != defaults["model"]:
         parts += ["--model", shlex.quote(model)]
