@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import time
 from typing import TYPE_CHECKING, Callable
 
@@ -33,7 +34,9 @@ if TYPE_CHECKING:
 
 EPOCH_OVERHEAD = 1.1  # the loader, the metrics and the checkpoint of each epoch, beyond its steps
 FINISH_S = {True: 10.0, False: 3.0}  # the end of a run beyond its forward passes: with plots and the report, without
-TIMED_STEPS = 3
+WARM_STEPS = 3
+TIMED_STEPS = (3, 30)  # at least 3 steps, and more while they take under TIMED_FOR_S in all
+TIMED_FOR_S = 2.0
 
 
 def time_steps(net: nn.Module, cfg: TrainConfig, prepared: Prepared, device: torch.device, batch: int
@@ -58,11 +61,14 @@ def time_steps(net: nn.Module, cfg: TrainConfig, prepared: Prepared, device: tor
         optimizer.zero_grad(set_to_none=True)
 
     try:
-        step()  # the first step allocates and picks its kernels
-        started = time.perf_counter()
-        for _ in range(TIMED_STEPS):
+        for _ in range(WARM_STEPS):  # the first steps allocate and pick their kernels
             step()
-        per_step = (time.perf_counter() - started) / TIMED_STEPS * math.ceil(batch / len(x))
+        times: list[float] = []
+        while len(times) < TIMED_STEPS[1] and (len(times) < TIMED_STEPS[0] or sum(times) < TIMED_FOR_S):
+            started = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - started)
+        per_step = statistics.median(times) * math.ceil(batch / len(x))  # the median: a machine's hiccup is not a step
         model.eval()
         with torch.no_grad(), autocast_for(device, dtype):
             model(x)
