@@ -36,6 +36,8 @@ x = idx(root + "/train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
 y = idx(root + "/train-labels-idx1-ubyte.gz", 8).astype("int64")
 xt = idx(root + "/t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
 yt = idx(root + "/t10k-labels-idx1-ubyte.gz", 8).astype("int64")
+limit = int(sys.argv[5])
+x, y, xt, yt = (x[:limit], y[:limit], xt[:limit], yt[:limit]) if limit else (x, y, xt, yt)
 """
 
 KERAS = READ + """
@@ -90,7 +92,7 @@ class Stamp(Callback):
         if self.training and not hasattr(self, "done"):
             self.done = stamp(event="first_step")
     def after_epoch(self):
-        stamp(event="epoch", val_acc=float(self.recorder.values[-1][2]))
+        stamp(event="epoch", val_acc=float(self.recorder.metrics[0].value))
 learn = Learner(dls, net, loss_func=CrossEntropyLossFlat(), metrics=accuracy, cbs=[Stamp()])
 with learn.no_logging(), learn.no_bar():
     learn.fit_one_cycle(epochs, 3e-3)
@@ -103,7 +105,7 @@ IMGCLF = """
 import json, sys, time
 import imgclf
 from imgclf.callbacks import Callback
-root, epochs, out, folder = sys.argv[1], int(sys.argv[2]), open(sys.argv[3], "w"), sys.argv[4]
+root, epochs, out, folder, limit = sys.argv[1], int(sys.argv[2]), open(sys.argv[3], "w"), sys.argv[4], sys.argv[5]
 def stamp(**event):
     out.write(json.dumps(event | {"t": time.time()}) + "\\n"); out.flush()
 class Stamp(Callback):
@@ -113,18 +115,19 @@ class Stamp(Callback):
     def on_epoch_end(self, trainer, epoch, logs):
         stamp(event="epoch", val_acc=logs["val_acc"])
 clf = imgclf.train("fashion-mnist", data_root=root, epochs=epochs, project=folder, name="imgclf", exist_ok=True,
-                   callbacks=[Stamp()], quiet=True)
-stamp(event="done", test_acc=clf.evaluation.accuracy, train=len(clf.run.metrics()) and 54000)
+                   callbacks=[Stamp()], quiet=True, limit=int(limit) or None)
+train = json.loads((clf.run / "status.json").read_text())["images"]["train"]
+stamp(event="done", test_acc=clf.evaluation.accuracy, train=train)
 """
 
 
-def launch(python: str, script: str, core: int, data_root: str, epochs: int, folder: Path, name: str
-           ) -> tuple[subprocess.Popen, float, Path]:
+def launch(python: str, script: str, core: int, data_root: str, epochs: int, folder: Path, name: str,
+           limit: int) -> tuple[subprocess.Popen, float, Path]:
     events = folder / f"{name}.jsonl"
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     started = time.time()
     proc = subprocess.Popen(["taskset", "-c", str(core), python, "-c", script, data_root, str(epochs), str(events),
-                             str(folder)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             str(folder), str(limit)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return proc, started, events
 
 
@@ -147,14 +150,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared/data/fashion-mnist"))
     parser.add_argument("--folder", default="bench-runs/peers")
+    parser.add_argument("--limit", type=int, default=0, help="train on the first N images (a quick try of the bench)")
     args = parser.parse_args()
     folder = bench_folder(args.folder)
     print(f"{args.epochs} epochs each; time from the command; images/s over the epochs (validation included)\n")
     print("| contender | to the first step | training images/s | to 92% val | to 93% val | test accuracy | peak RSS |")
     print("|---|---|---|---|---|---|---|")
     for peer, python, script in (("Keras", args.keras_python, KERAS), ("fastai", args.fastai_python, FASTAI)):
-        running = {"imgclf": launch(sys.executable, IMGCLF, 0, args.data_root, args.epochs, folder, "imgclf"),
-                   peer: launch(python, script, 1, args.data_root, args.epochs, folder, peer)}
+        running = {"imgclf": launch(sys.executable, IMGCLF, 0, args.data_root, args.epochs, folder, "imgclf",
+                                    args.limit),
+                   peer: launch(python, script, 1, args.data_root, args.epochs, folder, peer, args.limit)}
         for _ in running:
             pid, status, usage = os.wait4(-1, 0)
             name = next(n for n, (p, _, _) in running.items() if p.pid == pid)

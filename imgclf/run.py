@@ -197,6 +197,14 @@ class RunDir:
             raise UserError(f"{self / LABELS}: expected a JSON list of class names")
         return classes
 
+    def remove_if_unused(self, *kept: str) -> None:
+        """A new run refused before it wrote anything (but its lock and ``kept``, a log saying why) leaves no
+        folder behind."""
+        if not any(p.name not in (LOCK, *kept) for p in self.path.iterdir()):
+            for name in (LOCK, *kept):
+                (self / name).unlink(missing_ok=True)
+            self.path.rmdir()
+
     def save_skipped(self, skipped: list[tuple[str, str]]) -> None:
         """List the files training could not use, with the reason for each."""
         path = self / SKIPPED

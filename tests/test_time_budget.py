@@ -57,7 +57,7 @@ def test_the_epochs_and_the_schedule_are_planned_for_the_budget(data, tmp_path, 
     assert planned - 1 <= saved["epochs"] <= planned
     assert saved["warmup_epochs"] == saved["epochs"] / 4  # one-cycle's warm-up follows the planned epochs
     assert len(clf.run.metrics()) == saved["epochs"]
-    assert f"time budget 1m" in (clf.run / "train.log").read_text()
+    assert "time budget 1m" in (clf.run / "train.log").read_text()
 
 
 def test_epochs_given_too_cap_the_plan(data, tmp_path, monkeypatch):

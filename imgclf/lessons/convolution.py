@@ -19,6 +19,7 @@ from ..data.transforms import augmentation
 from ..errors import UserError
 from ..metrics.classification import label_counts
 from ..plots import plot_data_overview
+from ..plots.data import augmented_versions
 from ..plots.style import save, subplots
 
 KERNELS = {
@@ -141,5 +142,6 @@ def data_overview(data: str, folder: Path, data_root: str | None = None, img_siz
     counts = {name: label_counts(split.labels, len(source.classes)) for name, split in source.splits.items()}
     flip = source.flip_ok if flip is None else flip
     label = f"{augment}{'' if flip else ' --no-flip'}"
-    return plot_data_overview(sample.x, sample.y, source.classes, counts, augmentation(augment, size, channels, flip),
-                              label, folder, seed)
+    transform = augmentation(augment, size, channels, flip)
+    versions = augmented_versions(sample.x[0], transform, seed=seed) if transform is not None else None
+    return plot_data_overview(sample.x, sample.y, source.classes, counts, versions, label, folder, seed)

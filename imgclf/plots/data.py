@@ -75,28 +75,41 @@ def plot_class_counts(counts: dict[str, list[int]], classes: list[str], path: Pa
     return save(fig, path)
 
 
-def plot_augmentation(image: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor] | None, path: Path,
-                      title: str, count: int = 15, seed: int = 0) -> Path:
-    """One image and ``count`` augmented versions of it, to see whether flips, crops and rotations suit the data."""
-    with torch.random.fork_rng(devices=[]):  # a preview must not change what training draws next
+def augmented_versions(image: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor], count: int = 15,
+                       seed: int = 0) -> torch.Tensor:
+    """``image`` and ``count`` versions of it by ``transform`` (N, C, H, W), drawn from the global generator seeded
+    with ``seed`` and put back after, so that a preview does not change what training draws next."""
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        versions = [image] + [transform(image) if transform is not None else image for _ in range(count)]
+        return torch.stack([image] + [transform(image) for _ in range(count)])
+
+
+def plot_versions(versions: torch.Tensor, path: Path, title: str) -> Path:
+    """An image (the first) and its augmented versions in a grid of eight columns."""
     rows, cols = grid_shape(len(versions), 8)
     fig, axes = subplots(rows, cols, (1.4 * cols, 1.55 * rows + 0.4))
-    for i, (ax, version) in enumerate(zip(axes.flat, to_hwc(torch.stack(versions)))):
+    for i, (ax, version) in enumerate(zip(axes.flat, to_hwc(versions))):
         show_image(ax, version, "original" if i == 0 else None, color="tab:blue")
     hide_unused(axes, len(versions))
     fig.suptitle(title)
     return save(fig, path)
 
 
+def plot_augmentation(image: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor] | None, path: Path,
+                      title: str, count: int = 15, seed: int = 0) -> Path:
+    """One image and ``count`` augmented versions of it, to see whether flips, crops and rotations suit the data."""
+    versions = augmented_versions(image, transform, count, seed) if transform is not None else \
+        image[None].repeat(count + 1, *[1] * image.dim())
+    return plot_versions(versions, path, title)
+
+
 def plot_data_overview(x: torch.Tensor, y: torch.Tensor, classes: list[str], counts: dict[str, list[int]],
-                       transform: Callable[[torch.Tensor], torch.Tensor] | None, augment: str, folder: Path,
-                       seed: int = 0) -> list[Path]:
-    """samples.png, class_counts.png and, when ``transform`` augments, augmentation.png in ``folder``."""
+                       versions: torch.Tensor | None, augment: str, folder: Path, seed: int = 0) -> list[Path]:
+    """samples.png, class_counts.png and, given an image's augmented ``versions``, augmentation.png in ``folder``.
+    Drawing only (the versions are made by the caller): it may run in a thread beside training."""
     written = [plot_samples(x, y, classes, folder / "samples.png", seed=seed),
                plot_class_counts(counts, classes, folder / "class_counts.png")]
-    if transform is not None and len(x):
-        written.append(plot_augmentation(x[0], transform, folder / "augmentation.png",
-                                         f"--augment {augment}: one image, 15 random versions", seed=seed))
+    if versions is not None:
+        written.append(plot_versions(versions, folder / "augmentation.png",
+                                     f"--augment {augment}: one image, {len(versions) - 1} random versions"))
     return written

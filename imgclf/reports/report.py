@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 import yaml
 
 from ..config import TrainConfig
+from ..data.batch_augment import BatchAugment
 from ..data.prepare import Prepared
 from ..data.tensors import ImageTensors
 from ..data.transforms import augmentation
@@ -23,9 +25,12 @@ from ..metrics.classification import Evaluation, label_counts
 from ..metrics.diagnose import diagnose
 from ..metrics.multilabel import MultiLabelEvaluation
 from ..plots import plot_curves, plot_data_overview
+from ..plots.data import augmented_versions
 from ..plots.style import to_hwc
 from ..run import BEST, CONFIG, RunDir, kept_epoch
 from .explain import grad_cam, plot_explanations
+
+PREVIEWS = 15  # augmented versions of one image in augmentation.png
 
 REPORT, DATA_SUMMARY = "report.html", "data.json"
 # (file, caption) per section, in page order; a figure the run does not have is left out.
@@ -199,15 +204,43 @@ def write_report(clf: Classifier, evaluation: Evaluation | None = None, images: 
     return path
 
 
-def save_data_overview(run: RunDir, prepared: Prepared, cfg: TrainConfig) -> None:
-    """data.json (class counts per split, what was dropped) and the data figures: samples per class, class
-    counts, and an augmentation preview when training augments."""
+def start_data_overview(run: RunDir, prepared: Prepared, cfg: TrainConfig) -> "Overview":
+    """data.json (class counts per split, what was dropped) now, and the data figures (samples per class, class
+    counts, and an augmentation preview when training augments) drawn in a thread while training starts: matplotlib
+    takes seconds over them. The preview's random versions are made here, before training draws anything: the
+    batched light augmentation from its own generator, the per-image presets from the global one, put back."""
     classes, splits = prepared.classes, prepared.splits
     counts = {name: label_counts(splits[name].y, len(classes)) for name in ("train", "val", "test") if name in splits}
     summary = {"classes": classes, "counts": counts, "input": f"{cfg.channels}x{cfg.img_size}x{cfg.img_size}",
                "skipped": len(prepared.skipped), "leaked": len(prepared.leaked)}
     (run / DATA_SUMMARY).write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
     train = splits["train"]
-    transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip)
+    versions = None
+    if len(train) and cfg.augment != "none":
+        first = torch.as_tensor(train.x[0])
+        if cfg.batch_augment:  # what training does: shifts and flips of whole batches, no torchvision import
+            versions = torch.cat([first[None], BatchAugment(cfg.img_size, cfg.flip, seed=cfg.seed)(
+                first[None].repeat(PREVIEWS, 1, 1, 1))])
+        else:
+            versions = augmented_versions(first, augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip),
+                                          PREVIEWS, cfg.seed)
     label = f"{cfg.augment}{'' if cfg.flip else ' --no-flip'}"
-    plot_data_overview(train.x, train.y, classes, counts, transform, label, run.path, cfg.seed)
+    overview = Overview(target=plot_data_overview, name="imgclf-data-overview",
+                        args=(train.x, train.y, classes, counts, versions, label, run.path, cfg.seed))
+    overview.start()
+    return overview
+
+
+class Overview(threading.Thread):
+    """The thread drawing the data figures; :meth:`finish` waits for it and gives its error, if any, as a line."""
+
+    def run(self) -> None:
+        self.error: str | None = None
+        try:
+            super().run()
+        except Exception as exc:  # a figure that cannot be drawn must not stop training
+            self.error = f"the data overview could not be drawn ({type(exc).__name__}: {exc})"
+
+    def finish(self) -> str | None:
+        self.join()
+        return self.error

@@ -29,13 +29,12 @@ from ..metrics.by_task import evaluation_for
 from ..metrics.diagnose import collapse_note, diagnose
 from ..models import CUSTOM, count_parameters, is_custom
 from ..plots import plot_curves
-from ..reports.report import save_data_overview, write_report
-from ..run import BEST, EVALUATION, LAST, LOCK, THRESHOLD, RunDir, RunLock, RunStatus, check_run_name, kept_epoch
+from ..reports.report import Overview, start_data_overview, write_report
+from ..run import BEST, EVALUATION, LAST, THRESHOLD, RunDir, RunLock, RunStatus, check_run_name, kept_epoch
 from ..task import get_task
 from .callback_list import default_callbacks, for_this_process, plateau_from_callbacks, with_user_callbacks
 from .batch_size import fit_batch_size, plan_batch
 from .callbacks import Callback
-from .features import FeatureCache, default_cache_dir
 from .loss import create_criterion
 from .mix import mixing
 from .optim import create_optimizer, create_schedule
@@ -43,7 +42,7 @@ from .setup import build_model, check_memory, fit_input, load_data, new_config, 
 from .thresholds import check_positive, tune_thresholds
 from .time_budget import TimeLimit, plan_epochs
 from .trainer import Trainer
-from .transfer import FineTune, freeze, layer_decay_groups, param_groups
+from .modes import mode_setup
 
 
 def _logger(run: RunDir, quiet: bool) -> Callable[[str], None]:
@@ -90,43 +89,6 @@ def _resume_config(project: str, name: str | None, epochs: int | None) -> tuple[
                             f"epochs; resume without --epochs, or start a new run")
         cfg.epochs = epochs
     return run, cfg
-
-
-def _transfer_setup(cfg: TrainConfig, net: nn.Module, splits: dict[str, ImageTensors], device: torch.device,
-                    log: Callable[[str], None]) -> tuple[nn.Module, Any, Any, Any, dict[str, ImageTensors],
-                                                         list[Callback]]:
-    """What the trainer trains for ``cfg.mode``: (model, optimizer params, mean, std, splits, extra callbacks).
-
-    scratch: the whole network. fine-tune: the whole network with a lower learning rate for the backbone, which
-    :class:`FineTune` keeps frozen for the first ``head_epochs``. feature-extract: only the head, on backbone
-    features computed once and cached, unless augmentation changes the images every epoch.
-    """
-    if cfg.mode == "scratch":
-        return net, net, cfg.mean, cfg.std, splits, []
-    if cfg.mode == "fine-tune":
-        groups = layer_decay_groups(net, cfg.learning_rate, cfg.wd, cfg.layer_decay) if cfg.layer_decay else \
-            param_groups(net, cfg.learning_rate, cfg.wd, cfg.backbone_lr_scale)
-        tune = FineTune(cfg.head_epochs, cfg.unfreeze_blocks, cfg.freeze_bn, cfg.backbone_lr_scale)
-        return net, groups, cfg.mean, cfg.std, splits, [tune]
-    freeze(net, 0)
-    head = net.get_classifier()
-    if cfg.augment != "none" or cfg.feature_cache == "none":
-        why = f"--augment {cfg.augment} changes the images every epoch" if cfg.augment != "none" else \
-            "--feature-cache none"
-        log(f"feature extraction: {why}, so the frozen backbone runs on every batch (no feature cache); "
-            f"--augment none caches the features and makes every epoch after the first cost only the head")
-        return net, head, cfg.mean, cfg.std, splits, []
-    started = time.perf_counter()
-    with ddp.local_main_first():  # local rank 0 computes them, the machine's other processes read its cache file
-        cache = FeatureCache(net, cfg.mean, cfg.std, device, default_cache_dir() if cfg.feature_cache == "disk"
-                             else None, cfg.channels_last)
-        features = {name: cache(images) for name, images in splits.items() if name in ("train", "val")}
-        cache.save()  # one write for all splits
-    where = f"cache {cache.path}" if cache.path else "memory"
-    log(f"feature extraction: {cache.computed} image(s) through the frozen backbone, {cache.reused} found in the "
-        f"cache, in {time.perf_counter() - started:.1f} s ({where}); training the head on "
-        f"{next(iter(features.values())).x.shape[1]} features per image")
-    return head, head, None, None, features, []
 
 
 def train(data: str | None = None, model: str | nn.Module = "cnn", epochs: int | None = None, *, resume: bool = False,
@@ -199,29 +161,23 @@ def _train_run(cfg: TrainConfig, run: RunDir, source: Source, net: nn.Module, ow
     try:  # the last choices: from here on the configuration is the run's, as saved
         limit = _settle(cfg, prepared, None if resume else net, device, status.began, log)
     except UserError:
-        if not resume:
-            _discard_if_empty(run, "train.log")
+        if not resume and ddp.is_main():
+            run.remove_if_unused("train.log")
         raise
     if ddp.is_main():
         cfg.save(run / "config.yaml")
         run.save_labels(prepared.classes)
-        if cfg.plots and not resume:
-            save_data_overview(run, prepared, cfg)
-    total, _ = count_parameters(net)
-    sizes = ", ".join(f"{k} {len(v)}" for k, v in prepared.splits.items())
-    kind = "labels (multi-label)" if cfg.task == "multilabel" else "classes"
-    log(f"{'resuming' if resume else 'training'} {cfg.model} ({total:,} parameters) on {cfg.data}: "
-        f"{len(prepared.classes)} {kind}, {sizes} images at {cfg.channels}x{cfg.img_size}x{cfg.img_size}, "
-        f"device {device}, run {run.path}")
-    if ddp.is_main():
-        status.start(run, parameters=total, processes=cfg.processes,
-                     images={k: len(v) for k, v in prepared.splits.items()})
+    overview = _announce(cfg, run, net, prepared, device, resume, status, log)
     trainer = _build_trainer(cfg, net, prepared, run, device, [*([limit] if limit else []), *(callbacks or [])],
                              log)
     if resume:
         trainer.load_checkpoint(run / LAST)
         log(f"resuming after epoch {trainer.start_epoch} of {cfg.epochs}")
-    _fit(trainer, cfg, run)
+    try:
+        _fit(trainer, cfg, run)
+    finally:
+        if overview is not None and (error := overview.finish()):
+            log(f"warning: {error}")
     if ddp.is_main() and not (run / BEST).exists():
         trainer.save_weights(run / BEST)
     if ddp.world_size() > 1:
@@ -231,6 +187,25 @@ def _train_run(cfg: TrainConfig, run: RunDir, source: Source, net: nn.Module, ow
         if not ddp.is_main():
             return Classifier.load(run.path, device="cpu", model=net if own is not None else None)
     return _finish(cfg, run, prepared, trainer, net if own is not None else None, log)
+
+
+def _announce(cfg: TrainConfig, run: RunDir, net: nn.Module, prepared: Prepared, device: torch.device, resume: bool,
+              status: RunStatus, log: Callable[[str], None]) -> Overview | None:
+    """Say what is about to train and how long getting ready took (status.json: running); start drawing the data
+    overview in a thread beside training (given back, to be waited for)."""
+    overview = start_data_overview(run, prepared, cfg) if cfg.plots and not resume and ddp.is_main() else None
+    if overview is not None:
+        log("drawing the data overview (samples.png, class_counts.png, augmentation.png) while training starts")
+    total, _ = count_parameters(net)
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in prepared.splits.items())
+    kind = "labels (multi-label)" if cfg.task == "multilabel" else "classes"
+    log(f"{'resuming' if resume else 'training'} {cfg.model} ({total:,} parameters) on {cfg.data}: "
+        f"{len(prepared.classes)} {kind}, {sizes} images at {cfg.channels}x{cfg.img_size}x{cfg.img_size}, "
+        f"device {device}, run {run.path}; ready {time.time() - status.began:.1f} s after the start")
+    if ddp.is_main():
+        status.start(run, parameters=total, processes=cfg.processes,
+                     images={k: len(v) for k, v in prepared.splits.items()})
+    return overview
 
 
 def _open_run(data: str | None, model: str | nn.Module, epochs: int | None, resume: bool, exist_ok: bool,
@@ -279,8 +254,8 @@ def _prepare_images(cfg: TrainConfig, source: Source, run: RunDir, resume: bool,
             prepared = prepare(source, Preprocess.of(cfg), quiet=cfg.quiet or not ddp.is_main(),
                                max_bad_fraction=cfg.max_bad_fraction, cache=cfg.cache)
     except UserError:
-        if not resume:
-            _discard_if_empty(run)
+        if not resume and ddp.is_main():
+            run.remove_if_unused()
         raise
     for name, images in prepared.splits.items():
         if images.where != "ram":
@@ -296,14 +271,6 @@ def _prepare_images(cfg: TrainConfig, source: Source, run: RunDir, resume: bool,
             f"{prepared.leaked[0]}), so their scores will be too good; imgclf check DATA --fix clean.csv writes a "
             f"file list without them")
     return prepared
-
-
-def _discard_if_empty(run: RunDir, *kept: str) -> None:
-    """A new run refused before it wrote anything (but its lock and ``kept``, a log saying why) leaves no folder."""
-    if ddp.is_main() and not any(p.name not in (LOCK, *kept) for p in run.path.iterdir()):
-        for name in (LOCK, *kept):
-            (run / name).unlink(missing_ok=True)
-        run.path.rmdir()
 
 
 def _settle(cfg: TrainConfig, prepared: Prepared, net: nn.Module | None, device: torch.device, began: float,
@@ -331,7 +298,7 @@ def _settle(cfg: TrainConfig, prepared: Prepared, net: nn.Module | None, device:
 def _build_trainer(cfg: TrainConfig, net: nn.Module, prepared: Prepared, run: RunDir, device: torch.device,
                    callbacks: list[Callback], log: Callable[[str], None]) -> Trainer:
     """The model as the mode trains it, its loader, loss, optimizer, schedule and callbacks, in one trainer."""
-    model, params, mean, std, splits, extra = _transfer_setup(cfg, net, prepared.splits, device, log)
+    model, params, mean, std, splits, extra = mode_setup(cfg, net, prepared.splits, device, log)
     # light augmentation runs batched in the trainer (BatchAugment), the other presets per image in the workers
     batched = cfg.batch_augment and cfg.augment == "light" and mean is not None
     transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip) \
