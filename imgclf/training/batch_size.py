@@ -170,33 +170,37 @@ def plan_batch(cfg: TrainConfig, net: nn.Module, device: torch.device, n_train: 
     if not planned(cfg) or not _PeakMemory.available(device):
         cfg.batch_size = asked
         return
-    cost = ddp.broadcast(measure_step(net, cfg, device) if ddp.is_main() else None)  # one plan for every process
-    room, why = budget(device)
-    least = min(LEAST, max(1, n_train // max(1, ddp.world_size())))
+    # Rank 0 measures and decides for every process: plans that differed would leave DDP waiting forever.
+    batch, parts, plan, refusal = ddp.broadcast(_decide(cfg, net, device, n_train, asked) if ddp.is_main() else None)
+    if refusal:
+        raise UserError(refusal)
+    cfg.batch_size, cfg.accumulate, cfg.batch_plan = batch, cfg.accumulate * parts, plan
+    log(f"batch size: {plan}")
+
+
+def _decide(cfg: TrainConfig, net: nn.Module, device: torch.device, n_train: int, asked: int
+            ) -> tuple[int, int, str, str | None]:
+    """(global batch, batches accumulated per step, the plan in words, or else why nothing fits)."""
+    cost, (room, why), world = measure_step(net, cfg, device), budget(device), max(1, ddp.world_size())
+    least = min(LEAST, max(1, n_train // world))
     fit = cost.fits(room)
     measured = (f"a training step of {cfg.model} at {cfg.img_size} px takes {cost.fixed / 1e9:.2f} GB + "
                 f"{cost.per_image / 1e6:.0f} MB per image (measured at batches of {MEASURED_AT[0]} and "
-                f"{MEASURED_AT[1]})")
+                f"{MEASURED_AT[1]}); budget {room / 1e9:.1f} GB ({why})")
     if fit < least:
         ways = [w for w in ("--grad-checkpointing (keeps fewer activations, about a third more compute)"
                             if not cfg.grad_checkpointing else "",
                             f"a smaller --img-size than {cfg.img_size}",
                             "--mode feature-extract (trains the head alone)" if cfg.mode == "fine-tune" else "")
                 if w]
-        raise UserError(f"not even a batch of {least} fits: {measured}, and the budget is {room / 1e9:.1f} GB "
-                        f"({why}); try {', or '.join(ways)}")
-    per_process = math.ceil(asked / max(1, ddp.world_size()))
+        return asked, 1, "", f"not even a batch of {least} fits: {measured}; try {', or '.join(ways)}"
+    per_process = math.ceil(asked / world)
     fit = fit // LEAST * LEAST if fit >= LEAST else fit
     if per_process <= fit:
-        cfg.batch_size = asked
-        cfg.batch_plan = f"{asked} fits: {measured}; budget {room / 1e9:.1f} GB ({why})"
-    else:
-        batch, parts = _split(per_process, fit)
-        cfg.batch_size, cfg.accumulate = batch * max(1, ddp.world_size()), cfg.accumulate * parts
-        cfg.batch_plan = (f"{asked} asked, batches of {batch} fit: {measured}; budget {room / 1e9:.1f} GB ({why}); "
-                          f"{parts} batches accumulated per optimizer step keep its {batch * parts * ddp.world_size()}"
-                          f" images")
-    log(f"batch size: {cfg.batch_plan}")
+        return asked, 1, f"{asked} fits: {measured}", None
+    batch, parts = _split(per_process, fit)
+    return (batch * world, parts, f"{asked} asked, batches of {batch} fit: {measured}; {parts} batches accumulated "
+                                  f"per optimizer step keep its {batch * parts * world} images", None)
 
 
 def fit_batch_size(cfg: TrainConfig, n_train: int, log: Callable[[str], None]) -> None:

@@ -86,14 +86,14 @@ def plan_epochs(cfg: TrainConfig, net: nn.Module, prepared: Prepared, device: to
     from ``began`` (a ``time.time()``); returns the seconds the end of the run is expected to take."""
     n = {name: len(split) for name, split in prepared.splits.items()}
     per_process = max(1, cfg.batch_size // max(1, ddp.world_size()))
-    timed = ddp.broadcast(time_steps(net, cfg, prepared, device, per_process) if ddp.is_main() else None)
-    step_s, image_s = timed
+    # rank 0's timings and clock for every process: epochs that differed would leave DDP waiting forever
+    step_s, image_s, spent = ddp.broadcast((*time_steps(net, cfg, prepared, device, per_process),
+                                            time.time() - began) if ddp.is_main() else None)
     steps = math.ceil(math.ceil(n["train"] / ddp.world_size()) / per_process)
     frozen = cfg.mode == "feature-extract" and cfg.augment == "none" and cfg.feature_cache != "none"
     once = (n["train"] + n.get("val", 0)) * image_s if frozen else 0.0  # the features, computed once
     epoch_s = n.get("val", 0) * image_s + (0.0 if frozen else steps * step_s * EPOCH_OVERHEAD)
     finish_s = (n.get("test", 0) + 2 * n.get("val", 0)) * image_s + FINISH_S[cfg.plots]
-    spent = time.time() - began
     room = cfg.time - spent - finish_s - once
     if frozen and cfg.epochs == MAX_PLANNED_EPOCHS:  # epochs of a head on cached features cost next to nothing
         cfg.epochs = TrainConfig.__dataclass_fields__["epochs"].default
