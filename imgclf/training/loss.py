@@ -12,7 +12,6 @@ from typing import Callable
 import numpy as np
 import torch
 from sklearn.utils.class_weight import compute_class_weight
-from timm.loss import AsymmetricLossMultiLabel, BinaryCrossEntropy
 from torch import nn
 
 from ..config import IMBALANCE_WARN, TrainConfig
@@ -92,6 +91,8 @@ def multilabel_loss(labels: torch.Tensor, classes: list[str], cfg: TrainConfig, 
     (``--loss asymmetric``: easy negatives down-weighted, for many labels that are mostly absent). With
     ``--class-weights balanced`` each label's positives weigh its negatives over its positives (BCE's
     ``pos_weight``), so a rare label counts as much as a common one."""
+    from timm.loss import AsymmetricLossMultiLabel, BinaryCrossEntropy  # timm (and torchvision) for multi-label only
+
     counts = labels.float().sum(0)
     shares = ", ".join(f"{c} {n / len(labels):.0%}" for c, n in zip(classes[:8], counts.tolist()))
     log(f"multi-label: {labels.float().sum(1).mean():.2f} labels per training image on average; images with "

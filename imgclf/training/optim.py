@@ -1,9 +1,9 @@
-"""Optimizers from timm's factory and per-step learning-rate schedules from torch and timm."""
+"""Optimizers (torch's, with timm's rule of no weight decay on biases and normalisation weights) and per-step
+learning-rate schedules from torch and timm. timm is imported only for its cosine schedule: importing it imports
+torchvision's model zoo too, seconds of start-up that a cnn run has no use for."""
 from __future__ import annotations
 
 import torch
-from timm.optim import create_optimizer_v2
-from timm.scheduler import CosineLRScheduler
 from torch import nn
 
 from ..config import TrainConfig, default_warmup_epochs
@@ -11,10 +11,23 @@ from ..config import TrainConfig, default_warmup_epochs
 
 def create_optimizer(params: nn.Module | list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD (Nesterov momentum), Adam or AdamW over a model's trainable parameters, with no weight decay on
-    biases and batch-norm (timm's default), or over ready-made parameter groups (their own lr and decay)."""
-    opt = {"sgd": "nesterov", "adam": "adam", "adamw": "adamw"}[cfg.optimizer]
-    extra = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
-    return create_optimizer_v2(params, opt=opt, lr=cfg.learning_rate, weight_decay=cfg.wd, **extra)
+    biases and normalisation weights (timm's default: 1-d tensors), or over ready-made parameter groups (their own
+    lr and decay)."""
+    groups = params if isinstance(params, list) else decay_groups(params, cfg.wd)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=cfg.momentum, nesterov=True)
+    kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return kind(groups, lr=cfg.learning_rate)
+
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """The trainable parameters in two groups: with ``weight_decay``, and without it for biases and 1-d tensors
+    (batch-norm's scale and shift), as timm's ``param_groups_weight_decay`` splits them."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
 class StepSchedule:
@@ -32,6 +45,8 @@ class StepSchedule:
                 optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps,
                 pct_start=warmup_steps / total_steps, anneal_strategy="cos")
         else:
+            from timm.scheduler import CosineLRScheduler
+
             max_lr = max(group["lr"] for group in optimizer.param_groups)
             self.impl = CosineLRScheduler(optimizer, t_initial=total_steps, lr_min=max_lr * 1e-3,
                                           warmup_t=warmup_steps, warmup_lr_init=max_lr * 1e-2, t_in_epochs=False)

@@ -24,7 +24,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from timm.utils import ModelEmaV3
 from torch import nn
 
 from .. import distributed as ddp
@@ -105,7 +104,11 @@ class Trainer:
         # With ``ema_decay`` an exponential moving average of the weights (timm's ModelEmaV3, decay warming up) is
         # updated after every step and validated beside them; an epoch whose EMA scores better by ``monitor`` offers
         # the EMA as its weights (``use_ema``) to the checkpoints.
-        self.ema = ModelEmaV3(self.eval_model, decay=ema_decay, use_warmup=True) if ema_decay else None
+        self.ema = None
+        if ema_decay:
+            from timm.utils import ModelEmaV3  # timm (and torchvision with it) only for a run that keeps an EMA
+
+            self.ema = ModelEmaV3(self.eval_model, decay=ema_decay, use_warmup=True)
         self.monitor, self.use_ema = monitor, False
         self.start_epoch, self.global_step, self.stop_training = 0, 0, False
         self.history: list[dict[str, float]] = []

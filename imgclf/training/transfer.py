@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from timm.models import group_parameters
 from torch import nn
 
 from ..errors import UserError
@@ -32,6 +31,8 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def backbone_blocks(model: nn.Module) -> list[list[nn.Parameter]]:
     """The backbone's parameters grouped into blocks, from the input (stem) to the output (last stage)."""
+    from timm.models import group_parameters  # timm's reading of blocks; imported when fine-tuning
+
     head = {id(p) for p in head_parameters(model)}
     params = dict(model.named_parameters())
     blocks = []
