@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -236,6 +237,10 @@ class Overview(threading.Thread):
 
     def run(self) -> None:
         self.error: str | None = None
+        try:  # on Linux a thread has its own nice value: on a busy core the training steps go first
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):  # not Linux, or not allowed
+            pass
         try:
             super().run()
         except Exception as exc:  # a figure that cannot be drawn must not stop training
