@@ -1,5 +1,7 @@
 """The Python API, Keras-style: train, predict, evaluate, load, callbacks and resume."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -159,5 +161,15 @@ def test_a_learner_trains_further_and_shows_its_results(image_folder, run_cwd):
     # loading a run to predict imports neither the training job nor timm
     code = ("import sys, imgclf; c = imgclf.load('runs/first'); assert type(c).__name__ == 'Learner'; "
             "assert 'imgclf.training.job' not in sys.modules and 'timm' not in sys.modules, 'heavy'")
-    import subprocess
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+
+def test_a_cnn_run_imports_neither_timm_nor_torchvision(image_folder, run_cwd):
+    # timm imports torchvision's model zoo: seconds before the first step that a cnn run has no use for
+    code = (f"import sys, imgclf; imgclf.train({str(image_folder)!r}, epochs=2, quiet=True, workers=0, "
+            f"model={TINY['model']!r}, batch_size=8, report=False); "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {{'timm', 'torchvision'}}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (run_cwd / "runs").is_dir() and list((run_cwd / "runs").glob("*/samples.png"))  # the overview was drawn
