@@ -40,10 +40,9 @@ limit = int(sys.argv[5])
 x, y, xt, yt = (x[:limit], y[:limit], xt[:limit], yt[:limit]) if limit else (x, y, xt, yt)
 """
 
-KERAS = READ + """
-import tensorflow as tf
-tf.config.threading.set_intra_op_parallelism_threads(1)
-tf.config.threading.set_inter_op_parallelism_threads(1)
+# The seeds' Keras workflow's network (bench/speed.py trains it too): a BatchNorm/Dropout CNN like imgclf's former
+# default cnn, Adam.
+KERAS_NET = """
 import keras
 from keras import layers
 keras.utils.set_random_seed(0)
@@ -54,6 +53,13 @@ model = keras.Sequential([layers.Input((28, 28, 1)), layers.Rescaling(1 / 255), 
                           layers.Flatten(), layers.Dropout(0.3), layers.Dense(256, activation="relu"),
                           layers.Dropout(0.3), layers.Dense(10, activation="softmax")])
 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+"""
+
+KERAS = READ + """
+import tensorflow as tf
+tf.config.threading.set_intra_op_parallelism_threads(1)
+tf.config.threading.set_inter_op_parallelism_threads(1)
+""" + KERAS_NET + """
 class Stamp(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if batch == 0 and not hasattr(self, "done"):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peers import KERAS_NET
 from predict_bulk import ROOT, bench_folder, run
 
 sys.path.insert(0, str(ROOT))
@@ -107,18 +108,9 @@ def train(folder: Path, data_root: str, name: str, epochs: int, options: list[st
 KERAS = """
 import json, sys, time
 import numpy as np
-import keras
-from keras import layers
 data, epochs, out = np.load(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 x, y, xt, yt = data["x"][..., None], data["y"], data["xt"][..., None], data["yt"]
-keras.utils.set_random_seed(0)
-def block(n):
-    return [layers.Conv2D(n, 3, padding="same", use_bias=False), layers.BatchNormalization(), layers.ReLU(),
-            layers.MaxPooling2D()]
-model = keras.Sequential([layers.Input((28, 28, 1)), layers.Rescaling(1 / 255), *block(32), *block(64), *block(128),
-                          layers.Flatten(), layers.Dropout(0.3), layers.Dense(256, activation="relu"),
-                          layers.Dropout(0.3), layers.Dense(10, activation="softmax")])
-model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+""" + KERAS_NET + """
 started = time.perf_counter()
 history = model.fit(x, y, batch_size=128, epochs=epochs, validation_split=0.1, verbose=0, callbacks=[
     keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.2, patience=2),
