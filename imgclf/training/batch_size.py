@@ -11,6 +11,7 @@ the ways out, rather than killed by the kernel half way through an epoch.
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import math
 from dataclasses import dataclass
@@ -71,7 +72,8 @@ class _PeakMemory:
 
     @staticmethod
     def available(device: torch.device) -> bool:
-        return device.type == "cuda" or (device.type == "cpu" and Path("/proc/self/clear_refs").exists())
+        return device.type == "cuda" or (device.type == "cpu" and Path("/proc/self/clear_refs").exists()
+                                         and _glibc() is not None)
 
     def __enter__(self) -> "_PeakMemory":
         gc.collect()
@@ -80,7 +82,7 @@ class _PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.start = torch.cuda.memory_allocated(self.device)
         else:
-            libc = ctypes.CDLL("libc.so.6")
+            libc = _glibc()
             libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
             libc.malloc_trim(0)
             Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident size to the current one
@@ -93,7 +95,17 @@ class _PeakMemory:
             self.peak = torch.cuda.max_memory_allocated(self.device) - self.start
         else:
             self.peak = _status("VmHWM") - self.start
-            ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+            _glibc().mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, whose allocator the measurement steers (None elsewhere: musl, macOS)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 def _status(field: str) -> int:
