@@ -135,7 +135,8 @@ def measure_step(net: nn.Module, cfg: TrainConfig, device: torch.device) -> Step
         net.zero_grad(set_to_none=True)
 
     try:
-        step(MEASURED_AT[0])  # the first pass allocates once what every step reuses (kernels' workspaces)
+        for batch in MEASURED_AT:  # a first pass at each size allocates once what its steps reuse (workspaces)
+            step(batch)
         for batch in MEASURED_AT:
             with _PeakMemory(device) as peak:
                 step(batch)
