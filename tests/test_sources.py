@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -130,6 +133,11 @@ def test_builtin_reads_idx_files_gzipped_or_not(tmp_path):
     assert source.classes[0] == "T-shirt/top" and source.flip_ok
     assert np.array_equal(source.splits["train"].pixels, sample.splits["train"].pixels[:50])
     assert np.array_equal(source.splits["test"].labels, sample.splits["test"].labels[:50])
+    # Files on disk are read without torchvision, 3 s of import before a cnn's first step (it only downloads).
+    check = ("import sys; from imgclf.data.sources import load_source; "
+             f"load_source('fashion-mnist', {str(tmp_path)!r}); print('torchvision' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False", done.stderr
 
 
 def test_stratified_split_is_reproducible_and_disjoint():

@@ -72,13 +72,13 @@ def _fetch(name: str, root: Path, where: str, urls: list[str], fetch: Callable[[
 
 
 def _mnist_like(name: str, root: Path) -> Source:
-    import torchvision
-
-    folder, classes, cls = (("FashionMNIST", FASHION_CLASSES, torchvision.datasets.FashionMNIST)
-                            if name == "fashion-mnist" else
-                            ("MNIST", [str(i) for i in range(10)], torchvision.datasets.MNIST))
+    folder, classes = (("FashionMNIST", FASHION_CLASSES) if name == "fashion-mnist" else
+                       ("MNIST", [str(i) for i in range(10)]))
     files = _find_idx(root, folder)
-    if files is None:
+    if files is None:  # torchvision (3 s to import) only to download: the files on disk are read with numpy
+        import torchvision
+
+        cls = torchvision.datasets.FashionMNIST if name == "fashion-mnist" else torchvision.datasets.MNIST
         where = f"{root / folder / 'raw'} ({', '.join(f + '.gz' for f in IDX_FILES)})"
         _fetch(name, root, where, cls.mirrors, lambda: [cls(str(root), train=t, download=True) for t in (True, False)])
         files = _find_idx(root, folder)

@@ -32,7 +32,8 @@ class Callback:
     def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None: ...
 
     def on_batch_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None:
-        """Called every 10 steps and at the epoch's last step with the running ``loss`` and ``acc``."""
+        """Called after the first step, every 10 steps and at the epoch's last step with the running ``loss`` and
+        ``acc``."""
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None: ...
 
@@ -252,7 +253,7 @@ class ProgressBar(Callback):
                             every_s=self.every_s, say=trainer.log)
 
     def on_batch_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None:
-        # the trainer reads the running figures (a device sync) every 10 steps, and calls this then
+        # the trainer reads the running figures (a device sync) after the first step and every 10, and calls this then
         self.bar.update(step, {"loss": f"{logs['loss']:.4f}", "acc": f"{logs['acc']:.4f}"})
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:

@@ -67,8 +67,8 @@ class _Tracker(Callback):
 
 class TensorBoardLogger(_Tracker):
     """TensorBoard event files in the run directory (``tensorboard --logdir runs`` shows every run): the running
-    loss and accuracy and the learning rate(s) every 10 steps, every epoch's metrics, the figures at the end, and
-    the settings with the final metrics for the HParams tab."""
+    loss and accuracy and the learning rate(s) after the first step and every 10, every epoch's metrics, the figures
+    at the end, and the settings with the final metrics for the HParams tab."""
 
     name = "TensorBoard"
 
