@@ -112,6 +112,7 @@ import json, sys, time
 import imgclf
 from imgclf.callbacks import Callback
 root, epochs, out, folder, limit = sys.argv[1], int(sys.argv[2]), open(sys.argv[3], "w"), sys.argv[4], sys.argv[5]
+model = sys.argv[6]
 def stamp(**event):
     out.write(json.dumps(event | {"t": time.time()}) + "\\n"); out.flush()
 class Stamp(Callback):
@@ -120,20 +121,21 @@ class Stamp(Callback):
             self.done = stamp(event="first_step")
     def on_epoch_end(self, trainer, epoch, logs):
         stamp(event="epoch", val_acc=logs["val_acc"])
-clf = imgclf.train("fashion-mnist", data_root=root, epochs=epochs, project=folder, name="imgclf", exist_ok=True,
-                   callbacks=[Stamp()], quiet=True, limit=int(limit) or None)
+clf = imgclf.train("fashion-mnist", model=model, data_root=root, epochs=epochs, project=folder, name="imgclf",
+                   exist_ok=True, callbacks=[Stamp()], quiet=True, limit=int(limit) or None)
 train = json.loads((clf.run / "status.json").read_text())["images"]["train"]
 stamp(event="done", test_acc=clf.evaluation.accuracy, train=train)
 """
 
 
 def launch(python: str, script: str, core: int, data_root: str, epochs: int, folder: Path, name: str,
-           limit: int) -> tuple[subprocess.Popen, float, Path]:
+           limit: int, model: str = "cnn") -> tuple[subprocess.Popen, float, Path]:
     events = folder / f"{name}.jsonl"
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     started = time.time()
     proc = subprocess.Popen(["taskset", "-c", str(core), python, "-c", script, data_root, str(epochs), str(events),
-                             str(folder), str(limit)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             str(folder), str(limit), model], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     return proc, started, events
 
 
@@ -157,14 +159,18 @@ def main() -> None:
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared/data/fashion-mnist"))
     parser.add_argument("--folder", default="bench-runs/peers")
     parser.add_argument("--limit", type=int, default=0, help="train on the first N images (a quick try of the bench)")
+    parser.add_argument("--imgclf-model", default="cnn", help="imgclf's model: its default cnn, or e.g. the peers' "
+                        "network, cnn:32-m-64-m-128-m-d0.3-fc256-d0.3 (Keras')")
+    parser.add_argument("--peers", default="keras,fastai", help="which peers to run beside imgclf")
     args = parser.parse_args()
     folder = bench_folder(args.folder)
     print(f"{args.epochs} epochs each; time from the command; images/s over the epochs (validation included)\n")
     print("| contender | to the first step | training images/s | to 92% val | to 93% val | test accuracy | peak RSS |")
     print("|---|---|---|---|---|---|---|")
-    for peer, python, script in (("Keras", args.keras_python, KERAS), ("fastai", args.fastai_python, FASTAI)):
+    peers = (("Keras", args.keras_python, KERAS), ("fastai", args.fastai_python, FASTAI))
+    for peer, python, script in (p for p in peers if p[0].lower() in args.peers.lower().split(",")):
         running = {"imgclf": launch(sys.executable, IMGCLF, 0, args.data_root, args.epochs, folder, "imgclf",
-                                    args.limit),
+                                    args.limit, args.imgclf_model),
                    peer: launch(python, script, 1, args.data_root, args.epochs, folder, peer, args.limit)}
         for _ in running:
             pid, status, usage = os.wait4(-1, 0)

@@ -4,12 +4,18 @@ A laptop, a container and a Slurm job differ here: ``taskset`` and Slurm pin a p
 affinity), Docker and Kubernetes give it a CPU quota and a memory limit (cgroups) without hiding the host's cores
 or memory from ``os.cpu_count()`` and ``/proc/meminfo``. Reading the machine's figures there starts too many workers
 and threads (each then waits for the others) and plans batches for memory the process will be killed for using.
+How much a block of work takes is measured here too (:class:`PeakMemory`), for training's and prediction's batches.
+torch is imported only where a CUDA device is named: the ONNX prediction path runs without it.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
+import gc
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 CGROUP = Path("/sys/fs/cgroup")
 
@@ -107,3 +113,85 @@ def available_memory() -> int:
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     limit = memory_limit()
     return free if limit is None else min(free, limit)
+
+
+def device_memory(device: Any) -> int:
+    """Bytes a block of work on ``device`` (a ``torch.device`` or its type, "cpu") may take: a CUDA device's free
+    memory, else :func:`available_memory`."""
+    if getattr(device, "type", device) == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0]
+    return available_memory()
+
+
+def inference_batch(shape: tuple[int, ...], budget: int = 1 << 25) -> int:
+    """Images per forward pass without gradients, at most ``budget`` bytes of input as float32 (32 MB): 256 small
+    images, 55 photos at 224 px. The ceiling before the pass is measured (imgclf.inference.batching)."""
+    return max(1, min(256, budget // (4 * math.prod(shape))))
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+
+
+class PeakMemory:
+    """The peak memory of a block of work on ``device`` (a ``torch.device`` or "cpu"), above what was in use before
+    it: CUDA's allocator statistics, or on Linux the process's peak resident size (reset through
+    /proc/self/clear_refs).
+
+    On the CPU, glibc would serve the block's tensors from its heap, where freed memory is reused only when it
+    happens to fit and is not always handed back: the resident size would then follow the heap's fragmentation,
+    not the tensors. So during the block every allocation from 64 KB on is a mapping of its own, returned to the
+    system when freed; after it, the threshold is set to 32 MB, where glibc's own adjustment ends up anyway."""
+
+    def __init__(self, device: Any) -> None:
+        self.device, self.kind = device, getattr(device, "type", device)
+
+    @staticmethod
+    def available(device: Any) -> bool:
+        """Whether the memory of work on ``device`` can be measured here (CUDA, or the CPU on Linux with glibc)."""
+        kind = getattr(device, "type", device)
+        return kind == "cuda" or (kind == "cpu" and Path("/proc/self/clear_refs").exists() and _glibc() is not None)
+
+    def __enter__(self) -> "PeakMemory":
+        gc.collect()
+        if self.kind == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+        else:
+            libc = _glibc()
+            libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+            libc.malloc_trim(0)
+            Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident size to the current one
+            self.start = _status("VmRSS")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.kind == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self.start
+        else:
+            self.peak = _status("VmHWM") - self.start
+            _glibc().mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, whose allocator the measurement steers (None elsewhere: musl, macOS)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def _status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"no {field} in /proc/self/status")

@@ -2,6 +2,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from imgclf.data.decode import BadImage, Preprocess, is_image_file, open_image, to_mode
@@ -129,6 +130,24 @@ def test_a_split_decodes_into_one_allocation_with_bad_files_leaving_no_gap(tmp_p
     as_float = images.x.double().div(255)
     assert mean == pytest.approx(as_float.mean(dim=(0, 2, 3)).tolist(), abs=1e-4)
     assert std == pytest.approx(as_float.std(dim=(0, 2, 3), correction=0).tolist(), abs=1e-4)
+
+
+def test_statistics_come_from_a_spread_sample_and_digests_from_every_core(monkeypatch):
+    from imgclf.data import tensors
+
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3000, 3, 48, 48), dtype=np.uint8))
+    x[1500:] //= 2  # the second half darker: a sample from the start alone would be off
+    monkeypatch.setattr(tensors, "STATS_SAMPLE", 300)
+    rows = torch.from_numpy(np.linspace(0, 2999, 300).round().astype(int))
+    sample = x[rows].double().div(255)
+    mean, std = tensors.channel_stats(x, chunk_bytes=3 * 48 * 48 * 8 * 7)
+    assert mean == pytest.approx(sample.mean(dim=(0, 2, 3)).tolist(), abs=1e-4)
+    assert std == pytest.approx(sample.std(dim=(0, 2, 3), correction=0).tolist(), abs=1e-4)
+    assert mean == pytest.approx(x.double().div(255).mean(dim=(0, 2, 3)).tolist(), abs=0.01)
+
+    x[2999] = x[5]  # in the last chunk of rows
+    digests = tensors.row_digests(x)
+    assert len(digests) == 3000 and digests[2999] == digests[5] and len(set(digests)) == 2999
 
 
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale_the_resize_barely_sees(tmp_path):

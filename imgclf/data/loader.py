@@ -98,12 +98,6 @@ def train_loader(images: ImageTensors, batch_size: int, transform: v2.Transform 
         worker_init_fn=WorkerStart() if workers else None)
 
 
-def inference_batch(shape: tuple[int, ...], budget: int = 1 << 25) -> int:
-    """Images per forward pass without gradients, sized by their bytes as float32 (32 MB): 256 small images, 55
-    photos at 224 px, so a pass's activations stay bounded however large the images are."""
-    return max(1, min(256, budget // (4 * math.prod(shape))))
-
-
 def eval_batches(images: ImageTensors, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches in order, no augmentation: slices of the decoded tensors."""
     for start in range(0, len(images), batch_size):

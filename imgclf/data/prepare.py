@@ -69,16 +69,20 @@ def prepare(source: Source, pre: Preprocess, workers: int | None = None, quiet: 
         only = source.classes[next(iter(present))] if present else "none"
         raise UserError(f"training needs at least 2 classes with images, found 1 ({only!r}); "
                         f"add a folder of images for each class")
-    return Prepared(source.classes, splits, skipped, leaked(splits))
+    return Prepared(source.classes, splits, skipped, leaked(splits, quiet))
 
 
-def leaked(splits: dict[str, ImageTensors]) -> list[str]:
+def leaked(splits: dict[str, ImageTensors], quiet: bool = True) -> list[str]:
     """Validation/test images whose decoded pixels equal a training image's: the check ``imgclf check`` does in
     full (near duplicates too), here at the cost of hashing pixels already in memory."""
-    train = set(row_digests(splits["train"].x))
+    others = [name for name in splits if name != "train"]
+    if not others:
+        return []
+    say = f"checking {', '.join(others)} for copies of training images"
+    train = set(row_digests(splits["train"].x, say, quiet))
     out = []
     for name, images in splits.items():
         if name != "train":
             out += [images.paths[i] if images.paths else f"{name}[{i}]"
-                    for i, key in enumerate(row_digests(images.x)) if key in train]
+                    for i, key in enumerate(row_digests(images.x, say, quiet)) if key in train]
     return out

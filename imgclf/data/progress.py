@@ -18,9 +18,10 @@ class Progress:
     """``total`` steps of ``desc``: :meth:`update` as they are done, :meth:`close` at the end (or ``with``)."""
 
     def __init__(self, total: int | None, desc: str, unit: str = "image", quiet: bool = False, every_s: float = 30.0,
-                 say: Callable[[str], None] = _stderr) -> None:
+                 say: Callable[[str], None] = _stderr, delay_s: float = 0.0) -> None:
+        """``delay_s``: the bar appears only once the work has taken that long (a quick step shows nothing)."""
         self.bar = tqdm(total=total, desc=desc, unit=unit, disable=True if quiet else None, leave=False,
-                        dynamic_ncols=True)
+                        dynamic_ncols=True, delay=delay_s)
         self.lines = not quiet and self.bar.disable  # no bar can be drawn here: say it in lines
         self.total, self.desc, self.unit, self.every_s, self.say = total, desc, unit, every_s, say
         self.done, self.started = 0, time.perf_counter()

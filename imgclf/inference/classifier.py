@@ -10,7 +10,6 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data.decode import Preprocess
-from ..data.loader import inference_batch
 from ..data.sources import Source, load_source
 from ..data.split import holdout
 from ..data.tensors import ImageTensors, decode_split
@@ -24,7 +23,9 @@ from ..metrics.multilabel import MultiLabelEvaluation
 from ..models import (CUSTOM, count_parameters, create_model, is_custom, known_name, pretrained_preprocess,
                       without_auxiliary)
 from ..models.pretrained import read_weights
+from ..resources import inference_batch
 from ..run import BEST, EVALUATION, LAST, RunDir, RunStatus, kept_epoch
+from .batching import in_passes
 from .predictor import Predictor
 from .tta import averaged
 
@@ -159,13 +160,16 @@ class Classifier(Predictor):
     @torch.inference_mode()
     def predict_proba(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """Class probabilities for uint8 images already at the model's size, (N, C, H, W) -> (N, classes): a
-        softmax over the classes, or for a multi-label model each label's sigmoid."""
-        batch_size = batch_size or inference_batch(tuple(x.shape[1:]))
-        out = []
-        for start in range(0, len(x), batch_size):
-            batch = normalize(x[start:start + batch_size].to(self.device), self.mean, self.std,
-                              self.config.channels_last)
-            out.append(self.task.probabilities(self.model(batch)).cpu())
+        softmax over the classes, or for a multi-label model each label's sigmoid. Computed ``batch_size`` images
+        a pass, by default as many as fit the memory (:mod:`imgclf.inference.batching`)."""
+        def run(start: int, stop: int) -> torch.Tensor:
+            batch = normalize(x[start:stop].to(self.device), self.mean, self.std, self.config.channels_last)
+            return self.task.probabilities(self.model(batch)).cpu()
+
+        if batch_size:
+            out = [run(start, start + batch_size) for start in range(0, len(x), batch_size)]
+        else:
+            out = in_passes(run, len(x), tuple(x.shape[1:]), self.device, self.fitted_passes)
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
 
     # ---- evaluation ---------------------------------------------------------------------------------------

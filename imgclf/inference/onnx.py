@@ -11,6 +11,7 @@ import numpy as np
 from ..config import TrainConfig
 from ..errors import UserError
 from ..resources import threads_per_process
+from .batching import in_passes
 from .predictor import Predictor
 
 if TYPE_CHECKING:
@@ -90,12 +91,19 @@ class OnnxClassifier(Predictor):
         return np.concatenate([self.session.run(None, {self.input.name: batch[i:i + step]})[0]
                                for i in range(0, len(batch), step)])
 
-    def proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Probabilities: the softmax of the logits, or each label's sigmoid for a multi-label model."""
-        out = [self.task.probabilities_np(self.logits(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    def proba(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Probabilities: the softmax of the logits, or each label's sigmoid for a multi-label model; ``batch_size``
+        images a pass, by default as many as fit the memory (:mod:`imgclf.inference.batching`)."""
+        def run(start: int, stop: int) -> np.ndarray:
+            return self.task.probabilities_np(self.logits(x[start:stop]))
+
+        if batch_size:
+            out = [run(start, start + batch_size) for start in range(0, len(x), batch_size)]
+        else:
+            out = in_passes(run, len(x), tuple(x.shape[1:]), "cpu", self.fitted_passes)
         return np.concatenate(out) if out else np.empty((0, len(self.classes)), np.float32)
 
-    def predict_proba(self, x: "torch.Tensor", batch_size: int = 256) -> "torch.Tensor":
+    def predict_proba(self, x: "torch.Tensor", batch_size: int | None = None) -> "torch.Tensor":
         """:meth:`proba` for torch tensors, as :meth:`imgclf.inference.classifier.Classifier.predict_proba` takes them."""
         import torch
 

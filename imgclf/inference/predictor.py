@@ -79,6 +79,11 @@ class Predictor:
     positive = 1  # two classes: the class the run detects (its --positive), whose binary scores are reported
 
     @property
+    def fitted_passes(self) -> dict[tuple[int, ...], int]:
+        """Images per forward pass that fit the memory, per input shape, once measured (inference.batching)."""
+        return self.__dict__.setdefault("_fitted_passes", {})
+
+    @property
     def task(self) -> Task:
         """What the outputs mean (multi-class or multi-label), as the run was trained."""
         return get_task(self.config.task)

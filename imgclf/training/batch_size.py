@@ -10,12 +10,8 @@ the ways out, rather than killed by the kernel half way through an epoch.
 """
 from __future__ import annotations
 
-import ctypes
-import functools
-import gc
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -27,14 +23,13 @@ from ..data.loader import without_lone_image
 from ..device import autocast_dtype, autocast_for
 from ..errors import UserError
 from ..models import is_cnn
-from ..resources import available_memory
+from ..resources import PeakMemory, available_memory
 from .optim import MIN_SCHEDULED_STEPS
 
 RECIPE_BATCH = 128  # the batch the default learning rates were tuned for
 LARGE_INPUT = 96  # from this input size on (and for every pretrained model) the batch is measured by default
 BUDGET_SHARE = 0.5  # of the memory available: room for the data, the loader's workers and the rest of the machine
 MEASURED_AT = (2, 8)
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 LEAST = 8  # batches are multiples of 8; below it, batch-norm statistics are too noisy to be worth training with
 
 
@@ -56,63 +51,6 @@ def planned(cfg: TrainConfig) -> bool:
     head on cached features and a resumed run keeps its plan."""
     large = cfg.img_size >= LARGE_INPUT or ((cfg.pretrained or bool(cfg.weights)) and not is_cnn(cfg.model))
     return cfg.batch_plan is None and cfg.mode != "feature-extract" and large
-
-
-class _PeakMemory:
-    """The peak memory of a block of work on ``device``, above what was in use before it: CUDA's allocator
-    statistics, or on Linux the process's peak resident size (reset through /proc/self/clear_refs).
-
-    On the CPU, glibc would serve the block's tensors from its heap, where freed memory is reused only when it
-    happens to fit and is not always handed back: the resident size would then follow the heap's fragmentation,
-    not the tensors. So during the block every allocation from 64 KB on is a mapping of its own, returned to the
-    system when freed; after it, the threshold is set to 32 MB, where glibc's own adjustment ends up anyway."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    @staticmethod
-    def available(device: torch.device) -> bool:
-        return device.type == "cuda" or (device.type == "cpu" and Path("/proc/self/clear_refs").exists()
-                                         and _glibc() is not None)
-
-    def __enter__(self) -> "_PeakMemory":
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.start = torch.cuda.memory_allocated(self.device)
-        else:
-            libc = _glibc()
-            libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
-            libc.malloc_trim(0)
-            Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident size to the current one
-            self.start = _status("VmRSS")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak = torch.cuda.max_memory_allocated(self.device) - self.start
-        else:
-            self.peak = _status("VmHWM") - self.start
-            _glibc().mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
-
-
-@functools.lru_cache(maxsize=1)
-def _glibc() -> ctypes.CDLL | None:
-    """glibc, whose allocator the measurement steers (None elsewhere: musl, macOS)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise OSError(f"no {field} in /proc/self/status")
 
 
 def measure_step(net: nn.Module, cfg: TrainConfig, device: torch.device) -> StepCost:
@@ -138,7 +76,7 @@ def measure_step(net: nn.Module, cfg: TrainConfig, device: torch.device) -> Step
         for batch in MEASURED_AT:  # a first pass at each size allocates once what its steps reuse (workspaces)
             step(batch)
         for batch in MEASURED_AT:
-            with _PeakMemory(device) as peak:
+            with PeakMemory(device) as peak:
                 step(batch)
             peaks[batch] = peak.peak
     finally:
@@ -180,7 +118,7 @@ def plan_batch(cfg: TrainConfig, net: nn.Module, device: torch.device, n_train: 
     """Settle ``cfg.batch_size`` (None: auto) and ``cfg.accumulate`` for the memory this process may use, and say
     how in the log and in ``cfg.batch_plan`` (config.yaml)."""
     asked = cfg.batch_size or RECIPE_BATCH
-    if not planned(cfg) or not _PeakMemory.available(device):
+    if not planned(cfg) or not PeakMemory.available(device):
         cfg.batch_size = asked
         return
     # Rank 0 measures and decides for every process: plans that differed would leave DDP waiting forever.

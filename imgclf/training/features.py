@@ -17,9 +17,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..data.loader import inference_batch
 from ..data.tensors import ImageTensors, row_digests
 from ..data.transforms import normalize
+from ..resources import inference_batch
 from .transfer import head_parameters, pre_logits
 
 

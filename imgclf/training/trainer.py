@@ -28,13 +28,13 @@ from torch import nn
 
 from .. import distributed as ddp
 from ..data.batch_augment import BatchAugment
-from ..data.loader import inference_batch
 from ..data.tensors import ImageTensors
 from ..data.transforms import normalize
 from ..device import autocast_for
 from ..errors import Interrupted, UserError
 from ..metrics.by_task import validation_for
 from ..models import main_logits
+from ..resources import inference_batch
 from ..task import MultiClass, Task
 from .callbacks import Callback
 from .optim import StepSchedule

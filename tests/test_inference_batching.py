@@ -1,0 +1,76 @@
+"""Prediction's forward passes fit the memory: measured on the first passes, bounded like training's batch."""
+import numpy as np
+import pytest
+import torch
+
+from imgclf.config import TrainConfig
+from imgclf.inference import batching
+from imgclf.inference.classifier import Classifier
+from imgclf.models import create_model
+from imgclf.resources import PeakMemory, inference_batch
+
+MB = 1 << 20
+
+
+def _fake_pass(sizes: list[int], per_image: int):
+    """A pass whose memory grows by ``per_image`` bytes an image (pages touched, as activations are)."""
+    def run(start: int, stop: int) -> list[int]:
+        sizes.append(stop - start)
+        held = np.ones((stop - start) * per_image, np.uint8)
+        return list(range(start, stop)) if held[-1] == 1 else []
+    return run
+
+
+@pytest.mark.skipif(not PeakMemory.available("cpu"), reason="the CPU's peak memory is read from Linux' /proc")
+def test_passes_are_measured_and_sized_to_the_budget(monkeypatch):
+    monkeypatch.setattr(batching, "device_memory", lambda device: 400 * MB)  # a budget of 200 MB
+    sizes: list[int] = []
+    fitted: dict = {}
+    shape = (3, 128, 128)
+    done = batching.in_passes(_fake_pass(sizes, 30 * MB), 60, shape, "cpu", fitted)
+    assert [i for part in done for i in part] == list(range(60))  # every image once, in order
+    assert sizes[:2] == [4, 1]  # the measuring passes predict images too: nothing is computed twice
+    assert 4 <= fitted[shape] <= 6 and max(sizes[2:]) == fitted[shape]  # about 200 MB / 30 MB an image
+
+    roomy: dict = {}
+    monkeypatch.setattr(batching, "device_memory", lambda device: 1 << 40)
+    batching.in_passes(_fake_pass([], 1 * MB), 60, shape, "cpu", roomy)
+    assert roomy[shape] == inference_batch(shape)  # the input-size ceiling where memory is plenty
+
+    sizes.clear()
+    batching.in_passes(_fake_pass(sizes, 30 * MB), 20, shape, "cpu", fitted)
+    assert max(sizes) == fitted[shape]  # measured once per predictor and shape
+
+
+def test_small_images_and_few_images_are_not_measured(monkeypatch):
+    monkeypatch.setattr(batching, "PeakMemory", None)  # any measurement would fail
+    fitted: dict = {}
+    sizes: list[int] = []
+    batching.in_passes(_fake_pass(sizes, 10), 600, (1, 28, 28), "cpu", fitted)
+    assert sizes == [256, 256, 88] and fitted == {(1, 28, 28): 256}
+    sizes.clear()
+    batching.in_passes(_fake_pass(sizes, 10), 5, (3, 224, 224), "cpu", fitted)  # one photo: answered at once
+    assert sizes == [5] and (3, 224, 224) not in fitted
+
+
+@pytest.mark.skipif(not PeakMemory.available("cpu"), reason="the CPU's peak memory is read from Linux' /proc")
+def test_a_classifier_predicts_the_same_in_passes_that_fit(monkeypatch):
+    torch.manual_seed(0)
+    cfg = TrainConfig(model="cnn:16-m-32-m-fc16", channels=3, img_size=128, channels_last=False,
+                      mean=[0.5] * 3, std=[0.25] * 3)
+    clf = Classifier(create_model(cfg.model, 3, 3, 128), ["a", "b", "c"], cfg, device="cpu")
+    x = torch.randint(0, 256, (40, 3, 128, 128), dtype=torch.uint8)
+    whole = clf.predict_proba(x, batch_size=40)
+    seen: list[int] = []
+    clf.model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    monkeypatch.setattr(batching, "device_memory", lambda device: 1 << 40)
+    assert torch.allclose(clf.predict_proba(x), whole, atol=1e-5)
+    assert clf.fitted_passes[(3, 128, 128)] == inference_batch((3, 128, 128)) and seen[:2] == [4, 1]
+
+    tight = Classifier(clf.model, clf.classes, cfg, device="cpu")
+    per_image = sum(4 * 128 * 128 * c for c in (16, 16, 8)) / MB  # the widest layer's input and output, in MB
+    monkeypatch.setattr(batching, "device_memory", lambda device: int(8 * per_image * MB))  # a few images' worth
+    seen.clear()
+    assert torch.allclose(tight.predict_proba(x), whole, atol=1e-5)
+    fitted = tight.fitted_passes[(3, 128, 128)]
+    assert 1 <= fitted < 8 and max(seen[2:]) == fitted  # far fewer than the 40 asked
