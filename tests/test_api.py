@@ -173,3 +173,16 @@ def test_a_cnn_run_imports_neither_timm_nor_torchvision(image_folder, run_cwd):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert (run_cwd / "runs").is_dir() and list((run_cwd / "runs").glob("*/samples.png"))  # the overview was drawn
+
+
+class _NoFiguresYet(Callback):
+    """Before training's first step the data overview has not begun: its figures would delay that step."""
+
+    def on_train_begin(self, trainer):
+        self.before = sorted(p.name for p in trainer.checkpoint_path.parent.glob("*.png"))
+
+
+def test_the_data_overview_is_drawn_once_training_has_begun(image_folder, run_cwd):
+    early = _NoFiguresYet()
+    clf = imgclf.train(str(image_folder), epochs=1, name="late", callbacks=[early], **{**TINY, "plots": True})
+    assert early.before == [] and (clf.run.path / "samples.png").exists()

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -233,10 +234,19 @@ def start_data_overview(run: RunDir, prepared: Prepared, cfg: TrainConfig) -> "O
 
 
 class Overview(threading.Thread):
-    """The thread drawing the data figures; :meth:`finish` waits for it and gives its error, if any, as a line."""
+    """The thread drawing the data figures once :meth:`begin` is called (when training has taken its first step:
+    on one core, matplotlib's import and drawing would otherwise delay it by seconds); :meth:`finish` waits for it
+    and gives its error, if any, as a line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.go, self.error = threading.Event(), None
+
+    def begin(self) -> None:
+        self.go.set()
 
     def run(self) -> None:
-        self.error: str | None = None
+        self.go.wait()
         try:  # on Linux a thread has its own nice value: on a busy core the training steps go first
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         except (AttributeError, OSError):  # not Linux, or not allowed
@@ -247,5 +257,6 @@ class Overview(threading.Thread):
             self.error = f"the data overview could not be drawn ({type(exc).__name__}: {exc})"
 
     def finish(self) -> str | None:
+        self.go.set()  # training ended before its first step
         self.join()
         return self.error

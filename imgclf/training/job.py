@@ -168,8 +168,8 @@ def _train_run(cfg: TrainConfig, run: RunDir, source: Source, net: nn.Module, ow
         cfg.save(run / "config.yaml")
         run.save_labels(prepared.classes)
     overview = _announce(cfg, run, net, prepared, device, resume, status, log)
-    trainer = _build_trainer(cfg, net, prepared, run, device, [*([limit] if limit else []), *(callbacks or [])],
-                             log)
+    extra = [*([limit] if limit else []), *([_AfterFirstStep(overview.begin)] if overview else [])]
+    trainer = _build_trainer(cfg, net, prepared, run, device, [*extra, *(callbacks or [])], log)
     if resume:
         trainer.load_checkpoint(run / LAST)
         log(f"resuming after epoch {trainer.start_epoch} of {cfg.epochs}")
@@ -189,13 +189,23 @@ def _train_run(cfg: TrainConfig, run: RunDir, source: Source, net: nn.Module, ow
     return _finish(cfg, run, prepared, trainer, net if own is not None else None, log)
 
 
+class _AfterFirstStep(Callback):
+    """Calls ``then`` once training has taken its first step (the data overview's figures wait for it)."""
+
+    def __init__(self, then: Callable[[], None]) -> None:
+        self.then = then
+
+    def on_batch_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None:
+        self.then()
+
+
 def _announce(cfg: TrainConfig, run: RunDir, net: nn.Module, prepared: Prepared, device: torch.device, resume: bool,
               status: RunStatus, log: Callable[[str], None]) -> Overview | None:
     """Say what is about to train and how long getting ready took (status.json: running); start drawing the data
     overview in a thread beside training (given back, to be waited for)."""
     overview = start_data_overview(run, prepared, cfg) if cfg.plots and not resume and ddp.is_main() else None
     if overview is not None:
-        log("drawing the data overview (samples.png, class_counts.png, augmentation.png) while training starts")
+        log("the data overview (samples.png, class_counts.png, augmentation.png) is drawn once training has begun")
     total, _ = count_parameters(net)
     sizes = ", ".join(f"{k} {len(v)}" for k, v in prepared.splits.items())
     kind = "labels (multi-label)" if cfg.task == "multilabel" else "classes"
