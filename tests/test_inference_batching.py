@@ -29,8 +29,8 @@ def test_passes_are_measured_and_sized_to_the_budget(monkeypatch):
     shape = (3, 128, 128)
     done = batching.in_passes(_fake_pass(sizes, 30 * MB), 60, shape, "cpu", fitted)
     assert [i for part in done for i in part] == list(range(60))  # every image once, in order
-    assert sizes[:2] == [4, 1]  # the measuring passes predict images too: nothing is computed twice
-    assert 4 <= fitted[shape] <= 6 and max(sizes[2:]) == fitted[shape]  # about 200 MB / 30 MB an image
+    assert sizes[:2] == [8, 2]  # the measuring passes predict images too: nothing is computed twice
+    assert 4 <= fitted[shape] <= 6 and max(sizes[2:]) <= fitted[shape]  # about 200 MB / 30 MB an image
 
     roomy: dict = {}
     monkeypatch.setattr(batching, "device_memory", lambda device: 1 << 40)
@@ -39,7 +39,7 @@ def test_passes_are_measured_and_sized_to_the_budget(monkeypatch):
 
     sizes.clear()
     batching.in_passes(_fake_pass(sizes, 30 * MB), 20, shape, "cpu", fitted)
-    assert max(sizes) == fitted[shape]  # measured once per predictor and shape
+    assert max(sizes) <= fitted[shape] and len(sizes) == -(-20 // fitted[shape])  # measured once per shape
 
 
 def test_small_images_and_few_images_are_not_measured(monkeypatch):
@@ -47,10 +47,10 @@ def test_small_images_and_few_images_are_not_measured(monkeypatch):
     fitted: dict = {}
     sizes: list[int] = []
     batching.in_passes(_fake_pass(sizes, 10), 600, (1, 28, 28), "cpu", fitted)
-    assert sizes == [256, 256, 88] and fitted == {(1, 28, 28): 256}
+    assert sizes == [200, 200, 200] and fitted == {(1, 28, 28): 256}  # 600 in equal passes of at most 256
     sizes.clear()
-    batching.in_passes(_fake_pass(sizes, 10), 5, (3, 224, 224), "cpu", fitted)  # one photo: answered at once
-    assert sizes == [5] and (3, 224, 224) not in fitted
+    batching.in_passes(_fake_pass(sizes, 10), 9, (3, 224, 224), "cpu", fitted)  # a few photos: answered at once
+    assert sizes == [9] and (3, 224, 224) not in fitted
 
 
 @pytest.mark.skipif(not PeakMemory.available("cpu"), reason="the CPU's peak memory is read from Linux' /proc")
@@ -65,7 +65,7 @@ def test_a_classifier_predicts_the_same_in_passes_that_fit(monkeypatch):
     clf.model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
     monkeypatch.setattr(batching, "device_memory", lambda device: 1 << 40)
     assert torch.allclose(clf.predict_proba(x), whole, atol=1e-5)
-    assert clf.fitted_passes[(3, 128, 128)] == inference_batch((3, 128, 128)) and seen[:2] == [4, 1]
+    assert clf.fitted_passes[(3, 128, 128)] == inference_batch((3, 128, 128)) and seen[:2] == [8, 2]
 
     tight = Classifier(clf.model, clf.classes, cfg, device="cpu")
     per_image = sum(4 * 128 * 128 * c for c in (16, 16, 8)) / MB  # the widest layer's input and output, in MB
@@ -73,4 +73,4 @@ def test_a_classifier_predicts_the_same_in_passes_that_fit(monkeypatch):
     seen.clear()
     assert torch.allclose(tight.predict_proba(x), whole, atol=1e-5)
     fitted = tight.fitted_passes[(3, 128, 128)]
-    assert 1 <= fitted < 8 and max(seen[2:]) == fitted  # far fewer than the 40 asked
+    assert 1 <= fitted < 10 and max(seen[2:]) <= fitted  # far fewer than the 40 asked
