@@ -1,12 +1,14 @@
 """Images per forward pass of prediction and serving: as many as fit half the memory this process may use.
 
 The ceiling is the input's size (``resources.inference_batch``: 32 MB of float32 input, 55 photos at 224 px). For
-photos the first two passes measure what a pass takes (``resources.PeakMemory``, as training's ``--batch-size auto``
-does), on the images being predicted, so nothing is computed twice: a pass of 8 images, then one of 2. The memory
-per image and the part that does not grow give the largest pass under the budget; the images left are split into
-passes of equal size under it (64 at 55 a pass: 32 and 32, not 55 and 9). A network with wide early layers
-at a large size (VGG at 448 px: about 200 MB an image) then predicts in small passes instead of taking the
-machine's memory, and a laptop that has little left says so through smaller passes, not the kernel's OOM killer.
+photos the first passes measure what a pass takes (``resources.PeakMemory``, as training's ``--batch-size auto``
+does), on the images being predicted, so nothing is computed twice. A pass of 2 images first: with all of its
+memory counted per image (the safe side), it says whether a pass of 8 fits; only then is one made, and the growth
+from 2 to 8 gives the memory per image and the part that does not grow. Both are counted from before the first
+pass, so memory a runtime keeps between passes (onnxruntime's arena) is not missed. The images left are split into
+equal passes under the largest that fits (64 at 55 a pass: 32 and 32, not 55 and 9). A network with wide early
+layers at a large size (vgg16 at 448 px: about 150 MB an image, and a workspace of 400 MB) then predicts a photo at
+a time in a small container instead of being killed by the kernel.
 """
 from __future__ import annotations
 
@@ -16,11 +18,7 @@ from ..resources import PeakMemory, device_memory, inference_batch
 
 T = TypeVar("T")
 
-# The larger pass first: what is allocated once (workspaces, onnxruntime's arena) is then counted per image, the
-# estimate errs on the side of smaller passes. Not 1 image: a pass of one can take a workspace of its own that
-# passes of more do not grow (vgg16 at 448 px: 431 MB at 1 image, 617 MB at 4, 1,233 MB at 8), and the growth
-# from 1 would be underestimated.
-MEASURED_AT = (8, 2)
+MEASURED_AT = (2, 8)
 LARGE_INPUT = 96  # from this many pixels a side passes are measured (training.batch_size's rule)
 BUDGET_SHARE = 0.5  # of the memory available: the rest is the decoded images, the workers and the machine's
 
@@ -35,18 +33,23 @@ def in_passes(run: Callable[[int, int], T], n: int, shape: tuple[int, ...], devi
     if batch is None:
         batch = inference_batch(shape)
         large = shape[-1] >= LARGE_INPUT
-        measure = large and n > sum(MEASURED_AT) and batch > MEASURED_AT[0] and PeakMemory.available(device)
+        small, big = MEASURED_AT
+        measure = large and n > small + big and batch > small and PeakMemory.available(device)
         if measure:
-            peaks = []
-            for size in MEASURED_AT:
-                with PeakMemory(device) as peak:
-                    outs.append(run(start, start + size))
-                peaks.append(peak.peak)
-                start += size
-            (big, small), (at_big, at_small) = MEASURED_AT, peaks
-            per_image = max((at_big - at_small) / (big - small), 1.0)
-            fixed = max(at_small - small * per_image, 0.0)
-            batch = max(1, min(batch, int((BUDGET_SHARE * device_memory(device) - fixed) // per_image)))
+            budget = BUDGET_SHARE * device_memory(device)
+            with PeakMemory(device) as first:
+                outs.append(run(0, small))
+            low = first.peak
+            fit = int(budget // max(low / small, 1.0))  # as if all of it grew with the images
+            start = small
+            if fit >= big:
+                with PeakMemory(device) as second:
+                    outs.append(run(small, small + big))
+                high = second.peak + second.start - first.start
+                start += big
+                per_image = max((high - low) / (big - small), 1.0)
+                fit = int((budget - max(low - small * per_image, 0.0)) // per_image)
+            batch = max(1, min(batch, fit))
         if measure or not large:
             fitted[shape] = batch
     if start < n:
