@@ -29,14 +29,14 @@ def test_passes_are_measured_and_sized_to_the_budget(monkeypatch):
     fitted: dict = {}
     done = batching.in_passes(_fake_pass(sizes, 30 * MB), 100, shape, "cpu", fitted)
     assert [i for part in done for i in part] == list(range(100))  # every image once, in order
-    assert sizes[:2] == [2, 8]  # the measuring passes predict images too: nothing is computed twice
+    assert sizes[:2] == [1, 8]  # the measuring passes predict images too: nothing is computed twice
     assert 28 <= fitted[shape] <= 34 and max(sizes[2:]) <= fitted[shape]  # about 1,000 MB / 30 MB an image
 
     tight: dict = {}
     sizes.clear()
     monkeypatch.setattr(batching, "device_memory", lambda device: 400 * MB)  # 200 MB: not even the pass of 8
     batching.in_passes(_fake_pass(sizes, 30 * MB), 60, shape, "cpu", tight)
-    assert sizes[0] == 2 and 8 not in sizes and 3 <= tight[shape] <= 6 and max(sizes[1:]) <= tight[shape]
+    assert sizes[0] == 1 and 8 not in sizes and 3 <= tight[shape] <= 6 and max(sizes[1:]) <= tight[shape]
 
     roomy: dict = {}
     monkeypatch.setattr(batching, "device_memory", lambda device: 1 << 40)
@@ -71,7 +71,7 @@ def test_a_classifier_predicts_the_same_in_passes_that_fit(monkeypatch):
     clf.model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
     monkeypatch.setattr(batching, "device_memory", lambda device: 1 << 40)
     assert torch.allclose(clf.predict_proba(x), whole, atol=1e-5)
-    assert clf.fitted_passes[(3, 128, 128)] == inference_batch((3, 128, 128)) and seen[:2] == [2, 8]
+    assert clf.fitted_passes[(3, 128, 128)] == inference_batch((3, 128, 128)) and seen[:2] == [1, 8]
 
     tight = Classifier(clf.model, clf.classes, cfg, device="cpu")
     per_image = sum(4 * 128 * 128 * c for c in (16, 16, 8)) / MB  # the widest layer's input and output, in MB
