@@ -48,8 +48,8 @@ def native_bf16(device: torch.device) -> bool:
 
 def fast_bf16(device: torch.device) -> bool:
     """Whether bfloat16 is faster than float32 on ``device``: a GPU that has it, or a CPU with AMX tiles. AVX-512 BF16
-    alone computes it natively but no faster: measured on a Xeon with it and without AMX (one thread each, the
-    training step of the default cnn 0.88x fp32's speed, of efficientnet_lite0 at 160 px 0.52x)."""
+    alone computes it natively but slower (bench/precision.py on a Xeon with it and without AMX: the training step of
+    the default cnn at 0.79-0.89x fp32's speed, of efficientnet_lite0 at 160 px 0.53-0.84x)."""
     if device.type == "cpu":
         return native_bf16(device) and torch.cpu._is_amx_tile_supported()
     return native_bf16(device)

@@ -249,9 +249,8 @@ class Trainer:
             loss_sum += loss.detach() * len(y)
             correct += self.task.hits(logits.detach(), y)
             seen += len(y)
-            # Reading the running metrics syncs with the device, so it happens every 10 steps, not every step:
-            # that is when a diverged loss is caught and callbacks hear the running loss and accuracy. The first
-            # step too, so the progress shows a loss as soon as training has begun.
+            # Reading the running metrics syncs with the device: after the first step (a loss shows at once), then
+            # every 10. That is when a diverged loss is caught and callbacks hear the running loss and accuracy.
             if step % 10 == 0 or step == 1 or step == self.steps_per_epoch:
                 self._running(step, {"loss": (loss_sum / seen).item(), "acc": correct.item() / seen}, lr)
             if boundary and step < self.steps_per_epoch and self._stopping():
