@@ -14,7 +14,7 @@ from ..config import MAX_PLANNED_EPOCHS, TrainConfig
 from ..data.prepare import input_shape
 from ..data.sources import Source, load_source
 from ..data.split import holdout, sample
-from ..resources import available_memory
+from ..resources import device_memory
 from ..device import resolve_device
 from ..errors import UserError
 from ..models import (canonical, create_model, default_img_size, is_cnn, is_custom, pretrained_preprocess,
@@ -104,8 +104,7 @@ def fit_input(cfg: TrainConfig, source: Source) -> None:
 
 def memory_room(device: str) -> int:
     """Bytes a training step may take: the free memory of a CUDA device, else the machine's available memory."""
-    where = resolve_device(device)
-    return torch.cuda.mem_get_info(where)[0] if where.type == "cuda" else available_memory()
+    return device_memory(resolve_device(device))
 
 
 def check_memory(cfg: TrainConfig, num_classes: int, n_train: int) -> None:
