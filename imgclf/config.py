@@ -40,6 +40,25 @@ FEATURE_EXTRACT_LR_SCALE = 3
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adam": 0.0, "adamw": 0.05}
 
 
+# Named recipes (--recipe NAME): settings that go together, under the options given (which win).
+RECIPES = {
+    "accurate": ({"ema": True, "val_split": 0.0, "tta": True},
+                 "the most accuracy from the time it has (with --time, or --epochs): every training image trained "
+                 "on (no validation split; the schedule decides the end), an EMA of the weights kept as the "
+                 "result, and the final evaluation with test-time augmentation"),
+}
+
+
+def with_recipe(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` over the settings of their ``recipe`` (when one is named): what the user gave wins."""
+    name = options.get("recipe")
+    if name is None:
+        return options
+    if name not in RECIPES:
+        raise UserError(f"--recipe {name!r} is not one of: {', '.join(RECIPES)}")
+    return RECIPES[name][0] | options
+
+
 # --time without --epochs: the budget alone decides how many epochs (up to this many)
 MAX_PLANNED_EPOCHS = 1000
 DURATION_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
@@ -139,6 +158,8 @@ class TrainConfig:
     accumulate: int = 1  # batches per optimizer step
     ema: bool = False  # an exponential moving average of the weights (timm ModelEmaV3), kept when it validates better
     ema_decay: float = 0.999
+    tta: bool = False  # the final evaluation averages the test-time views (imgclf.inference.tta)
+    recipe: str | None = None  # the named recipe (RECIPES) the options were filled from
     layer_decay: float | None = None  # fine-tuning: each block down from the head at this times its upper's rate
     augment: str | None = None
     flip: bool | None = None
@@ -235,6 +256,8 @@ class TrainConfig:
             raise UserError(f"--log {unknown[0]!r} is not one of: {', '.join(LOGGERS)}")
         if "mlflow" in self.log and importlib.util.find_spec("mlflow") is None:
             raise UserError("--log mlflow needs MLflow: pip install 'imgclf[mlflow]'")
+        if self.recipe not in (*RECIPES, None):
+            raise UserError(f"--recipe {self.recipe!r} is not one of: {', '.join(RECIPES)}")
         if self.monitor not in (*MONITORS, None):
             raise UserError(f"--monitor {self.monitor!r} is not one of: {', '.join(MONITORS)}")
 

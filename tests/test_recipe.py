@@ -1,20 +1,26 @@
-"""The modern recipe from timm (issue 14, part 4, first pieces): Mixup/CutMix and gradient accumulation."""
+"""The modern recipe from timm (issue 14, part 4, first pieces): Mixup/CutMix and gradient accumulation; and the
+named recipes of --recipe."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
-from imgclf.cli.main import main
+from imgclf import train
+from imgclf.callbacks import Callback
+from imgclf.cli.main import _with_recipe, build_parser, main
+from imgclf.errors import UserError
 from imgclf.data.loader import train_loader
 from imgclf.data.tensors import ImageTensors
 from imgclf.training.mix import MixBatch
 from imgclf.training.trainer import Trainer
 
-from .conftest import TINY_ARGS
+from .conftest import TINY, TINY_ARGS, write_class_folders
 
 
 def test_mixing_blends_pairs_and_their_labels_and_leaves_an_odd_batch_alone():
@@ -223,3 +229,42 @@ def test_fine_tuning_with_layer_decay(image_folder, run_cwd):
     state = torch.load(run_cwd / "runs/ld/last.pt", weights_only=True)
     rates = sorted({g["initial_lr"] if "initial_lr" in g else g["lr"] for g in state["optimizer"]["param_groups"]})
     assert len(rates) > 5  # one rate per block, not one for the head and one for the backbone
+
+
+# ---- named recipes (--recipe): settings that go together, under the options given ---------------------------------
+def test_a_recipe_fills_what_the_command_line_leaves_unsaid(tmp_path):
+    parser = build_parser()
+    argv = ["train", str(tmp_path), "--recipe", "accurate", "--val-split", "0.2"]
+    args = _with_recipe(parser, parser.parse_args(argv), argv)
+    assert (args.ema, args.tta, args.val_split) == (True, True, 0.2)  # the option given wins over the recipe's 0
+    plain = build_parser().parse_args(["train", str(tmp_path)])
+    assert (plain.ema, plain.tta, plain.val_split) == (False, False, 0.1)
+
+
+class _Kept(Callback):
+    def on_train_end(self, trainer) -> None:
+        self.use_ema = trainer.use_ema
+
+
+def test_the_accurate_recipe_trains_on_everything_keeps_the_average_and_evaluates_with_tta(tmp_path):
+    data = tmp_path / "data"
+    write_class_folders(data / "train", 12, seed=1)
+    write_class_folders(data / "test", 5, seed=3)
+    kept = _Kept()
+    clf = train(str(data), epochs=2, recipe="accurate", project=str(tmp_path / "runs"), name="r",
+                callbacks=[kept], **TINY)
+    saved = yaml.safe_load((clf.run / "config.yaml").read_text())
+    assert (saved["recipe"], saved["ema"], saved["val_split"], saved["tta"]) == ("accurate", True, 0.0, True)
+    assert kept.use_ema  # no validation to weigh it on: the average is the result, as Keras' use_ema keeps it
+    scores = json.loads((clf.run / "eval.json").read_text())
+    assert scores["split"] == "test" and 0 <= scores["tta"]["accuracy_without"] <= 1
+    assert "test-time augmentation: accuracy" in (clf.run / "train.log").read_text()
+
+
+def test_an_unknown_recipe_is_a_one_line_error(image_folder, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["train", str(image_folder), "--recipe", "fastest"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'fastest'" in capsys.readouterr().err
+    with pytest.raises(UserError, match="recipe 'fastest' is not one of: accurate"):
+        train(str(image_folder), recipe="fastest", project=str(tmp_path / "runs"), **TINY)

@@ -8,13 +8,16 @@ import time
 from types import SimpleNamespace
 
 import pytest
+import torch
 import yaml
 
 from imgclf import train
+from imgclf.callbacks import Callback
 from imgclf.cli.main import main
 from imgclf.config import duration, parse_duration
 from imgclf.errors import UserError
 from imgclf.training import time_budget
+from imgclf.training.optim import StepSchedule
 from imgclf.training.time_budget import TimeLimit
 
 from .conftest import TINY, write_class_folders
@@ -50,6 +53,7 @@ def test_the_epochs_and_the_schedule_are_planned_for_the_budget(data, tmp_path, 
     # 108 training images in batches of 8: 14 steps of 0.5 s, x1.1 for the rest of an epoch, + 12 validation
     # images at 0.01 s: 7.82 s an epoch; the end: (2 x 12) x 0.01 + 3 s = 3.24 s
     _timed(monkeypatch, 0.5, 0.01)
+    monkeypatch.setattr(TimeLimit, "_replan", lambda *args: None)  # the plan before training; its correction below
     clf = train(str(data), project=str(tmp_path / "runs"), name="t", time="60s", **TINY)
     saved = yaml.safe_load((clf.run / "config.yaml").read_text())
     assert saved["time"] == 60.0
@@ -86,3 +90,46 @@ def test_an_epoch_that_would_end_past_the_budget_is_not_started():
     limit.epoch_began -= 60  # an epoch of a minute: another and the end would pass the deadline
     limit.on_epoch_end(trainer, 1, {})
     assert trainer.stop_training and "stopping after epoch 2 of 10" in logged[0]
+
+
+class _Seen(Callback):
+    """What the trainer held at the end: its epochs and its last learning rate."""
+
+    def on_train_end(self, trainer) -> None:
+        self.epochs, self.lr = trainer.epochs, trainer.optimizer.param_groups[0]["lr"]
+
+
+def test_the_plan_is_corrected_from_the_first_epochs_real_time(data, tmp_path, monkeypatch):
+    # measured before training: 7.82 s an epoch, so 3 fit in 30 s; the real epochs of these tiny images take a
+    # fraction of a second, so after the first the plan grows to the 5 that --epochs allows, the schedule with it
+    _timed(monkeypatch, 0.5, 0.01)
+    seen = _Seen()
+    clf = train(str(data), epochs=5, project=str(tmp_path / "runs"), name="t", time="30s", callbacks=[seen], **TINY)
+    log = (clf.run / "train.log").read_text()
+    assert "3 epoch(s) (the budget decides)" in log and "so 5 epochs fit instead of 3" in log, log
+    saved = yaml.safe_load((clf.run / "config.yaml").read_text())
+    assert saved["epochs"] == 5 and saved["warmup_epochs"] == 5 / 4  # a resume rebuilds the corrected schedule
+    assert len(clf.run.metrics()) == 5 and seen.epochs == 5
+    assert seen.lr < 0.01 * 1e-3  # one-cycle annealed to its end over the 5 epochs, not cut off
+
+
+@pytest.mark.parametrize("kind", ["onecycle", "cosine"])
+def test_a_replanned_schedule_continues_as_if_planned_so_from_the_start(kind):
+    def optimizer():
+        return torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": 0.1},
+                                {"params": [torch.zeros(1, requires_grad=True)], "lr": 0.02}])  # two peaks
+
+    def steps(schedule: StepSchedule, first: int, last: int) -> None:
+        for step in range(first, last + 1):
+            schedule.optimizer.step()
+            schedule.step(step)
+
+    stretched, planned = StepSchedule(optimizer(), kind, 100, 25), StepSchedule(optimizer(), kind, 200, 50)
+    steps(stretched, 1, 10)
+    stretched.replan(200, 50, done=10)
+    steps(planned, 1, 10)
+    for schedule in (stretched, planned):
+        steps(schedule, 11, 12)
+    rates = [[g["lr"] for g in s.optimizer.param_groups] for s in (stretched, planned)]
+    assert rates[0] == pytest.approx(rates[1]) and rates[0][0] > 0.1 / 25
+    assert stretched.peaks == [0.1, 0.02]  # each group's own peak, not the rate it had when replanned

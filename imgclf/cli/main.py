@@ -9,6 +9,7 @@ import os
 import sys
 
 from .. import __version__
+from ..config import RECIPES
 from ..errors import Interrupted, UserError
 from ..files import describe_os_error
 from . import data, deploy, lessons, predict, runs, train
@@ -48,10 +49,21 @@ def _check_paths(args: argparse.Namespace) -> None:
             check_run_path(given)
 
 
+def _with_recipe(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
+    """``--recipe NAME``: the command line parsed again with the recipe's settings as the defaults, so that the
+    options given still win."""
+    if getattr(args, "recipe", None) is None:
+        return args
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    commands.choices[args.command].set_defaults(**RECIPES[args.recipe][0])
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user mistakes print one line and exit 2; Ctrl-C exits 130."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = _with_recipe(parser, parser.parse_args(argv), argv)
     args.argv = argv  # what --devices hands on to the processes it launches
     # In a run of several processes every one meets the same mistake; the first says so, the others stay quiet.
     say = os.environ.get("RANK", "0") == "0"

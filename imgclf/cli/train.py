@@ -5,7 +5,7 @@ import argparse
 
 from ..config import (AUGMENTS, CACHES, CLASS_WEIGHTS, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, FEATURE_CACHE_ALIASES,
                       FEATURE_CACHES, FEATURE_EXTRACT_LR_SCALE, LOGGERS, LOSSES, MODES, MONITORS, OPTIMIZERS,
-                      PRECISIONS, RESIZE_MODES, SAMPLERS, SCHEDULERS, TASKS)
+                      PRECISIONS, RECIPES, RESIZE_MODES, SAMPLERS, SCHEDULERS, TASKS)
 from ..errors import UserError
 from .options import COUNT, DATA_HELP, DEFAULTS, FRACTION, POSITIVE, SIZE, SOME, Formatter, add_device, names, number
 
@@ -141,6 +141,12 @@ def add_training(sub: argparse._SubParsersAction, command: str = "train") -> Non
                    help="cutmix alpha (timm): paste a patch of one image into another, labels by area; 1.0 is usual")
     p.add_argument("--accumulate", type=SOME, default=DEFAULTS.accumulate,
                    help="batches whose gradients add up to one optimizer step (a larger effective batch)")
+    p.add_argument("--recipe", choices=tuple(RECIPES), default=None,
+                   help="a named set of settings, under the options given (which win): " +
+                        "; ".join(f"{name}: {text}" for name, (_, text) in RECIPES.items()))
+    p.add_argument("--tta", action="store_true",
+                   help="evaluate the result with test-time augmentation (each test image also mirrored and shifted, "
+                        "the probabilities averaged); the accuracy without is logged beside")
     p.add_argument("--ema", action="store_true",
                    help="keep an exponential moving average of the weights (timm ModelEmaV3, warm-up on), validate "
                         "it every epoch and keep it as the epoch's weights when it scores better")

@@ -233,11 +233,7 @@ class Classifier(Predictor):
         if len(images) == 0:
             raise UserError("no readable labelled images to evaluate on")
         plain = self.predict_proba(images.x).numpy()
-        probs = plain
-        if tta:
-            batch = inference_batch(tuple(images.x.shape[1:]))
-            probs = np.concatenate([averaged(self.proba, images.x[i:i + batch].numpy(), self.config.flip is not False)
-                                    for i in range(0, len(images), batch)])
+        probs = self.views_proba(images.x) if tta else plain
         result = evaluation_for(self.task, self.classes, images.y.numpy(), probs, self.threshold, top_k,
                                 self.positive)
         if tta and self.task.multilabel:
@@ -248,6 +244,12 @@ class Classifier(Predictor):
         if save_to is not None:
             result.save(Path(save_to), images.x)
         return result
+
+    def views_proba(self, x: torch.Tensor) -> np.ndarray:
+        """Class probabilities of uint8 images (N, C, H, W) averaged over their test-time views."""
+        batch = inference_batch(tuple(x.shape[1:]))
+        return np.concatenate([averaged(self.proba, x[i:i + batch].numpy(), self.config.flip is not False)
+                               for i in range(0, len(x), batch)])
 
     def info(self) -> dict:
         """What a user wants to know about this classifier at a glance."""

@@ -7,6 +7,8 @@ from typing import Callable
 
 import numpy as np
 
+VIEWS = 4  # the most views an image gets (a forward pass each): itself, its mirror and two shifts
+
 
 def shifted(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """``x`` (N, C, H, W) moved by (dy, dx) pixels, the border repeated into the space it leaves."""

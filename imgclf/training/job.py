@@ -167,6 +167,8 @@ def _train_run(cfg: TrainConfig, run: RunDir, source: Source, net: nn.Module, ow
     if ddp.is_main():
         cfg.save(run / "config.yaml")
         run.save_labels(prepared.classes)
+        if limit is not None:
+            limit.config_file = run / "config.yaml"
     overview = _announce(cfg, run, net, prepared, device, resume, status, log)
     extra = [*([limit] if limit else []), *([_AfterFirstStep(overview.begin)] if overview else [])]
     trainer = _build_trainer(cfg, net, prepared, run, device, [*extra, *(callbacks or [])], log)
@@ -295,7 +297,7 @@ def _settle(cfg: TrainConfig, prepared: Prepared, net: nn.Module | None, device:
     if net is not None:
         plan_batch(cfg, net, device, len(prepared.splits["train"]), log)
         if cfg.time is not None:
-            limit = TimeLimit(began + cfg.time, plan_epochs(cfg, net, prepared, device, began, log))
+            limit = plan_epochs(cfg, net, prepared, device, began, log)
     fit_batch_size(cfg, len(prepared.splits["train"]), log)
     if cfg.mode == "feature-extract" and cfg.augment == "none" and cfg.feature_cache == "ram" \
             and ddp.world_size() > 1:
@@ -386,9 +388,14 @@ def _finish(cfg: TrainConfig, run: RunDir, prepared: Prepared, trainer: Trainer,
 def _evaluate(clf: Classifier, cfg: TrainConfig, images: ImageTensors, final: str, classes: list[str],
               log: Callable[[str], None]) -> None:
     """The best weights scored on the ``final`` split, saved in the run with its figures and report."""
-    probs = clf.predict_proba(images.x).numpy()
+    plain = clf.predict_proba(images.x).numpy()
+    probs = clf.views_proba(images.x) if cfg.tta else plain
     ev = clf.evaluation = evaluation_for(clf.task, classes, images.y.numpy(), probs, clf.threshold,
                                          positive=clf.positive)
+    if cfg.tta and clf.task.multilabel:
+        ev.plain_map = evaluation_for(clf.task, classes, ev.y_true, plain, clf.threshold).mean_average_precision
+    elif cfg.tta:
+        ev.plain_accuracy = float((plain.argmax(1) == ev.y_true).mean())
     ev.save(clf.run.path, images.x, figures=cfg.plots)
     np.savez_compressed(clf.run / EVALUATION, y_true=ev.y_true, probs=probs.astype(np.float32))
     saved = clf.run / "eval.json"  # which split it scored, so that `imgclf runs` calls the figure what it is
@@ -408,6 +415,8 @@ def _evaluate(clf: Classifier, cfg: TrainConfig, images: ImageTensors, final: st
             f"macro F1 {ev.macro_f1:.4f} on {len(images)} images with the best weights")
         if note := collapse_note(ev.y_true, ev.y_pred, classes, f"{final} split"):
             log(note)
+    if cfg.tta:
+        log(ev.tta_text)
     if cfg.plots and cfg.report:
         log(f"report: {write_report(clf, ev, images, f'{final} split, {len(images)} images')}")
 

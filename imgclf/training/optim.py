@@ -37,19 +37,32 @@ class StepSchedule:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, kind: str, total_steps: int, warmup_steps: int) -> None:
-        self.kind = kind
-        if kind == "onecycle":
+        self.kind, self.optimizer = kind, optimizer
+        self.peaks = [group["lr"] for group in optimizer.param_groups]
+        self._build(total_steps, warmup_steps)
+
+    def _build(self, total_steps: int, warmup_steps: int) -> None:
+        self.warmup_steps = warmup_steps
+        if self.kind == "onecycle":
             # torch needs at least two steps in each of the warm-up and the annealing phases.
             warmup_steps = min(max(warmup_steps, 2), total_steps - 2)
             self.impl = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps,
-                pct_start=warmup_steps / total_steps, anneal_strategy="cos")
+                self.optimizer, max_lr=self.peaks, total_steps=total_steps, pct_start=warmup_steps / total_steps,
+                anneal_strategy="cos")
         else:
             from timm.scheduler import CosineLRScheduler
 
-            max_lr = max(group["lr"] for group in optimizer.param_groups)
-            self.impl = CosineLRScheduler(optimizer, t_initial=total_steps, lr_min=max_lr * 1e-3,
+            max_lr = max(self.peaks)
+            self.impl = CosineLRScheduler(self.optimizer, t_initial=total_steps, lr_min=max_lr * 1e-3,
                                           warmup_t=warmup_steps, warmup_lr_init=max_lr * 1e-2, t_in_epochs=False)
+
+    def replan(self, total_steps: int, warmup_steps: int, done: int) -> None:
+        """The same schedule stretched or shrunk to ``total_steps`` with ``done`` of them taken (a timed run's
+        plan corrected by its first epochs): the learning rate continues from where the new plan puts step
+        ``done``, a small step while warming up."""
+        self._build(total_steps, warmup_steps)
+        for step in range(1, done + 1):
+            self.step(step)
 
     def step(self, global_step: int) -> None:
         """Set the learning rate for the step after ``global_step`` optimizer steps."""
@@ -74,9 +87,14 @@ def create_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_pe
     """The per-step schedule for ``cfg.scheduler``; None for ``plateau`` (a callback) and ``none`` (constant)."""
     if cfg.scheduler not in ("onecycle", "cosine"):
         return None
-    total = cfg.epochs * steps_per_epoch
+    total, warmup = schedule_steps(cfg, steps_per_epoch)
     if total < MIN_SCHEDULED_STEPS:
         raise ValueError(f"a {cfg.scheduler} schedule needs at least {MIN_SCHEDULED_STEPS} steps, got {total}")
-    epochs = cfg.warmup_epochs if cfg.warmup_epochs is not None else default_warmup_epochs(cfg.scheduler, cfg.epochs)
-    warmup = min(total // 2, round(epochs * steps_per_epoch))
     return StepSchedule(optimizer, cfg.scheduler, total, warmup)
+
+
+def schedule_steps(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, int]:
+    """(optimizer steps in all, steps of warm-up) of ``cfg``'s epochs."""
+    total = cfg.epochs * steps_per_epoch
+    epochs = cfg.warmup_epochs if cfg.warmup_epochs is not None else default_warmup_epochs(cfg.scheduler, cfg.epochs)
+    return total, min(total // 2, round(epochs * steps_per_epoch))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import MAX_PLANNED_EPOCHS, TrainConfig
+from ..config import MAX_PLANNED_EPOCHS, TrainConfig, with_recipe
 from ..data.prepare import input_shape
 from ..data.sources import Source, load_source
 from ..data.split import holdout, sample
@@ -45,7 +45,7 @@ def data_path(data: str | None) -> str:
 def new_config(data: str | None, model: str, epochs: int | None, options: dict[str, Any]) -> TrainConfig:
     """A new run's configuration; paths are stored absolute so ``imgclf evaluate RUN`` works from any folder."""
     data = data_path(data)
-    options = dict(options)
+    options = with_recipe(dict(options))
     for key in ("weights", "data_root"):
         if options.get(key):
             options[key] = str(Path(options[key]).expanduser().resolve())

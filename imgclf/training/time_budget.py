@@ -14,6 +14,7 @@ import copy
 import math
 import statistics
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -27,7 +28,8 @@ from ..data.transforms import normalize
 from ..device import autocast_dtype, autocast_for
 from ..errors import UserError
 from .callbacks import Callback
-from .optim import create_optimizer
+from ..inference.tta import VIEWS as TTA_VIEWS
+from .optim import create_optimizer, schedule_steps
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -37,6 +39,7 @@ FINISH_S = {True: 10.0, False: 3.0}  # the end of a run beyond its forward passe
 WARM_STEPS = 3
 TIMED_STEPS = (3, 30)  # at least 3 steps, and more while they take under TIMED_FOR_S in all
 TIMED_FOR_S = 2.0
+REPLAN_MARGIN = 1.02  # epochs vary by a few per cent: the corrected plan keeps that much room
 
 
 def time_steps(net: nn.Module, cfg: TrainConfig, prepared: Prepared, device: torch.device, batch: int
@@ -81,9 +84,10 @@ def time_steps(net: nn.Module, cfg: TrainConfig, prepared: Prepared, device: tor
 
 
 def plan_epochs(cfg: TrainConfig, net: nn.Module, prepared: Prepared, device: torch.device, began: float,
-                log: Callable[[str], None]) -> float:
+                log: Callable[[str], None]) -> "TimeLimit":
     """Set ``cfg.epochs`` (and the warm-up and head epochs that depend on it) to what fits ``cfg.time`` seconds
-    from ``began`` (a ``time.time()``); returns the seconds the end of the run is expected to take."""
+    from ``began`` (a ``time.time()``); returns the callback that corrects the plan from the first epochs' real
+    time and holds the run to its budget."""
     n = {name: len(split) for name, split in prepared.splits.items()}
     per_process = max(1, cfg.batch_size // max(1, ddp.world_size()))
     # rank 0's timings and clock for every process: epochs that differed would leave DDP waiting forever
@@ -93,7 +97,9 @@ def plan_epochs(cfg: TrainConfig, net: nn.Module, prepared: Prepared, device: to
     frozen = cfg.mode == "feature-extract" and cfg.augment == "none" and cfg.feature_cache != "none"
     once = (n["train"] + n.get("val", 0)) * image_s if frozen else 0.0  # the features, computed once
     epoch_s = n.get("val", 0) * image_s + (0.0 if frozen else steps * step_s * EPOCH_OVERHEAD)
-    finish_s = (n.get("test", 0) + 2 * n.get("val", 0)) * image_s + FINISH_S[cfg.plots]
+    # the final evaluation (each test-time view a pass), the thresholds' and the report's passes over validation
+    finish_s = (n.get("test", 0) * (TTA_VIEWS if cfg.tta else 1) + 2 * n.get("val", 0)) * image_s \
+        + FINISH_S[cfg.plots]
     room = cfg.time - spent - finish_s - once
     if frozen and cfg.epochs == MAX_PLANNED_EPOCHS:  # epochs of a head on cached features cost next to nothing
         cfg.epochs = TrainConfig.__dataclass_fields__["epochs"].default
@@ -104,33 +110,64 @@ def plan_epochs(cfg: TrainConfig, net: nn.Module, prepared: Prepared, device: to
                         f"here, and with the {spent:.0f} s spent preparing and about {finish_s:.0f} s to evaluate "
                         f"and report at the end, the run needs at least {math.ceil(need)} s; give --time "
                         f"{duration(math.ceil(need * 1.1))} or more, or train on a sample (--limit N)")
-    before = cfg.epochs
-    cfg.epochs = max(1, min(fits, cfg.epochs))
-    if cfg.warmup_epochs == default_warmup_epochs(cfg.scheduler, before):  # the default follows the epochs
-        cfg.warmup_epochs = default_warmup_epochs(cfg.scheduler, cfg.epochs)
-    if cfg.head_epochs and cfg.head_epochs >= cfg.epochs:
-        cfg.head_epochs = cfg.epochs - 1
-    bound = "the budget" if fits <= before else f"--epochs {before}"
+    most = cfg.epochs
+    _set_epochs(cfg, max(1, min(fits, most)))
+    bound = "the budget" if fits <= most else f"--epochs {most}"
     log(f"time budget {duration(cfg.time)}: {spent:.0f} s spent preparing; an epoch takes about {epoch_s:.1f} s "
         f"(a step of {per_process} images {step_s * 1000:.0f} ms, measured), the end of the run about "
         f"{finish_s:.0f} s: {cfg.epochs} epoch(s) ({bound} decides), the {cfg.scheduler} schedule planned for them")
-    return finish_s
+    return TimeLimit(began + cfg.time, finish_s, cfg, most)
+
+
+def _set_epochs(cfg: TrainConfig, epochs: int) -> None:
+    """``cfg.epochs``, with the warm-up (where it is the default) and the head epochs that follow it."""
+    if cfg.warmup_epochs == default_warmup_epochs(cfg.scheduler, cfg.epochs):
+        cfg.warmup_epochs = default_warmup_epochs(cfg.scheduler, epochs)
+    cfg.epochs = epochs
+    if cfg.head_epochs and cfg.head_epochs >= cfg.epochs:
+        cfg.head_epochs = cfg.epochs - 1
 
 
 class TimeLimit(Callback):
-    """Stops training after an epoch when another would end past ``deadline`` (a ``time.time()``), the run's end
-    (``finish_s``) included: the safety net under the plan of :func:`plan_epochs`."""
+    """Holds a timed run to its budget: after its first epoch and while in the first quarter of them, plans the epochs again from the
+    time the last one really took (the timed steps before training run on a copy, without the loader, and read
+    10-25% slow or fast) and stretches or shrinks the schedule to match, so the budget is used and the learning
+    rate still anneals to its end; and stops training after an epoch when another would end past ``deadline``
+    (a ``time.time()``), the run's end (``finish_s``) included: the safety net under the plan."""
 
-    def __init__(self, deadline: float, finish_s: float) -> None:
-        self.deadline, self.finish_s = deadline, finish_s
+    def __init__(self, deadline: float, finish_s: float, cfg: TrainConfig | None = None,
+                 most: int = MAX_PLANNED_EPOCHS) -> None:
+        self.deadline, self.finish_s, self.cfg, self.most = deadline, finish_s, cfg, most
+        self.config_file: Path | None = None  # where the corrected plan is saved (config.yaml: a resume needs it)
+        self.times: list[float] = []
 
     def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
         self.epoch_began = time.time()
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
         last = time.time() - self.epoch_began
+        self.times.append(last)
+        if self.cfg is not None and trainer.schedule is not None and (epoch == 0 or epoch + 1 <= trainer.epochs / 4):
+            self._replan(trainer, epoch)
         late = time.time() + last + self.finish_s > self.deadline
         if epoch + 1 < trainer.epochs and ddp.any_process(late):  # every process stops after the same epoch
             trainer.stop_training = True
             trainer.log(f"time budget: stopping after epoch {epoch + 1} of {trainer.epochs}, since another "
                         f"({last:.0f} s) would end past it")
+
+    def _replan(self, trainer: "Trainer", epoch: int) -> None:
+        # the first epoch also pays for what happens once (allocation, the data overview's figures): after it,
+        # the epochs since
+        epoch_s = statistics.median(self.times[1:] or self.times) * REPLAN_MARGIN
+        room = self.deadline - time.time() - self.finish_s
+        planned = ddp.broadcast(min(self.most, epoch + 1 + int(room // epoch_s)) if ddp.is_main() else None)
+        if planned == trainer.epochs or planned <= max(epoch + 1, self.cfg.head_epochs or 0):
+            return  # the plan holds, or there is no room for more: the safety net stops the run
+        before = trainer.epochs
+        _set_epochs(self.cfg, planned)
+        trainer.schedule.replan(*schedule_steps(self.cfg, trainer.global_step // (epoch + 1)), trainer.global_step)
+        trainer.epochs = planned
+        if self.config_file is not None and ddp.is_main():
+            self.cfg.save(self.config_file)
+        trainer.log(f"time budget: epochs take {epoch_s / REPLAN_MARGIN:.1f} s, so {planned} epochs fit instead of "
+                    f"{before}; the {self.cfg.scheduler} schedule is stretched to match")

@@ -130,7 +130,8 @@ class Trainer:
             cb.on_train_begin(self)
         try:
             with self._stop_on_signals():
-                for epoch in range(self.start_epoch, self.epochs):
+                epoch = self.start_epoch - 1
+                while (epoch := epoch + 1) < self.epochs:  # not a range: a timed run's plan may change self.epochs
                     for cb in self.callbacks:
                         cb.on_epoch_begin(self, epoch)
                     if hasattr(self.train_loader.sampler, "set_epoch"):  # each epoch its own shuffle of the shards
@@ -145,6 +146,8 @@ class Trainer:
                         if self.ema is not None:
                             self._weigh_ema(logs)
                         logs["val_time"] = time.perf_counter() - started
+                    elif self.ema is not None:  # nothing to weigh the average on: it is the result (Keras' use_ema)
+                        self.use_ema = True
                     self.history.append(logs)
                     for cb in self.callbacks:
                         cb.on_epoch_end(self, epoch, logs)
