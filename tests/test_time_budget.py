@@ -14,7 +14,7 @@ import yaml
 from imgclf import train
 from imgclf.callbacks import Callback
 from imgclf.cli.main import main
-from imgclf.config import duration, parse_duration
+from imgclf.config import TrainConfig, duration, parse_duration
 from imgclf.errors import UserError
 from imgclf.training import time_budget
 from imgclf.training.optim import StepSchedule
@@ -133,3 +133,31 @@ def test_a_replanned_schedule_continues_as_if_planned_so_from_the_start(kind):
     rates = [[g["lr"] for g in s.optimizer.param_groups] for s in (stretched, planned)]
     assert rates[0] == pytest.approx(rates[1]) and rates[0][0] > 0.1 / 25
     assert stretched.peaks == [0.1, 0.02]  # each group's own peak, not the rate it had when replanned
+
+
+def _timed_trainer(epochs: int, steps_per_epoch: int, done: int) -> SimpleNamespace:
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    schedule = StepSchedule(optimizer, "onecycle", epochs * steps_per_epoch, epochs * steps_per_epoch // 4)
+    for step in range(1, done * steps_per_epoch + 1):
+        optimizer.step()
+        schedule.step(step)
+    return SimpleNamespace(epochs=epochs, stop_training=False, log=print, schedule=schedule, optimizer=optimizer,
+                           global_step=done * steps_per_epoch)
+
+
+def test_past_the_first_quarter_the_plan_only_shrinks_when_the_machine_slows():
+    cfg = TrainConfig(epochs=10, warmup_epochs=2.5)
+    trainer = _timed_trainer(10, 20, done=6)
+    limit = TimeLimit(time.time() + 50, finish_s=0, cfg=cfg)
+    limit.times = [10.0, 20.0, 20.0, 20.0, 20.0]  # the machine slowed: its epochs take 20 s now
+    limit.on_epoch_begin(trainer, 5)
+    limit.epoch_began -= 20  # and this one too: the 4 epochs planned would end past the 50 s left
+    limit.on_epoch_end(trainer, 5, {})
+    assert trainer.epochs == cfg.epochs == 8 and not trainer.stop_training  # 6 done + 2 that fit 50 s at 20 s
+    assert trainer.schedule.impl.total_steps == 160  # the annealing shrunk to end with the run
+    fast = _timed_trainer(10, 20, done=6)
+    limit = TimeLimit(time.time() + 500, finish_s=0, cfg=TrainConfig(epochs=10, warmup_epochs=2.5))
+    limit.times = [10.0] * 5
+    limit.on_epoch_begin(fast, 5)
+    limit.on_epoch_end(fast, 5, {})
+    assert fast.epochs == 10  # room for 50 more, but a schedule annealing is not stretched again

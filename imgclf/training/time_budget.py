@@ -40,6 +40,7 @@ WARM_STEPS = 3
 TIMED_STEPS = (3, 30)  # at least 3 steps, and more while they take under TIMED_FOR_S in all
 TIMED_FOR_S = 2.0
 REPLAN_MARGIN = 1.02  # epochs vary by a few per cent: the corrected plan keeps that much room
+RECENT_EPOCHS = 3  # the epochs whose median time the plan is corrected from
 
 
 def time_steps(net: nn.Module, cfg: TrainConfig, prepared: Prepared, device: torch.device, batch: int
@@ -129,11 +130,13 @@ def _set_epochs(cfg: TrainConfig, epochs: int) -> None:
 
 
 class TimeLimit(Callback):
-    """Holds a timed run to its budget: after its first epoch and while in the first quarter of them, plans the epochs again from the
-    time the last one really took (the timed steps before training run on a copy, without the loader, and read
-    10-25% slow or fast) and stretches or shrinks the schedule to match, so the budget is used and the learning
-    rate still anneals to its end; and stops training after an epoch when another would end past ``deadline``
-    (a ``time.time()``), the run's end (``finish_s``) included: the safety net under the plan."""
+    """Holds a timed run to its budget. After each epoch it plans the epochs again from the time they really take
+    (the timed steps before training run on a copy, without the loader, and read 10-25% slow or fast; and a shared
+    machine's pace changes): after the first epoch and while in the first quarter of the run the plan may grow or
+    shrink, later only shrink (a schedule already annealing would raise its rate again), and the schedule is
+    stretched or shrunk to match, so the budget is used and the learning rate still anneals to its end. Under that,
+    the safety net: training stops after an epoch when another would end past ``deadline`` (a ``time.time()``),
+    the run's end (``finish_s``) included."""
 
     def __init__(self, deadline: float, finish_s: float, cfg: TrainConfig | None = None,
                  most: int = MAX_PLANNED_EPOCHS) -> None:
@@ -147,7 +150,7 @@ class TimeLimit(Callback):
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
         last = time.time() - self.epoch_began
         self.times.append(last)
-        if self.cfg is not None and trainer.schedule is not None and (epoch == 0 or epoch + 1 <= trainer.epochs / 4):
+        if self.cfg is not None and trainer.schedule is not None:
             self._replan(trainer, epoch)
         late = time.time() + last + self.finish_s > self.deadline
         if epoch + 1 < trainer.epochs and ddp.any_process(late):  # every process stops after the same epoch
@@ -156,11 +159,12 @@ class TimeLimit(Callback):
                         f"({last:.0f} s) would end past it")
 
     def _replan(self, trainer: "Trainer", epoch: int) -> None:
-        # the first epoch also pays for what happens once (allocation, the data overview's figures): after it,
-        # the epochs since
-        epoch_s = statistics.median(self.times[1:] or self.times) * REPLAN_MARGIN
-        room = self.deadline - time.time() - self.finish_s
-        planned = ddp.broadcast(min(self.most, epoch + 1 + int(room // epoch_s)) if ddp.is_main() else None)
+        # the first epoch also pays for what happens once (allocation, the data overview's figures); after it,
+        # the last few epochs tell the machine's pace now
+        epoch_s = statistics.median(self.times[1:][-RECENT_EPOCHS:] or self.times) * REPLAN_MARGIN
+        fits = epoch + 1 + int((self.deadline - time.time() - self.finish_s) // epoch_s)
+        early = epoch == 0 or epoch + 1 <= trainer.epochs / 4
+        planned = ddp.broadcast(min(self.most if early else trainer.epochs, fits) if ddp.is_main() else None)
         if planned == trainer.epochs or planned <= max(epoch + 1, self.cfg.head_epochs or 0):
             return  # the plan holds, or there is no room for more: the safety net stops the run
         before = trainer.epochs
@@ -170,4 +174,5 @@ class TimeLimit(Callback):
         if self.config_file is not None and ddp.is_main():
             self.cfg.save(self.config_file)
         trainer.log(f"time budget: epochs take {epoch_s / REPLAN_MARGIN:.1f} s, so {planned} epochs fit instead of "
-                    f"{before}; the {self.cfg.scheduler} schedule is stretched to match")
+                    f"{before}; the {self.cfg.scheduler} schedule is {'stretched' if planned > before else 'shrunk'} "
+                    f"to match")
