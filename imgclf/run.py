@@ -23,6 +23,7 @@ CONFIG, LABELS, METRICS, BEST, LAST, SKIPPED, THRESHOLD, STATUS = (
     "config.yaml", "labels.json", "metrics.csv", "best.safetensors", "last.pt", "skipped.csv", "threshold.json",
     "status.json")
 CV_FILE = "cv.json"  # at the top of a cross-validation folder (imgclf cv): the folds' shared options
+OOF_PROBS = "oof.npz"  # beside it: every pooled image's out-of-fold class probabilities (imgclf check --labels)
 LOCK = ".lock"  # the PID and host of the process writing the run, for its life (RunLock)
 # The final evaluation's labels and probabilities, so that a loaded run has its evaluation back (clf.evaluation)
 EVALUATION = "evaluation.npz"

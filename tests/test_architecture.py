@@ -29,7 +29,7 @@ ALLOWED = {
     "reports": {"config", "data", "device", "inference", "metrics", "models", "plots", "run", "task"},
     "training": {"config", "data", "device", "distributed", "inference", "metrics", "models", "plots", "reports",
                  "run", "task"},
-    "experiments": {"config", "data", "inference", "metrics", "models", "run", "task", "training"},
+    "experiments": {"config", "data", "inference", "metrics", "models", "reports", "run", "task", "training"},
     "deploy": {"__init__", "config", "data", "device", "inference", "metrics", "models", "reports", "run", "task"},
     "lessons": {"config", "data", "inference", "metrics", "models", "plots", "reports", "run", "training"},
 }

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import COUNT, SOME, Formatter, add_overwrite, number
+from ..errors import UserError
+from ..config import MODES
+from .options import COUNT, SIZE, SOME, Formatter, add_device, add_overwrite, number
 
 
 def add_check(sub: argparse._SubParsersAction) -> None:
@@ -27,11 +29,37 @@ def add_check(sub: argparse._SubParsersAction) -> None:
                                                "train accepts: no unreadable files, no duplicates, no leakage")
     c.add_argument("--workers", type=COUNT, default=None, help="decoding processes (default: the CPU count)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+    lab = c.add_argument_group("wrong labels (--labels)", "k-fold out-of-fold probabilities (imgclf cv) scored by "
+                               "cleanlab: label_issues.csv worst first, review.html to decide, a summary per class")
+    lab.add_argument("--labels", action="store_true", help="find the wrong labels, outliers and copies labelled "
+                                                           "differently")
+    lab.add_argument("--folds", type=number(int, 2), default=5, help="folds (fewer when a class is smaller)")
+    lab.add_argument("--model", default=None, help="the model of the folds (default: cnn for a few epochs on small "
+                                                   "images, else efficientnet_lite0's ImageNet features and a new head)")
+    lab.add_argument("--pretrained", action="store_true", default=None, help="start the folds' model from ImageNet "
+                                                                             "weights")
+    lab.add_argument("--mode", choices=MODES, default=None, help="as imgclf train --mode")
+    lab.add_argument("--epochs", type=SOME, default=None, help="epochs per fold")
+    lab.add_argument("--img-size", type=SIZE, default=None, help="as imgclf train --img-size")
+    lab.add_argument("--batch-size", type=SOME, default=None, help="as imgclf train --batch-size")
+    lab.add_argument("--seed", type=COUNT, default=0, help="seed of the folds and the models")
+    lab.add_argument("--from-cv", default=None, metavar="NAME", help="score an imgclf cv run under --project "
+                                                                      "instead of training new folds")
+    lab.add_argument("--name", default=None, help="the folder under --project (default: DATA-labels)")
+    lab.add_argument("--project", default="runs", help="where the label check's folder goes")
+    lab.add_argument("--resume", action="store_true", help="continue a killed check --name from its folds done")
+    add_device(lab, "auto")
+    lab.add_argument("--apply", default=None, metavar="FIXES", help="write --output: DATA's file list (CSV of "
+                                                                    "path,label,split) with the review page's "
+                                                                    "fixes.csv applied (relabel, keep, drop)")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from ..data.check import DEFAULT_MAX_PIXELS, check, save_report, write_clean_list
     from ..run import output_file
+
+    if args.apply or args.labels:
+        return _labels(args)
 
     for option, given in (("--output", args.output), ("--fix", args.fix)):
         if given:
@@ -46,6 +74,26 @@ def cmd_check(args: argparse.Namespace) -> int:
         rows = write_clean_list(report, Path(args.fix))
         print(f"clean file list ({rows} images) written to {args.fix}; train on it with: imgclf train {args.fix}")
     return 1 if report.problems else 0
+
+
+def _labels(args: argparse.Namespace) -> int:
+    """--labels (the wrong labels found) or --apply (the decisions on them turned into a clean file list)."""
+    from ..experiments.labels import apply_fixes, find_label_issues
+    from ..run import output_file
+
+    if args.apply:
+        if not args.output:
+            raise UserError("--apply FIXES writes a cleaned file list: name it with --output clean.csv")
+        output = output_file(args.output, Path(args.output), args.overwrite, "--output")
+        counts = apply_fixes(args.data, Path(args.apply), output, args.data_root)
+        print(f"{output}: {counts['rows']} images ({counts['relabelled']} relabelled, {counts['dropped']} dropped); "
+              f"train on it with: imgclf train {output}")
+        return 0
+    given = {k: getattr(args, k) for k in ("img_size", "batch_size", "pretrained", "mode") if getattr(args, k)}
+    find_label_issues(args.data, args.model, args.epochs, folds=args.folds, from_cv=args.from_cv,
+                      resume=args.resume, name=args.name, project=args.project, seed=args.seed, device=args.device,
+                      data_root=args.data_root, quiet=args.quiet, **given)
+    return 0
 
 
 # command -> (what adds its parser, what runs it)

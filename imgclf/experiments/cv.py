@@ -2,9 +2,9 @@
 fold models as an ensemble.
 
 ``runs/NAME/`` holds ``cv.json`` (what was asked), ``fold-K/`` (each a complete run directory: its validation split
-is fold K, its training split the other folds), ``summary.json``/``summary.txt`` and ``oof.csv`` (every training
+is fold K, its training split the other folds), ``summary.json``/``summary.txt``, ``oof.csv`` (every training
 image's prediction by the one model that never trained on it: its most confident mistakes are the usual first
-suspects for wrong labels). ``imgclf predict`` and ``imgclf evaluate`` on ``runs/NAME`` average the folds'
+suspects for wrong labels) and ``oof.npz`` (their whole probability vectors, what ``imgclf check --labels`` scores). ``imgclf predict`` and ``imgclf evaluate`` on ``runs/NAME`` average the folds'
 probabilities (:class:`~imgclf.inference.ensemble.Ensemble`).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..files import write_csv
 from ..inference.classifier import Classifier
 from ..inference.ensemble import Ensemble
 from ..metrics.classification import Evaluation
-from ..run import CV_FILE, LAST, RunDir, check_run_name, fresh_path, slug
+from ..run import CV_FILE, LAST, OOF_PROBS, RunDir, check_run_name, fresh_path, slug
 from ..training import job
 from ..training.setup import data_path
 from .folders import resumed
@@ -92,7 +92,7 @@ def cross_validate(data: str | None = None, model: str = "cnn", epochs: int | No
 def summarise(run: RunDir, folds: int) -> dict[str, Any]:
     """Each fold's validation scores from its out-of-fold predictions, their mean and standard deviation, the
     ensemble's test accuracy beside the folds' own; writes oof.csv, summary.json and summary.txt."""
-    rows, per_fold, test = [], [], []
+    rows, per_fold, test, oof = [], [], [], {"image": [], "label": [], "probs": []}
     members = [Classifier.load(run / f"fold-{k}") for k in range(folds)]
     cfg = members[0].config
     source = load_source(cfg.data, cfg.data_root)
@@ -105,6 +105,9 @@ def summarise(run: RunDir, folds: int) -> dict[str, Any]:
         per_fold.append({"fold": k, "images": len(images), "accuracy": ev.accuracy,
                          "balanced_accuracy": ev.balanced_accuracy, "macro_f1": ev.macro_f1})
         names = images.paths or [f"{source.name}[{i}]" for i in folds_of[k]]
+        oof["image"] += [str(name) for name in names]
+        oof["label"].append(ev.y_true)
+        oof["probs"].append(probs.astype(np.float32))
         for name, label, p in zip(names, ev.y_true, probs):
             rows.append((name, clf.classes[label], clf.classes[int(p.argmax())], float(p.max()), float(p[label]), k))
         report = json.loads((run / f"fold-{k}" / "eval.json").read_text(encoding="utf-8"))
@@ -120,6 +123,8 @@ def summarise(run: RunDir, folds: int) -> dict[str, Any]:
                            "images": len(ensemble.y_true)}
     write_csv(run / "oof.csv", sorted(rows, key=lambda r: r[0]),
               ["image", "label", "predicted", "confidence", "p_label", "fold"])
+    np.savez_compressed(run / OOF_PROBS, image=np.array(oof["image"]), label=np.concatenate(oof["label"]),
+                        probs=np.concatenate(oof["probs"]), classes=np.array(members[0].classes))
     mistakes = sorted((r for r in rows if r[1] != r[2]), key=lambda r: -r[3])[:10]
     summary["confident_mistakes"] = [{"image": r[0], "label": r[1], "predicted": r[2], "confidence": r[3]}
                                      for r in mistakes]
