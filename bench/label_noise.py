@@ -77,7 +77,7 @@ def suspects_picture(issues: Path, out: Path, count: int = 30) -> None:
 
     with open(issues, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))[:count]
-    fig, axes = plt.subplots(3, 10, figsize=(15, 5.4))
+    fig, axes = plt.subplots(3, 10, figsize=(15, 6.6))
     for ax, row in zip(axes.flat, rows):
         ax.imshow(Image.open(row["path"]), cmap="gray")
         ax.set_title(f"{row['given_label']}\n-> {row['suggested_label']}", fontsize=8)

@@ -10,10 +10,11 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from imgclf.cli.main import main
 from imgclf.errors import UserError
-from imgclf.experiments.labels import find_label_issues, fold_count
+from imgclf.experiments.labels import default_training, find_label_issues, fold_count
 
 from .conftest import headless_chrome, write_class_folders
 
@@ -159,7 +160,26 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "fixes.csv").write_text("path,action,label\nelsewhere.png,drop,bar\n")
     assert main(["check", str(data), "--apply", str(tmp_path / "fixes.csv"), "--output", str(tmp_path / "c.csv")]) == 2
     assert "not images of" in capsys.readouterr().err and not (tmp_path / "c.csv").exists()
+    assert main(["check", "fashion-mnist-sample", "--apply", str(tmp_path / "fixes.csv"), "--output",
+                 str(tmp_path / "c.csv")]) == 2  # a built-in set's images are not files to list
+    assert "cannot be relabelled this way" in capsys.readouterr().err
     labels = tmp_path / "multi.csv"
     labels.write_text("path,labels\n" + "".join(f"{p},bar|dark\n" for p in sorted(data.rglob("*.png"))))
     assert main(["check", str(labels), "--labels", "--project", str(tmp_path / "runs"), "--quiet"]) == 2
     assert "multi-label data is not supported" in capsys.readouterr().err
+
+
+def test_the_default_model_is_a_cnn_for_small_images_and_cached_backbone_features_for_photos(tmp_path):
+    from imgclf.data.sources import load_source
+
+    small = load_source(str(write_class_folders(tmp_path / "small", 3)))
+    assert default_training(small, None, None, {}) == ("cnn", 8, {})
+    photos = tmp_path / "photos"
+    for k, name in enumerate(("cat", "dog")):
+        (photos / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (320, 240), (40 * i, 100 * k, 90)).save(photos / name / f"{i}.jpg")
+    model, epochs, options = default_training(load_source(str(photos)), None, None, {"seed": 1})
+    assert (model, epochs) == ("efficientnet_lite0", None)
+    assert options == {"pretrained": True, "mode": "feature-extract", "seed": 1}
+    assert default_training(load_source(str(photos)), "resnet18", 3, {}) == ("resnet18", 3, {})  # the user's wins

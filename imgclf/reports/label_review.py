@@ -70,6 +70,7 @@ function render() {
 }
 filter.onchange = () => { current = 0; render(); };
 document.addEventListener("keydown", e => {
+  if (e.target.tagName === "SELECT" || e.ctrlKey || e.metaKey || e.altKey) return;  // the filter's own keys, shortcuts
   const keys = {a: "relabel", k: "keep", d: "drop"};
   if (e.key in keys) { decide(current, keys[e.key]); current = Math.min(current + 1, visible().length - 1); render(); }
   else if (e.key === "u") decide(current, null);
