@@ -23,7 +23,8 @@ def add_check(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--min-size", type=COUNT, default=16, help="flag images whose shorter side is below this")
     c.add_argument("--near", type=number(int, -1, 64), default=4, help="perceptual-hash distance (0-64) that counts as a near "
                                                        "duplicate; -1 turns the search off")
-    c.add_argument("--output", default=None, help="write the whole report to this JSON file")
+    c.add_argument("--output", default=None, help="write the whole report to this JSON file (with --apply: the "
+                                                  "cleaned file list, a CSV)")
     add_overwrite(c, "replace an existing --output or --fix file")
     c.add_argument("--fix", default=None, help="write a clean file list (CSV of path,label,split) that imgclf "
                                                "train accepts: no unreadable files, no duplicates, no leakage")
