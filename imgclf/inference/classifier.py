@@ -232,6 +232,15 @@ class Classifier(Predictor):
         images, _ = self.eval_images(data, split)
         if len(images) == 0:
             raise UserError("no readable labelled images to evaluate on")
+        result, _ = self.score(images, tta, top_k)
+        if save_to is not None:
+            result.save(Path(save_to), images.x)
+        return result
+
+    def score(self, images: ImageTensors, tta: bool = False, top_k: int = 5
+              ) -> "tuple[Evaluation | MultiLabelEvaluation, np.ndarray]":
+        """The evaluation of labelled ``images`` and the probabilities it scored; with ``tta`` those of the
+        test-time views averaged, the accuracy (mAP) without them kept beside."""
         plain = self.predict_proba(images.x).numpy()
         probs = self.views_proba(images.x) if tta else plain
         result = evaluation_for(self.task, self.classes, images.y.numpy(), probs, self.threshold, top_k,
@@ -241,9 +250,7 @@ class Classifier(Predictor):
                 mean_average_precision
         elif tta:
             result.plain_accuracy = float((plain.argmax(1) == result.y_true).mean())
-        if save_to is not None:
-            result.save(Path(save_to), images.x)
-        return result
+        return result, probs
 
     def views_proba(self, x: torch.Tensor) -> np.ndarray:
         """Class probabilities of uint8 images (N, C, H, W) averaged over their test-time views."""

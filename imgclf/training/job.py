@@ -25,7 +25,6 @@ from ..data.transforms import augmentation
 from ..device import autocast_dtype, resolve_device
 from ..errors import Interrupted, UserError
 from ..inference.classifier import Classifier
-from ..metrics.by_task import evaluation_for
 from ..metrics.diagnose import collapse_note, diagnose
 from ..models import CUSTOM, count_parameters, is_custom
 from ..plots import plot_curves
@@ -388,14 +387,8 @@ def _finish(cfg: TrainConfig, run: RunDir, prepared: Prepared, trainer: Trainer,
 def _evaluate(clf: Classifier, cfg: TrainConfig, images: ImageTensors, final: str, classes: list[str],
               log: Callable[[str], None]) -> None:
     """The best weights scored on the ``final`` split, saved in the run with its figures and report."""
-    plain = clf.predict_proba(images.x).numpy()
-    probs = clf.views_proba(images.x) if cfg.tta else plain
-    ev = clf.evaluation = evaluation_for(clf.task, classes, images.y.numpy(), probs, clf.threshold,
-                                         positive=clf.positive)
-    if cfg.tta and clf.task.multilabel:
-        ev.plain_map = evaluation_for(clf.task, classes, ev.y_true, plain, clf.threshold).mean_average_precision
-    elif cfg.tta:
-        ev.plain_accuracy = float((plain.argmax(1) == ev.y_true).mean())
+    ev, probs = clf.score(images, cfg.tta)
+    clf.evaluation = ev
     ev.save(clf.run.path, images.x, figures=cfg.plots)
     np.savez_compressed(clf.run / EVALUATION, y_true=ev.y_true, probs=probs.astype(np.float32))
     saved = clf.run / "eval.json"  # which split it scored, so that `imgclf runs` calls the figure what it is
