@@ -204,7 +204,7 @@ class TrainConfig:
         choices = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "augment": AUGMENTS, "resize": RESIZE_MODES,
                    "mode": MODES, "feature_cache": FEATURE_CACHES, "cache": CACHES,
                    "class_weights": CLASS_WEIGHTS, "sampler": SAMPLERS, "task": TASKS, "loss": LOSSES,
-                   "precision": PRECISIONS}
+                   "precision": PRECISIONS, "recipe": tuple(RECIPES)}
         for key, allowed in choices.items():
             if getattr(self, key) not in (*allowed, None):
                 raise UserError(f"--{key.replace('_', '-')} {getattr(self, key)!r} is not one of: "
@@ -256,8 +256,6 @@ class TrainConfig:
             raise UserError(f"--log {unknown[0]!r} is not one of: {', '.join(LOGGERS)}")
         if "mlflow" in self.log and importlib.util.find_spec("mlflow") is None:
             raise UserError("--log mlflow needs MLflow: pip install 'imgclf[mlflow]'")
-        if self.recipe not in (*RECIPES, None):
-            raise UserError(f"--recipe {self.recipe!r} is not one of: {', '.join(RECIPES)}")
         if self.monitor not in (*MONITORS, None):
             raise UserError(f"--monitor {self.monitor!r} is not one of: {', '.join(MONITORS)}")
 
