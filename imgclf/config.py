@@ -177,6 +177,7 @@ class TrainConfig:
     sync_bn: bool = False
     precision: str = "auto"  # autocast dtype: bf16 where the device has it natively (see imgclf.device)
     batch_augment: bool | None = None  # light augmentation as batched tensor ops in the trainer; None: for light
+    erase: float = 0.0  # random erasing's probability per image, with the batched light augmentation
     compile: bool = False  # torch.compile the training forward/backward
     log: list[str] = dataclasses.field(default_factory=list)  # experiment trackers: tensorboard, mlflow
     channels_last: bool = True
@@ -227,12 +228,11 @@ class TrainConfig:
                             f"got {self.plateau_factor}")
         if self.img_size is not None and self.img_size < 8:
             raise UserError(f"--img-size must be at least 8 pixels, got {self.img_size}")
-        if not 0.0 <= self.val_split < 1.0:
-            raise UserError(f"--val-split must be in [0, 1), got {self.val_split}")
+        for key in ("val_split", "label_smoothing", "erase"):  # shares of something: from 0, under 1
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise UserError(f"--{key.replace('_', '-')} must be in [0, 1), got {getattr(self, key)}")
         if self.lr is not None and self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise UserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.interpolation not in INTERPOLATIONS:
             raise UserError(f"interpolation {self.interpolation!r} is not one of: {', '.join(INTERPOLATIONS)}")
         if not 0.1 <= self.crop_pct <= 1.0:
@@ -275,6 +275,9 @@ class TrainConfig:
         self.augment = self.augment or ("none" if self.mode == "feature-extract" else "light")
         if self.batch_augment is None:  # the presets it covers: light's shifts and flips
             self.batch_augment = self.augment == "light"
+        if self.erase and not (self.batch_augment and self.augment == "light"):
+            raise UserError(f"--erase works with the batched light augmentation (--augment light); --augment "
+                            f"{self.augment} {'erases already' if self.augment == 'strong' else 'runs per image'}")
         if self.batch_augment and self.augment not in ("light", "none"):
             raise UserError(f"batch_augment covers --augment light (shifts and flips); --augment {self.augment} "
                             f"runs per image in worker processes")

@@ -1,5 +1,5 @@
 """Speed features (issue 15), tested for correctness, not timing: bf16 autocast where the CPU has it, the batched
-light augmentation (per-image parameters, labels kept, --no-flip, the seed, resume), the time split in
+light augmentation (per-image parameters, labels kept, --no-flip, the seed, resume, random erasing), the time split in
 metrics.csv, --compile, and ``imgclf benchmark``."""
 from __future__ import annotations
 
@@ -66,6 +66,27 @@ def test_batched_augmentation_is_reproducible_and_resumes_its_draws():
     c = BatchAugment(12, seed=0)
     c.load_state_dict(state)
     assert torch.equal(c(x), expected)
+
+
+def test_random_erasing_blacks_out_one_rectangle_in_the_share_of_images_asked():
+    x = torch.full((400, 1, 28, 28), 200, dtype=torch.uint8)
+    out = BatchAugment(28, flip=False, pad=0, seed=3, erase=0.3)(x)
+    erased = (out == 0).flatten(1)
+    hit = erased.any(1)
+    assert 0.22 < hit.float().mean() < 0.38  # about the probability asked
+    share = erased[hit].float().mean(1)
+    assert share.min() >= 1 / 784 and share.max() <= 0.25 + 0.05  # 2-25% of the image, rounded to whole pixels
+    for image in out[hit][:20, 0] == 0:  # one rectangle: its rows and columns span exactly what it covers
+        rows, cols = image.any(1).nonzero().flatten(), image.any(0).nonzero().flatten()
+        assert image.sum() == len(rows) * len(cols) == (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+    assert torch.equal(out[~hit], x[~hit])
+
+
+def test_erasing_asks_for_the_batched_light_augmentation():
+    with pytest.raises(UserError, match="erase works with the batched light augmentation"):
+        TrainConfig(erase=0.3, augment="standard").resolve_mode()
+    with pytest.raises(UserError, match="erase must be in"):
+        TrainConfig(erase=1.5)
 
 
 def test_precision_auto_is_bf16_only_where_faster_and_old_runs_read_as_before(capsys):

@@ -161,6 +161,9 @@ def add_training(sub: argparse._SubParsersAction, command: str = "train") -> Non
     p.add_argument("--augment", choices=AUGMENTS, default=None,
                    help="light: shifts and flips; standard: crops, rotations, colour jitter and flips; strong: "
                         "crops, TrivialAugment, flips and random erasing (default: light, none for feature-extract)")
+    p.add_argument("--erase", type=FRACTION, default=DEFAULTS.erase,
+                   help="random erasing (Zhong et al.): the probability that an image gets a random rectangle of 2-25%% "
+                        "of it set to black, with --augment light; 0.25-0.5 is usual; 0 = off")
     p.add_argument("--no-flip", dest="flip", action="store_false", default=None,
                    help="never mirror images (digits, text); default: flip unless the dataset is digits")
     p.add_argument("--val-split", type=FRACTION, default=DEFAULTS.val_split,

@@ -5,7 +5,8 @@ training threads (a fifth of an epoch measured on Fashion-MNIST); on a GPU they 
 batch stays uint8 on the training device and every image gets its own random offset and flip from one index
 computation, the same distribution as ``v2.RandomCrop(size, padding=size // 12, padding_mode="reflect")`` followed
 by ``v2.RandomHorizontalFlip()``. The parameters come from a generator of its own (seeded per process), whose
-state the checkpoint keeps, so a resumed run draws what the uninterrupted one would have.
+state the checkpoint keeps, so a resumed run draws what the uninterrupted one would have. ``--erase P`` adds
+random erasing (Zhong et al., timm's ``--reprob``) to it, the same way: a rectangle per image from one mask.
 """
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ def reflect(index: torch.Tensor, size: int) -> torch.Tensor:
 
 class BatchAugment:
     """``x (N, C, H, W) -> x`` shifted by up to ``pad`` pixels each way (default a twelfth of the side, at least 1)
-    and, with ``flip``, mirrored for half of the images; any dtype, any device."""
+    and, with ``flip``, mirrored for half of the images, and with probability ``erase`` a random rectangle set to
+    0; any dtype, any device."""
 
-    def __init__(self, size: int, flip: bool = True, seed: int = 0, pad: int | None = None) -> None:
+    def __init__(self, size: int, flip: bool = True, seed: int = 0, pad: int | None = None, erase: float = 0.0
+                 ) -> None:
         self.pad = pad if pad is not None else max(1, size // 12)
-        self.flip = flip
+        self.flip, self.erase = flip, erase
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -43,7 +46,26 @@ class BatchAugment:
         rows, cols = rows.to(x.device), cols.to(x.device)
         batch = torch.arange(n, device=x.device)[:, None, None, None]
         channel = torch.arange(c, device=x.device)[None, :, None, None]
-        return x[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+        x = x[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+        return self._erased(x) if self.erase else x
+
+    def _erased(self, x: torch.Tensor) -> torch.Tensor:
+        """Random erasing (Zhong et al.): with probability ``erase`` a rectangle of 2-25% of the image, aspect 0.3-3.3,
+        set to 0."""
+        n, _, h, w = x.shape
+        g = self.generator
+        area = torch.empty(n).uniform_(0.02, 0.25, generator=g) * h * w
+        aspect = torch.exp(torch.empty(n).uniform_(-1.2, 1.2, generator=g))
+        eh = (area * aspect).sqrt().round().clamp(1, h).long()
+        ew = (area / aspect).sqrt().round().clamp(1, w).long()
+        y0 = (torch.rand(n, generator=g) * (h - eh + 1)).long()
+        x0 = (torch.rand(n, generator=g) * (w - ew + 1)).long()
+        chosen = torch.rand(n, generator=g) < self.erase
+        ys, xs = torch.arange(h), torch.arange(w)
+        inside = ((ys[None, :, None] >= y0[:, None, None]) & (ys[None, :, None] < (y0 + eh)[:, None, None])
+                  & (xs[None, None, :] >= x0[:, None, None]) & (xs[None, None, :] < (x0 + ew)[:, None, None])
+                  & chosen[:, None, None])
+        return x.masked_fill(inside[:, None].to(x.device), 0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

@@ -335,7 +335,7 @@ def _build_trainer(cfg: TrainConfig, net: nn.Module, prepared: Prepared, run: Ru
         schedule=create_schedule(optimizer, cfg, math.ceil(len(loader) / cfg.accumulate)),  # optimizer steps
         callbacks=for_this_process(extra + with_user_callbacks(default_callbacks(cfg, run), callbacks, run)),
         precision=precision,
-        augment=BatchAugment(cfg.img_size, cfg.flip, seed=cfg.seed * 1000 + ddp.rank()) if batched else None,
+        augment=BatchAugment(cfg.img_size, cfg.flip, seed=cfg.seed * 1000 + ddp.rank(), erase=cfg.erase) if batched else None,
         channels_last=cfg.channels_last, checkpoint_path=run / LAST, log=log, full_model=net,
         mix=mix, accumulate=cfg.accumulate, monitor=cfg.monitor, ema_decay=cfg.ema_decay if cfg.ema else None,
         task=task, weights_metadata={"model": cfg.model, "task": task.name,
