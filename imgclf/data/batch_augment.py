@@ -51,7 +51,8 @@ class BatchAugment:
 
     def _erased(self, x: torch.Tensor) -> torch.Tensor:
         """Random erasing (Zhong et al.): with probability ``erase`` a rectangle of 2-25% of the image, aspect 0.3-3.3,
-        set to 0."""
+        set to 0. Not timm's ``RandomErasing``: it loops over the images in Python on normalised floats and draws
+        from the global generator; this is one mask on the uint8 batch, from the generator the checkpoint keeps."""
         n, _, h, w = x.shape
         g = self.generator
         area = torch.empty(n).uniform_(0.02, 0.25, generator=g) * h * w
