@@ -137,7 +137,7 @@ def find_label_issues(data: str | None = None, model: str | None = None, epochs:
         options["data_root"] = options.get("data_root") or spec["options"].get("data_root")
         if resume and not (folder / OOF_PROBS).exists():
             cross_validate(resume=True, project=str(folder.parent), name=folder.name, quiet=quiet)
-        run = RunDir(folder)
+        run, source = RunDir(folder), _checked_source(data, options)
     else:
         source = _checked_source(data, options)
         folds = fold_count(pooled(source).labels, source.classes, folds, log)
@@ -150,7 +150,6 @@ def find_label_issues(data: str | None = None, model: str | None = None, epochs:
         run = RunDir(project / name)
     if not (run / OOF_PROBS).exists():  # a cross-validation from before oof.npz was written
         summarise(run, folds)
-    source = _checked_source(data, options)
     report = score(run, str(data), source, options.get("data_root"), quiet)
     log(report.summary())
     return report
