@@ -23,17 +23,17 @@ def test_a_step_is_split_into_batches_of_a_multiple_of_8_that_keep_its_size():
 
 
 def test_the_measured_step_grows_with_the_image_and_leaves_the_model_as_it_was():
-    cfg = TrainConfig(model="cnn:32-32-m-64-fc16", channels=3, img_size=96, precision="fp32", channels_last=False)
-    net = create_model(cfg.model, 3, 3, 96)
+    cfg = TrainConfig(model="cnn:32-32-m-64-fc16", channels=3, img_size=64, precision="fp32", channels_last=False)
+    net = create_model(cfg.model, 3, 3, 64)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     rng = torch.random.get_rng_state()
     small = measure_step(net, cfg, torch.device("cpu"))
     assert torch.equal(torch.random.get_rng_state(), rng)  # the random images drew from a state put back after
     cfg.img_size = 192
     large = measure_step(create_model(cfg.model, 3, 3, 192), cfg, torch.device("cpu"))
-    # four times the pixels: about four times the activations per image (3.6-4.3x alone; a process that ran other
-    # work first has more of its allocator's memory at hand, and measures less cleanly)
-    assert 1.8 < large.per_image / small.per_image < 6, (small, large)
+    # nine times the pixels: about nine times the activations per image (4.7-9.2x measured with two processes at
+    # once: at 64 px an image's few MB are near the allocator's noise, hence the wide margins)
+    assert 3 < large.per_image / small.per_image < 15, (small, large)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # batch-norm statistics too
     assert all(p.grad is None for p in net.parameters())
 
