@@ -2,11 +2,14 @@
 PNG folders (train/CLASS/N.png, test/CLASS/N.png), its training labels flipped at a known seed, then
 ``imgclf check DATA --labels`` with its defaults. Per noise kind: precision and recall of the images flagged as
 label issues against the known flips; the test accuracy of the default cnn trained on the noisy labels, on the
-cleaned ones (flagged images dropped, or relabelled with the suggestion, through ``--apply``) and on the true labels;
+cleaned ones (through ``--apply``: drop = every flagged image dropped, relabel = every one relabelled with the
+suggestion, auto = the check's label_issues.csv applied as it is: sure suggestions taken, the rest dropped) and on
+the true labels, each the mean of ``--seeds`` training seeds;
 and the check's wall time against one ordinary training run on the same data.
 
     .venv/bin/python bench/label_noise.py [--data-root ../shared/data/fashion-mnist] [--train 12000]
-        [--noise symmetric,pairs] [--rate 0.1] [--suspects docs/fashion-mnist-suspects.png]
+        [--noise symmetric,pairs] [--rate 0.1] [--seeds 1] [--actions drop,relabel,auto]
+        [--suspects docs/fashion-mnist-suspects.png]
 
 symmetric: each flipped label becomes another class, uniformly; pairs: flips only between the confusable pairs
 (Shirt <-> T-shirt/top, Pullover <-> Coat, Sneaker <-> Ankle boot), as many as the symmetric case in all.
@@ -60,12 +63,22 @@ def write_folder(root: Path, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: n
     return paths
 
 
-def accuracy(data: Path, folder: Path, name: str) -> tuple[float, float]:
-    """(test accuracy, seconds) of the default cnn trained on ``data``."""
-    seconds, _ = run(ROOT, ["train", str(data), "--no-plots", "--no-report", "--quiet", "--project",
-                            str(folder / "runs"), "--name", name, "--exist-ok"], folder)
-    with open(folder / "runs" / name / "eval.json", encoding="utf-8") as f:
-        return json.load(f)["accuracy"], seconds
+def accuracy(data: Path, folder: Path, name: str, seeds: int) -> tuple[list[float], float]:
+    """(test accuracies, seconds of the first run) of the default cnn trained on ``data`` at seeds 0..seeds-1."""
+    accs, times = [], []
+    for seed in range(seeds):
+        tag = name if seed == 0 else f"{name}-seed{seed}"
+        seconds, _ = run(ROOT, ["train", str(data), "--no-plots", "--no-report", "--quiet", "--project",
+                                str(folder / "runs"), "--name", tag, "--exist-ok", "--seed", str(seed)], folder)
+        with open(folder / "runs" / tag / "eval.json", encoding="utf-8") as f:
+            accs.append(json.load(f)["accuracy"])
+        times.append(seconds)
+    return accs, times[0]
+
+
+def mean_sd(values: list[float]) -> str:
+    sd = f" ± {100 * np.std(values, ddof=1):.2f}" if len(values) > 1 else ""
+    return f"{100 * np.mean(values):.2f}%{sd}"
 
 
 def suspects_picture(issues: Path, out: Path, count: int = 30) -> None:
@@ -95,6 +108,8 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=12000)
     parser.add_argument("--noise", default="symmetric,pairs")
     parser.add_argument("--rate", type=float, default=0.1)
+    parser.add_argument("--seeds", type=int, default=1, help="train each variant at this many seeds, the mean")
+    parser.add_argument("--actions", default="drop,relabel,auto")
     parser.add_argument("--folder", default="bench-runs/label-noise")
     parser.add_argument("--suspects", default=None, help="also check the published labels and draw their 30 worst "
                                                          "suspects into this PNG (docs/fashion-mnist-suspects.png)")
@@ -112,8 +127,9 @@ def main() -> None:
     true = folder / "true"
     if not true.exists():
         write_folder(true, x, y, xt, yt)
-    true_acc, true_s = accuracy(true, folder, "true")
-    print(f"true labels: test accuracy {true_acc:.2%} ({true_s:.0f} s to train)")
+    true_accs, true_s = accuracy(true, folder, "true", args.seeds)
+    true_acc = float(np.mean(true_accs))
+    print(f"true labels: test accuracy {mean_sd(true_accs)} ({true_s:.0f} s to train)", flush=True)
     if args.suspects:  # the data set's own doubtful labels: the check on the labels as published
         shutil.rmtree(folder / "runs" / "check-true", ignore_errors=True)
         run(ROOT, ["check", str(true), "--labels", "--project", str(folder / "runs"), "--name", "check-true",
@@ -136,26 +152,30 @@ def main() -> None:
         precision, recall = hit / max(1, len(flagged)), hit / len(flipped)
         fixed = sum(r["path"] in flipped and r["suggested_label"] == CLASSES[y[paths.index(r["path"])]]
                     for r in rows)
-        noisy_acc, noisy_s = accuracy(data, folder, f"noisy-{kind}")
+        noisy_accs, noisy_s = accuracy(data, folder, f"noisy-{kind}", args.seeds)
+        noisy_acc = float(np.mean(noisy_accs))
         results = {}
-        for action in ("drop", "relabel"):
+        for action in args.actions.split(","):
             fixes = folder / f"fixes-{kind}-{action}.csv"
-            with open(fixes, "w", newline="", encoding="utf-8") as f:
-                out = csv.writer(f)
-                out.writerow(["path", "action", "label"])
-                out.writerows([r["path"], action, r["suggested_label"]] for r in rows)
+            if action == "auto":
+                fixes = folder / "runs" / f"check-{kind}" / "label_issues.csv"
+            else:
+                with open(fixes, "w", newline="", encoding="utf-8") as f:
+                    out = csv.writer(f)
+                    out.writerow(["path", "action", "label"])
+                    out.writerows([r["path"], action, r["suggested_label"]] for r in rows)
             clean = folder / f"clean-{kind}-{action}.csv"
             clean.unlink(missing_ok=True)
             run(ROOT, ["check", str(data), "--apply", str(fixes), "--output", str(clean)], folder)
-            results[action] = accuracy(clean, folder, f"clean-{kind}-{action}")[0]
+            results[action] = accuracy(clean, folder, f"clean-{kind}-{action}", args.seeds)[0]
         cost = noisy_acc - true_acc
         print(f"{kind} noise, {len(flipped)} of {len(y)} training labels flipped ({len(flipped) / len(y):.1%}):\n"
               f"  flagged {len(flagged)}: precision {precision:.3f}, recall {recall:.3f}; the suggestion is the "
               f"true label for {fixed} of the {hit} flips found\n"
-              f"  test accuracy: noisy {noisy_acc:.2%}, flagged dropped {results['drop']:.2%}, relabelled "
-              f"{results['relabel']:.2%}, true labels {true_acc:.2%}; recovered "
-              + ", ".join(f"{a} {(results[a] - noisy_acc) / -cost:.0%}" if cost < 0 else f"{a} n/a"
-                          for a in results) + " of the noise's cost\n"
+              f"  test accuracy ({args.seeds} seed(s)): noisy {mean_sd(noisy_accs)}, "
+              + ", ".join(f"{a} {mean_sd(v)}" for a, v in results.items()) + f", true labels {mean_sd(true_accs)}; "
+              "recovered " + ", ".join(f"{a} {(np.mean(v) - noisy_acc) / -cost:.0%}" if cost < 0 else f"{a} n/a"
+                                       for a, v in results.items()) + " of the noise's cost\n"
               f"  the check took {check_s:.0f} s (peak RSS {peak:.0f} MB), one training run {noisy_s:.0f} s: "
               f"{check_s / noisy_s:.1f}x")
 

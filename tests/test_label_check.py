@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,6 +119,34 @@ def test_the_review_page_loads_its_images_and_its_decisions_become_the_downloade
         cleaned = {r["path"]: r["label"] for r in csv.DictReader(f)}
     assert len(cleaned) == len(list(data.rglob("*.png"))) - 1
     assert cleaned[rows[0]["path"]] == rows[0]["suggested_label"] and rows[1]["path"] not in cleaned
+    assert _digest(data) == before
+
+
+def test_the_unreviewed_list_takes_the_sure_suggestions_drops_the_other_suspects_and_keeps_outliers(checked, tmp_path,
+                                                                                                    capsys):
+    data, report, before = checked
+    rows = _rows(report.run)
+    dropped = 0
+    for threshold in (0.6, 0.95):
+        sure = {r["path"]: r["suggested_label"] for r in rows
+                if r["kind"] != "outlier" and float(r["runner_up"].split(";")[0].split(":")[1]) >= threshold}
+        unsure = {r["path"] for r in rows if r["kind"] != "outlier"} - set(sure)
+        clean = tmp_path / f"auto-{threshold}.csv"
+        assert main(["check", str(data), "--apply", str(report.run / "label_issues.csv"), "--min-confidence",
+                     str(threshold), "--output", str(clean)]) == 0
+        changed = sum(r["path"] in sure and r["suggested_label"] != r["given_label"] for r in rows)
+        assert f"({changed} relabelled, {len(unsure)} dropped)" in capsys.readouterr().out
+        with open(clean, newline="", encoding="utf-8") as f:
+            cleaned = {r["path"]: r["label"] for r in csv.DictReader(f)}
+        assert len(cleaned) == len(list(data.rglob("*.png"))) - len(unsure) and not unsure & set(cleaned)
+        assert all(cleaned[p] == label for p, label in sure.items())
+        assert all(cleaned[r["path"]] == r["given_label"] for r in rows if r["kind"] == "outlier")
+        assert sure and any(cleaned[p] != Path(p).parent.name for p in sure)  # the flips found are turned back
+        dropped += len(unsure)
+    assert dropped  # the stricter threshold left some suspects unsure (probabilities of 0.88-0.97 here)
+    assert main(["check", str(data), "--apply", str(report.run / "label_issues.csv"), "--min-confidence", "1.5",
+                 "--output", str(tmp_path / "x.csv")]) == 2
+    assert "not a probability" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
     assert _digest(data) == before
 
 

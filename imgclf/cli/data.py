@@ -52,7 +52,13 @@ def add_check(sub: argparse._SubParsersAction) -> None:
     add_device(lab, "auto")
     lab.add_argument("--apply", default=None, metavar="FIXES", help="write --output: DATA's file list (CSV of "
                                                                     "path,label,split) with the review page's "
-                                                                    "fixes.csv applied (relabel, keep, drop)")
+                                                                    "fixes.csv applied (relabel, keep, drop); "
+                                                                    "or a check's label_issues.csv, unreviewed: "
+                                                                    "confident suggestions taken, the other "
+                                                                    "label issues dropped, outliers kept")
+    lab.add_argument("--min-confidence", type=float, default=None, metavar="P",
+                     help="with --apply label_issues.csv: take a suggestion the models give at least P "
+                          "(default 0.8), drop the image below it")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -79,14 +85,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _labels(args: argparse.Namespace) -> int:
     """--labels (the wrong labels found) or --apply (the decisions on them turned into a clean file list)."""
-    from ..experiments.labels import apply_fixes, find_label_issues
+    from ..experiments.labels import SURE, apply_fixes, find_label_issues
     from ..run import output_file
 
     if args.apply:
         if not args.output:
             raise UserError("--apply FIXES writes a cleaned file list: name it with --output clean.csv")
+        sure = SURE if args.min_confidence is None else args.min_confidence
+        if not 0 < sure <= 1:
+            raise UserError(f"--min-confidence {sure} is not a probability: give one in (0, 1], e.g. 0.8")
         output = output_file(args.output, Path(args.output), args.overwrite, "--output")
-        counts = apply_fixes(args.data, Path(args.apply), output, args.data_root)
+        counts = apply_fixes(args.data, Path(args.apply), output, args.data_root, sure)
         print(f"{output}: {counts['rows']} images ({counts['relabelled']} relabelled, {counts['dropped']} dropped); "
               f"train on it with: imgclf train {output}")
         return 0
