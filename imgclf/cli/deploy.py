@@ -26,8 +26,12 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                         "call, for converters and runtimes that need every shape fixed")
     o.add_argument("--int8", action="store_true", help="static INT8 quantization with onnxruntime, calibrated on "
                                                        "training images")
-    o.add_argument("--output", default=None, help="file to write (default: RUN/model.onnx, model_int8.onnx or "
-                                                  "model.torchscript.pt)")
+    o.add_argument("--raw-input", action="store_true",
+                   help="the ONNX file takes whole decoded photos (uint8 N x H x W x 3 RGB, any size) and does the "
+                        "run's resize, crop and normalisation inside, so an app only decodes the photo; checked on "
+                        "the photos as an app decodes them")
+    o.add_argument("--output", default=None, help="file to write (default: RUN/model.onnx, model_int8.onnx, "
+                                                  "model_raw.onnx or model.torchscript.pt)")
     o.add_argument("--check-images", type=SOME, default=256, help="validation images for the parity check")
 
 
@@ -86,7 +90,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     from ..inference.classifier import Classifier
 
     clf = Classifier.load(args.run, device="cpu")
-    result = export(clf, args.fmt, args.output, args.opset, args.dynamic_batch, args.int8, args.check_images)
+    result = export(clf, args.fmt, args.output, args.opset, args.dynamic_batch, args.int8, args.check_images,
+                    args.raw_input)
     print(f"exported {result.path} ({result.check['bytes'] / 1e6:.1f} MB) in {result.check['seconds']:.1f} s")
     print(f"parity check passed: {summary(result)}")
     if args.fmt == "onnx":

@@ -13,13 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .. import __version__
 from ..data.tensors import ImageTensors
 from ..data.transforms import normalize
 from ..errors import UserError
 from ..inference.classifier import Classifier
-from ..inference.onnx import INPUT_FORMAT, OnnxClassifier
+from ..inference.onnx import INPUT_FORMAT, RAW_INPUT_FORMAT, OnnxClassifier, RawPixels
+from ..task import Task
+from .raw_input import add_raw_input
 
 FORMATS = ("onnx", "torchscript")
 # fp32 exports must match PyTorch this closely on every checked image, with the same top-1 class.
@@ -27,6 +30,8 @@ MAX_ABS_DIFF = 1e-4
 # INT8 may cost at most this much accuracy (points) on the checked images.
 MAX_INT8_DROP = 1.0
 INT8_CHECK_IMAGES = 1000
+# --raw-input: whole photos resized in the graph (float) against Pillow's 8-bit resize may differ on an image or two
+MIN_RAW_AGREEMENT = 0.99
 
 
 @dataclass
@@ -135,13 +140,17 @@ def quantize_int8(fp32: Path, out: Path, clf: Classifier, fixed_batch: int | Non
 
 
 def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None, opset: int | None = None,
-           dynamic_batch: bool = True, int8: bool = False, check: int = 256) -> ExportResult:
+           dynamic_batch: bool = True, int8: bool = False, check: int = 256, raw_input: bool = False
+           ) -> ExportResult:
     """Export the run's model and check it against PyTorch on up to ``check`` validation images. The ONNX file
     takes any batch size unless ``dynamic_batch`` is False (one image per call).
 
     fp32: max |logit difference| <= 1e-4 and the same top-1 class on every image. ``int8`` (ONNX only): top-1
     agreement and the accuracy drop are measured on at least 1,000 images (when the run has them); more than 1
-    point is a failure. A failed check raises
+    point is a failure. ``raw_input`` (ONNX only, :mod:`imgclf.deploy.raw_input`): the file takes whole decoded
+    photos and preprocesses them itself; it is checked on the images as an app decodes them against PyTorch on
+    imgclf's own preprocessing: at least 99% the same top-1 class (resizing in float and in Pillow's 8 bits may
+    tip an image on the edge), the largest probability difference reported. A failed check raises
     :class:`UserError` after saving the check's numbers.
     """
     if clf.run is None:
@@ -150,7 +159,10 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if int8 and fmt != "onnx":
         raise UserError("--int8 is for --format onnx (onnxruntime quantization)")
-    default = {"onnx": "model_int8.onnx" if int8 else "model.onnx", "torchscript": "model.torchscript.pt"}[fmt]
+    if raw_input and fmt != "onnx":
+        raise UserError("--raw-input is for --format onnx (the preprocessing as ONNX operators)")
+    stem = "model_raw" if raw_input else "model"
+    default = {"onnx": f"{stem}_int8.onnx" if int8 else f"{stem}.onnx", "torchscript": "model.torchscript.pt"}[fmt]
     path = Path(output) if output else clf.run / default
     if path.exists() and path.resolve().parent != clf.run.path.resolve():
         raise UserError(f"--output {path}: the file exists; choose a new name (export never overwrites a file "
@@ -177,9 +189,13 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
             to_onnx(model, example, fp32, opset, dynamic_batch, metadata(clf))
             if int8:
                 quantize_int8(fp32, path, clf, None if dynamic_batch else batch)
-        logits = OnnxClassifier(path).logits(images.x.numpy())
+        if raw_input:
+            add_raw_input(path, clf.config, metadata(clf))
+            logits = OnnxClassifier(path).logits(photos(images))
+        else:
+            logits = OnnxClassifier(path).logits(images.x.numpy())
     seconds = time.perf_counter() - started
-    result = ExportResult(path, _compare(reference, logits, images.y.numpy(), int8))
+    result = ExportResult(path, _compare(reference, logits, images.y.numpy(), int8, clf.task if raw_input else None))
     result.check.update({"format": fmt + (" int8" if int8 else ""), "file": str(path), "images": len(images),
                          "checked_on": where, "bytes": path.stat().st_size, "seconds": round(seconds, 2),
                          "opset": _opset(path) if fmt == "onnx" else None, "dynamic_batch": dynamic_batch})
@@ -190,9 +206,21 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
     return result
 
 
-def _compare(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray, int8: bool) -> dict:
+def photos(images: ImageTensors) -> list[np.ndarray]:
+    """The checked images as an app would decode them: each file whole (uint8 RGB), or for decoded data sets
+    (pixels, not files) the stored pixels as RGB."""
+    raw = RawPixels()
+    if images.paths is not None:
+        return [raw.load(p) for p in images.paths]
+    return [raw(Image.fromarray(x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0))) for x in images.x.numpy()]
+
+
+def _compare(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray, int8: bool, raw: "Task | None" = None
+             ) -> dict:
     """Parity of the export's logits with PyTorch's: the largest difference, the top-1 agreement and the accuracy
-    of both (multi-label: the share of label decisions at p >= 0.5 right)."""
+    of both (multi-label: the share of label decisions at p >= 0.5 right). ``raw``: the export preprocesses
+    whole photos itself, and is held to the top-1 agreement and its probabilities' largest difference (by the
+    run's ``Task``)."""
     top_ref, top = reference.argmax(1), logits.argmax(1)
     if labels.ndim == 2:
         right_ref, right = (reference >= 0) == (labels > 0), (logits >= 0) == (labels > 0)
@@ -201,8 +229,13 @@ def _compare(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray, int8
     out = {"max_abs_diff": float(np.abs(reference - logits).max()), "top1_agreement": float((top_ref == top).mean()),
            "accuracy_pytorch": float(right_ref.mean()), "accuracy_export": float(right.mean())}
     out["accuracy_drop_points"] = 100 * (out["accuracy_pytorch"] - out["accuracy_export"])
+    if raw is not None:
+        out["input"] = RAW_INPUT_FORMAT
+        out["max_prob_diff"] = float(np.abs(raw.probabilities_np(reference) - raw.probabilities_np(logits)).max())
     if int8:
         out["passed"] = out["accuracy_drop_points"] <= MAX_INT8_DROP
+    elif raw is not None:
+        out["passed"] = out["top1_agreement"] >= MIN_RAW_AGREEMENT
     else:
         out["passed"] = out["max_abs_diff"] <= MAX_ABS_DIFF and out["top1_agreement"] == 1.0
     return out
@@ -211,9 +244,14 @@ def _compare(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray, int8
 def summary(result: ExportResult) -> str:
     """One line: the check's numbers against its thresholds."""
     c = result.check
+    raw = (f"; whole photos in: top-1 agreement with PyTorch on imgclf's preprocessing {c['top1_agreement']:.2%} "
+           f"(at least {MIN_RAW_AGREEMENT:.0%}), largest probability difference {c['max_prob_diff']:.2e}"
+           if "max_prob_diff" in c else "")
     if "int8" in c.get("format", ""):
         return (f"INT8 vs PyTorch on {c['images']} images: top-1 agreement {c['top1_agreement']:.2%}, accuracy "
                 f"{c['accuracy_pytorch']:.2%} -> {c['accuracy_export']:.2%} (drop {c['accuracy_drop_points']:.2f} "
-                f"points, limit {MAX_INT8_DROP})")
+                f"points, limit {MAX_INT8_DROP}){raw}")
+    if raw:
+        return f"{c['images']} images{raw}"
     return (f"max |logit difference| {c['max_abs_diff']:.2e} (limit {MAX_ABS_DIFF:.0e}), top-1 agreement "
             f"{c['top1_agreement']:.2%} on {c['images']} images")

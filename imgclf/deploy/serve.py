@@ -34,7 +34,7 @@ from ..data.decode import BadImage, Preprocess, decode_cost, open_image
 from ..errors import UserError
 from ..inference.inputs import top_indices
 from ..inference.load import load_predictor
-from ..inference.predictor import Predictor
+from ..inference.predictor import Predictor, stacked
 from .guards import (BodyLimit, DecodeBudget, GuardedH11, Limits, allowed_hosts, key_matches, resolve_api_key,
                      return_freed_memory)
 
@@ -76,7 +76,7 @@ class Batcher:
                     items.append(await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time())))
                 except asyncio.TimeoutError:
                     break
-            batch = np.stack([pixels for pixels, _ in items])
+            batch = stacked([pixels for pixels, _ in items])
             try:
                 probs = await loop.run_in_executor(self.pool, self.predictor.proba, batch)
             except Exception as exc:  # the model failed: every waiting request gets the error, the loop goes on

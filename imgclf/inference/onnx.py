@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
 from ..config import TrainConfig
+from ..data.decode import open_image, to_mode
 from ..errors import UserError
 from ..resources import threads_per_process
 from .batching import in_passes
@@ -17,9 +19,25 @@ from .predictor import Predictor
 if TYPE_CHECKING:
     import torch
 
+    from ..data.decode import Preprocess
+
 # The metadata keys an imgclf export carries (all strings; lists and numbers as JSON).
 METADATA_KEYS = ("labels", "model", "channels", "img_size", "resize", "crop_pct", "interpolation", "mean", "std")
 INPUT_FORMAT = "float32 NCHW: pixels / 255, minus mean, over std (per channel), after resize and centre crop"
+# imgclf export --raw-input (imgclf.deploy.raw_input): the graph takes the decoded photo and preprocesses it itself
+RAW_INPUT_FORMAT = "uint8 NHWC RGB: raw decoded pixels of any size; resize, crop and normalisation in the graph"
+RAW_INPUT = "pixels"
+
+
+class RawPixels:
+    """How an app hands an image to a raw-input model: the whole decoded picture as uint8 RGB (H, W, 3), a file
+    decoded at full size (no reduced-scale JPEG decoding). Used where a :class:`Preprocess` would be."""
+
+    def __call__(self, im: Image.Image) -> np.ndarray:
+        return np.asarray(to_mode(im, 3))
+
+    def load(self, path: str | Path) -> np.ndarray:
+        return self(open_image(path))
 
 
 def session(path: str | Path, threads: int | None = None):
@@ -74,6 +92,7 @@ class OnnxClassifier(Predictor):
         self.positive = 0 if meta.get("positive") == "0" else 1
         self.run = None
         self.input = self.session.get_inputs()[0]
+        self.raw = meta.get("input_format") == RAW_INPUT_FORMAT  # the preprocessing is in the graph
         self.fixed_batch = self.input.shape[0] if isinstance(self.input.shape[0], int) else None
         self._mean = np.asarray(self.config.mean, dtype=np.float32).reshape(1, -1, 1, 1)
         self._std = np.asarray(self.config.std, dtype=np.float32).reshape(1, -1, 1, 1)
@@ -82,8 +101,21 @@ class OnnxClassifier(Predictor):
     def load(cls, path: str | Path, threads: int | None = None) -> "OnnxClassifier":
         return cls(path, threads)
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        """Raw outputs for uint8 images (N, C, H, W) at the model's size."""
+    def preprocess(self) -> "Preprocess | RawPixels":
+        """The run's preprocessing, or for a raw-input file the decoded photo as it is (the graph does the rest)."""
+        return RawPixels() if self.raw else super().preprocess()
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        if self.raw and self.tta:
+            raise UserError(f"{self.path} takes whole photos (exported with --raw-input): test-time augmentation "
+                            f"needs the run's own preprocessing; predict without --tta, or on a plain export")
+        return super().scores(x)
+
+    def logits(self, x: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        """Raw outputs for uint8 images (N, C, H, W) at the model's size; for a raw-input file, whole photos
+        (N, H, W, 3), or a list of (H, W, 3) photos of any sizes (run a size at a time)."""
+        if self.raw:
+            return self._raw_logits(x)
         batch = (x.astype(np.float32) / 255 - self._mean) / self._std
         if self.fixed_batch is None:
             return self.session.run(None, {self.input.name: batch})[0]
@@ -91,12 +123,30 @@ class OnnxClassifier(Predictor):
         return np.concatenate([self.session.run(None, {self.input.name: batch[i:i + step]})[0]
                                for i in range(0, len(batch), step)])
 
+    def _raw_logits(self, x: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        photos = list(x)
+        out: list[np.ndarray | None] = [None] * len(photos)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, photo in enumerate(photos):
+            by_shape.setdefault(photo.shape, []).append(i)
+        for shape, where in by_shape.items():
+            step = self.fixed_batch or len(where)
+            for start in range(0, len(where), step):
+                chunk = where[start:start + step]
+                logits = self.session.run(None, {self.input.name: np.stack([photos[i] for i in chunk])})[0]
+                for i, row in zip(chunk, logits):
+                    out[i] = row
+        return np.stack(out) if out else np.empty((0, len(self.classes)), np.float32)
+
     def proba(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Probabilities: the softmax of the logits, or each label's sigmoid for a multi-label model; ``batch_size``
         images a pass, by default as many as fit the memory (:mod:`imgclf.inference.batching`)."""
         def run(start: int, stop: int) -> np.ndarray:
             return self.task.probabilities_np(self.logits(x[start:stop]))
 
+        if self.raw:  # photos of any size: each run holds what one decoded batch of them holds
+            return self.task.probabilities_np(self.logits(x)) if len(x) else np.empty((0, len(self.classes)),
+                                                                                       np.float32)
         if batch_size:
             out = [run(start, start + batch_size) for start in range(0, len(x), batch_size)]
         else:

@@ -45,14 +45,20 @@ def to_pixels(pre: Preprocess, item: Input) -> np.ndarray:
 
 
 def decode_batch(pre: Preprocess, items: list[Input]) -> Decoded:
-    """Decode a batch (in a worker process, or here): the readable images stacked, and why the others are not."""
+    """Decode a batch (in a worker process, or here): the readable images stacked (a list where their sizes
+    differ: a raw-input model's whole photos), and why the others are not."""
     pixels, errors = [], {}
     for i, item in enumerate(items):
         try:
             pixels.append(to_pixels(pre, item))
         except BadImage as exc:
             errors[i] = str(exc)
-    return (np.stack(pixels) if pixels else None), errors
+    return (stacked(pixels) if pixels else None), errors
+
+
+def stacked(pixels: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """Images as one array, or as the list where their sizes differ (a raw-input model's whole photos)."""
+    return np.stack(pixels) if len({p.shape for p in pixels}) == 1 else pixels
 
 
 def _chunks(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
@@ -98,10 +104,14 @@ class Predictor:
         """Class probabilities (float32) for uint8 images already at the model's size, (N, C, H, W) -> (N, classes)."""
         raise NotImplementedError
 
+    def preprocess(self) -> Preprocess:
+        """What turns an image into this predictor's input (the run's :class:`Preprocess`)."""
+        return Preprocess.of(self.config)
+
     def pixels(self, item: Input) -> np.ndarray:
         """One image as the model sees it before normalisation: uint8 (C, H, W) at its size; a file that cannot
         be read raises :class:`~imgclf.data.decode.BadImage`."""
-        return to_pixels(Preprocess.of(self.config), item)
+        return to_pixels(self.preprocess(), item)
 
     def _items(self, inputs: Input | Iterable, skip: set[str] = frozenset()) -> Iterator[Entry]:
         """(name, image, true label or None) per image, lazily: a pixel CSV is read in chunks, one image a row,
@@ -135,7 +145,7 @@ class Predictor:
         """Batches of entries with their decoded pixels, in order. With ``workers``, files are decoded in that many
         processes while the model runs here, at most two batches per worker ahead (memory stays flat however
         many files there are)."""
-        pre, batches = Preprocess.of(self.config), _chunks(self._items(inputs, skip), batch_size)
+        pre, batches = self.preprocess(), _chunks(self._items(inputs, skip), batch_size)
         if workers == 0:
             for batch in batches:
                 yield batch, decode_batch(pre, [item for _, item, _ in batch])
