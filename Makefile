@@ -7,7 +7,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 # Test processes (pytest-xdist), each test file in one of them: 2 fits a 2-core machine's time and memory.
 JOBS ?= 2
 
-.PHONY: setup browser demo test bench clean
+.PHONY: setup browser web demo test bench clean
 
 $(BIN)/imgclf: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
 		>/dev/null 2>&1 || echo "WARNING: could not install chromium; the browser test will be skipped"
 
-test: setup browser
+# The web export's runtime: onnxruntime-web's WebAssembly files, pinned, from the npm registry into the cache.
+web: setup
+	$(BIN)/python -m imgclf.deploy.web
+
+test: setup browser web
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile
 
 bench: setup

@@ -16,9 +16,10 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                                    "<= 1e-4 and the same top-1 class (fp32), or an accuracy drop of at most 1 point "
                                    "(--int8). A failed check exits 1; the numbers go to FILE.check.json in the run.")
     o.add_argument("run", help="run directory (runs/NAME) or run name")
-    o.add_argument("--format", dest="fmt", choices=("onnx", "torchscript"), default="onnx",
-                   help="onnx (portable: onnxruntime, other frameworks, phones) or torchscript (PyTorch's own, "
-                        "which PyTorch now marks deprecated)")
+    o.add_argument("--format", dest="fmt", choices=("onnx", "torchscript", "web"), default="onnx",
+                   help="onnx (portable: onnxruntime, other frameworks, phones), torchscript (PyTorch's own, "
+                        "which PyTorch now marks deprecated), or web: a folder with a page that runs the model in "
+                        "the browser, offline, installable on a phone (ONNX Runtime Web)")
     o.add_argument("--opset", type=number(int, 7), default=None,
                    help="ONNX opset (default: the exporter's own; the file's is in FILE.check.json)")
     o.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
@@ -31,7 +32,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                         "run's resize, crop and normalisation inside, so an app only decodes the photo; checked on "
                         "the photos as an app decodes them")
     o.add_argument("--output", default=None, help="file to write (default: RUN/model.onnx, model_int8.onnx, "
-                                                  "model_raw.onnx or model.torchscript.pt)")
+                                                  "model_raw.onnx or model.torchscript.pt; web: the folder "
+                                                  "RUN/web)")
     o.add_argument("--check-images", type=SOME, default=256, help="validation images for the parity check")
 
 
@@ -90,6 +92,15 @@ def cmd_export(args: argparse.Namespace) -> None:
     from ..inference.classifier import Classifier
 
     clf = Classifier.load(args.run, device="cpu")
+    if args.fmt == "web":
+        from ..deploy.web import export_web
+
+        result = export_web(clf, args.output, args.check_images)
+        print(f"web app written to {result.path} ({sum(p.stat().st_size for p in result.path.iterdir()) / 1e6:.1f} MB)")
+        print(f"model check passed: {summary(result)}")
+        print(f"try it: python -m http.server -d {result.path} 8000, then open http://localhost:8000 (any static "
+              f"host serves it; once opened it works offline and installs on a phone's home screen)")
+        return
     result = export(clf, args.fmt, args.output, args.opset, args.dynamic_batch, args.int8, args.check_images,
                     args.raw_input)
     print(f"exported {result.path} ({result.check['bytes'] / 1e6:.1f} MB) in {result.check['seconds']:.1f} s")

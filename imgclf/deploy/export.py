@@ -164,7 +164,7 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
     stem = "model_raw" if raw_input else "model"
     default = {"onnx": f"{stem}_int8.onnx" if int8 else f"{stem}.onnx", "torchscript": "model.torchscript.pt"}[fmt]
     path = Path(output) if output else clf.run / default
-    if path.exists() and path.resolve().parent != clf.run.path.resolve():
+    if path.exists() and not path.resolve().is_relative_to(clf.run.path.resolve()):
         raise UserError(f"--output {path}: the file exists; choose a new name (export never overwrites a file "
                         f"outside the run directory)")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,8 @@ from ..run import CV_FILE
 from .onnx import OnnxClassifier
 from .predictor import Predictor
 
+WEB_MODEL = "model_raw.onnx"  # the model of a web export's folder (imgclf.deploy.web)
+
 
 def load_predictor(run: str | Path, weights: str = "best", device: str = "auto", model: "object | None" = None,
                    classifier: "type | None" = None) -> Predictor:
@@ -21,6 +23,8 @@ def load_predictor(run: str | Path, weights: str = "best", device: str = "auto",
     # The PyTorch predictors are imported here, not at the top, so that an .onnx file never imports torch.
     if str(run).lower().endswith(".onnx"):
         return OnnxClassifier(run)
+    if (Path(run) / WEB_MODEL).is_file() and (Path(run) / "export.json").is_file():  # imgclf export --format web
+        return OnnxClassifier(Path(run) / WEB_MODEL)
     for folder in (Path(run), Path("runs") / str(run)):
         if (folder / CV_FILE).is_file():  # a cross-validation: its folds as an ensemble
             from .ensemble import Ensemble
