@@ -105,7 +105,7 @@ def test_bad_requests_and_bad_files(run, tmp_path, capsys):
     del proto.metadata_props[:]
     onnx.save(proto, str(bare))
     assert main(["predict", str(bare), str(image)]) == 2
-    assert "export the model with 'imgclf export RUN --format onnx'" in capsys.readouterr().err
+    assert "export the model with 'imgclf export RUN'" in capsys.readouterr().err
     assert isinstance(imgclf.load(run.run / "model.onnx"), OnnxClassifier)
     for command in (["explain", str(run.run / "model.onnx"), str(image)], ["evaluate", str(run.run / "model.onnx")],
                     ["info", str(run.run / "model.onnx")], ["report", str(run.run / "model.onnx")]):

@@ -19,6 +19,7 @@ from imgclf.config import TrainConfig
 from imgclf.data.decode import Preprocess
 from imgclf.deploy.raw_input import preprocessing_graph
 from imgclf.deploy.serve import create_app
+from imgclf.inference.load import load_predictor
 from imgclf.inference.onnx import RAW_INPUT_FORMAT, OnnxClassifier
 from imgclf.training.job import train
 
@@ -120,3 +121,21 @@ def test_the_server_answers_photos_of_two_sizes_in_one_batch_from_a_raw_input_fi
         r = client.post("/predict", files=[("files", (p.name, p.read_bytes())) for p in photos])
     assert r.status_code == 200, r.text
     assert [p["top"][0]["label"] for p in r.json()["predictions"]] == [p.labels[0] for p in clf.predict(photos)]
+
+
+def test_an_openvino_export_takes_whole_photos_and_predicts_like_the_run(photo_run, capsys):
+    data, clf = photo_run
+    assert main(["export", str(clf.run.path), "--format", "openvino"]) == 0
+    assert "parity check passed" in capsys.readouterr().out
+    folder = clf.run / "openvino"
+    record = json.loads((folder / "export.json").read_text())
+    check = record["check"]
+    assert check["passed"] and check["top1_agreement"] >= 0.99 and check["max_prob_diff"] < 0.05, check
+    assert record["input"] == RAW_INPUT_FORMAT and record["labels"] == clf.classes and check["latency_ms_batch1"] > 0
+    assert {"model.xml", "model.bin"} <= {p.name for p in folder.iterdir()}
+    photos = sorted(data.rglob("*.png"))[::5]
+    assert main(["predict", str(folder / "model.xml"), *map(str, photos[:3])]) == 0
+    table = capsys.readouterr().out
+    assert all(p.labels[0] in table for p in clf.predict(photos[:3]))
+    ours = load_predictor(folder / "model.xml").predict(photos, top_k=1)
+    assert [p.labels for p in ours] == [p.labels for p in clf.predict(photos, top_k=1)]

@@ -61,6 +61,18 @@ def metadata(clf: Classifier) -> dict[str, str]:
             **({"positive": str(clf.positive)} if len(clf.classes) == 2 and not clf.task.multilabel else {})}
 
 
+def writable_folder(folder: Path, clf: Classifier, make: bool = True) -> Path:
+    """``folder``, made if missing (and ``make``); one that holds files and lies outside the run directory is
+    refused (an export never writes over a user's files)."""
+    inside = folder.resolve().is_relative_to(clf.run.path.resolve())
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not inside)):
+        raise UserError(f"--output {folder}: exists and is not an empty folder; choose a new one (export never "
+                        f"writes over files outside the run directory)")
+    if make:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def check_images(clf: Classifier, limit: int) -> tuple[ImageTensors, str]:
     """The run's validation images (its test images when it has no validation split), at most ``limit``."""
     for split in ("val", "test"):
@@ -73,7 +85,20 @@ def check_images(clf: Classifier, limit: int) -> tuple[ImageTensors, str]:
     raise UserError(f"{clf.config.data}: no validation or test images to check the export against")
 
 
-def _torch_logits(model: torch.nn.Module, clf: Classifier, x: torch.Tensor) -> np.ndarray:
+def latency_ms(predictor: OnnxClassifier, sample: np.ndarray | list[np.ndarray], runs: int = 20) -> float:
+    """The median milliseconds of ``predictor.logits(sample)`` (one image: batch 1) on this machine, after 3
+    warm-up calls."""
+    for _ in range(3):
+        predictor.logits(sample)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        predictor.logits(sample)
+        times.append(time.perf_counter() - started)
+    return round(1000 * sorted(times)[len(times) // 2], 3)
+
+
+def torch_logits(model: torch.nn.Module, clf: Classifier, x: torch.Tensor) -> np.ndarray:
     with torch.inference_mode():
         return torch.cat([model(normalize(x[i:i + 128].to(clf.device), clf.mean, clf.std)).float().cpu()
                           for i in range(0, len(x), 128)]).numpy()
@@ -174,7 +199,7 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
     batch = 2 if dynamic_batch else 1  # a fixed-batch ONNX file takes one image at a time
     example = normalize(images.x[:batch].to(clf.device), clf.mean, clf.std)
     started = time.perf_counter()
-    reference = _torch_logits(model, clf, images.x)
+    reference = torch_logits(model, clf, images.x)
     if fmt == "torchscript":
         # PyTorch marks TorchScript deprecated (FutureWarning on every call); the help text says so once.
         with torch.inference_mode(), warnings.catch_warnings():
@@ -182,7 +207,7 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
             traced = torch.jit.trace(model, example)
             torch.jit.save(traced, str(path), _extra_files={"imgclf.json": json.dumps(metadata(clf))})
             loaded = torch.jit.load(str(path), map_location=clf.device)
-        logits = _torch_logits(loaded, clf, images.x)
+        logits = torch_logits(loaded, clf, images.x)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = Path(tmp) / "fp32.onnx" if int8 else path
@@ -191,14 +216,16 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
                 quantize_int8(fp32, path, clf, None if dynamic_batch else batch)
         if raw_input:
             add_raw_input(path, clf.config, metadata(clf))
-            logits = OnnxClassifier(path).logits(photos(images))
-        else:
-            logits = OnnxClassifier(path).logits(images.x.numpy())
+        runtime = OnnxClassifier(path)
+        inputs = photos(images) if raw_input else images.x.numpy()
+        logits = runtime.logits(inputs)
     seconds = time.perf_counter() - started
-    result = ExportResult(path, _compare(reference, logits, images.y.numpy(), int8, clf.task if raw_input else None))
+    result = ExportResult(path, compare(reference, logits, images.y.numpy(), int8, clf.task if raw_input else None))
     result.check.update({"format": fmt + (" int8" if int8 else ""), "file": str(path), "images": len(images),
                          "checked_on": where, "bytes": path.stat().st_size, "seconds": round(seconds, 2),
                          "opset": _opset(path) if fmt == "onnx" else None, "dynamic_batch": dynamic_batch})
+    if fmt == "onnx":
+        result.check["latency_ms_batch1"] = latency_ms(runtime, inputs[:1])
     (clf.run / f"{path.name}.check.json").write_text(json.dumps(result.check, indent=1), encoding="utf-8")
     if not result.passed:
         raise UserError(f"{path}: parity check failed ({summary(result)}); details in "
@@ -215,7 +242,7 @@ def photos(images: ImageTensors) -> list[np.ndarray]:
     return [raw(Image.fromarray(x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0))) for x in images.x.numpy()]
 
 
-def _compare(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray, int8: bool, raw: "Task | None" = None
+def compare(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray, int8: bool, raw: "Task | None" = None
              ) -> dict:
     """Parity of the export's logits with PyTorch's: the largest difference, the top-1 agreement and the accuracy
     of both (multi-label: the share of label decisions at p >= 0.5 right). ``raw``: the export preprocesses

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from ..data.decode import Preprocess
 from ..errors import UserError
 from ..inference.classifier import Classifier
 from ..inference.load import WEB_MODEL
-from ..inference.onnx import RAW_INPUT_FORMAT, OnnxClassifier
-from .export import ExportResult, check_images, export, photos
+from ..inference.onnx import RAW_INPUT_FORMAT
+from .export import ExportResult, export, writable_folder
 
 ORT_WEB_VERSION = "1.23.2"
 # the files of onnxruntime-web's dist/ the app needs (the plain WebAssembly build), with their SHA-256
@@ -126,32 +125,14 @@ def _write_app(folder: Path, clf: Classifier, title: str) -> list[str]:
     return [*files[1:], "sw.js"]
 
 
-def _latency_ms(path: Path, clf: Classifier) -> float:
-    """onnxruntime's median time for one photo (the first checked image, decoded whole) on this machine."""
-    onnx_clf = OnnxClassifier(path)
-    images, _ = check_images(clf, 1)
-    photo = photos(images)[:1]
-    for _ in range(3):
-        onnx_clf.logits(photo)
-    times = []
-    for _ in range(20):
-        started = time.perf_counter()
-        onnx_clf.logits(photo)
-        times.append(time.perf_counter() - started)
-    return round(1000 * sorted(times)[len(times) // 2], 3)
-
-
 def export_web(clf: Classifier, output: str | Path | None = None, check: int = 256) -> ExportResult:
     """The web app of the run in ``output`` (default ``RUN/web``): a folder to put on any static web host (or
     open with ``python -m http.server -d FOLDER``). The model is checked as ``imgclf export --raw-input`` checks
-    it; ``export.json`` records the files, the check and onnxruntime's latency here."""
+    it; ``export.json`` records the files, the check and onnxruntime's latency here (one photo)."""
     if clf.run is None:
         raise UserError("export needs a run directory made by 'imgclf train'")
     folder = Path(output) if output else clf.run / "web"
-    inside = folder.resolve().is_relative_to(clf.run.path.resolve())
-    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not inside)):
-        raise UserError(f"--output {folder}: exists and is not an empty folder; choose a new one (export never "
-                        f"writes over files outside the run directory)")
+    writable_folder(folder, clf, make=False)
     runtime = runtime_files()  # before the work: a missing npm is said first
     folder.mkdir(parents=True, exist_ok=True)
     result = export(clf, "onnx", folder / MODEL, check=check, raw_input=True)
@@ -159,7 +140,7 @@ def export_web(clf: Classifier, output: str | Path | None = None, check: int = 2
         shutil.copyfile(runtime / name, folder / name)
     title = _title(clf)
     files = _write_app(folder, clf, title)
-    result.check.update({"format": "web", "latency_ms_batch1": _latency_ms(folder / MODEL, clf)})
+    result.check["format"] = "web"
     record = {"format": "web", "title": title, "input": RAW_INPUT_FORMAT, "labels": clf.classes,
               "runtime": f"onnxruntime-web {ORT_WEB_VERSION} (WebAssembly)", "check": result.check,
               "files": {name: (folder / name).stat().st_size for name in files}}

@@ -23,6 +23,9 @@ def load_predictor(run: str | Path, weights: str = "best", device: str = "auto",
     # The PyTorch predictors are imported here, not at the top, so that an .onnx file never imports torch.
     if str(run).lower().endswith(".onnx"):
         return OnnxClassifier(run)
+    if str(run).lower().endswith(".xml"):  # an OpenVINO IR (its runtime is an optional extra)
+        from .openvino import OpenVinoClassifier
+        return OpenVinoClassifier(run)
     if (Path(run) / WEB_MODEL).is_file() and (Path(run) / "export.json").is_file():  # imgclf export --format web
         return OnnxClassifier(Path(run) / WEB_MODEL)
     for folder in (Path(run), Path("runs") / str(run)):

@@ -81,25 +81,33 @@ class OnnxClassifier(Predictor):
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         self.path = Path(path)
-        self.session = session(path, threads)
-        meta = self.session.get_modelmeta().custom_metadata_map
+        meta, first_dim = self._open(threads)
         missing = [k for k in METADATA_KEYS if k not in meta]
         if missing:
             raise UserError(f"{path}: no {', '.join(missing)} in its metadata; export the model with "
-                            f"'imgclf export RUN --format onnx'")
+                            f"'imgclf export RUN'")
         self.metadata = dict(meta)
         self.classes, self.config, self.threshold = _read_metadata(path, meta)
         self.positive = 0 if meta.get("positive") == "0" else 1
         self.run = None
-        self.input = self.session.get_inputs()[0]
         self.raw = meta.get("input_format") == RAW_INPUT_FORMAT  # the preprocessing is in the graph
-        self.fixed_batch = self.input.shape[0] if isinstance(self.input.shape[0], int) else None
+        self.fixed_batch = first_dim if isinstance(first_dim, int) else None
         self._mean = np.asarray(self.config.mean, dtype=np.float32).reshape(1, -1, 1, 1)
         self._std = np.asarray(self.config.std, dtype=np.float32).reshape(1, -1, 1, 1)
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None) -> "OnnxClassifier":
         return cls(path, threads)
+
+    def _open(self, threads: int | None) -> tuple[dict[str, str], int | str | None]:
+        """Open the file for this runtime: (its metadata, its input's first dimension)."""
+        self.session = session(self.path, threads)
+        self.input = self.session.get_inputs()[0]
+        return self.session.get_modelmeta().custom_metadata_map, self.input.shape[0]
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """The model's outputs for one input batch."""
+        return self.session.run(None, {self.input.name: batch})[0]
 
     def preprocess(self) -> "Preprocess | RawPixels":
         """The run's preprocessing, or for a raw-input file the decoded photo as it is (the graph does the rest)."""
@@ -118,9 +126,9 @@ class OnnxClassifier(Predictor):
             return self._raw_logits(x)
         batch = (x.astype(np.float32) / 255 - self._mean) / self._std
         if self.fixed_batch is None:
-            return self.session.run(None, {self.input.name: batch})[0]
+            return self._run(batch)
         step = self.fixed_batch  # exported with --no-dynamic-batch: feed it the batch size it was traced with
-        return np.concatenate([self.session.run(None, {self.input.name: batch[i:i + step]})[0]
+        return np.concatenate([self._run(batch[i:i + step])
                                for i in range(0, len(batch), step)])
 
     def _raw_logits(self, x: np.ndarray | list[np.ndarray]) -> np.ndarray:
@@ -133,7 +141,7 @@ class OnnxClassifier(Predictor):
             step = self.fixed_batch or len(where)
             for start in range(0, len(where), step):
                 chunk = where[start:start + step]
-                logits = self.session.run(None, {self.input.name: np.stack([photos[i] for i in chunk])})[0]
+                logits = self._run(np.stack([photos[i] for i in chunk]))
                 for i, row in zip(chunk, logits):
                     out[i] = row
         return np.stack(out) if out else np.empty((0, len(self.classes)), np.float32)
