@@ -24,7 +24,7 @@ CACHES = ("auto", "ram", "disk", "none")
 MONITORS = ("val_acc", "val_loss", "val_balanced_acc", "val_macro_f1", "val_map", "val_micro_f1", "train_acc",
             "train_loss")  # which apply depends on the task (imgclf.task); val_map and val_micro_f1 are multi-label's
 # what imgclf benchmark measures (here, not in deploy/, so that --help lists them without importing torch)
-BENCHMARK_ENGINES = ("pytorch", "pytorch-compiled", "onnxruntime", "onnxruntime-int8", "training")
+BENCHMARK_ENGINES = ("pytorch", "pytorch-compiled", "onnxruntime", "onnxruntime-int8", "openvino", "training")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # autocast dtypes; auto: see imgclf.device.autocast_dtype
 LOGGERS = ("tensorboard", "mlflow")  # experiment trackers (imgclf.training.trackers)
 LOSSES = ("default", "asymmetric")  # default: cross-entropy, or binary cross-entropy for multi-label; asymmetric: ASL

@@ -140,7 +140,7 @@ def test_benchmark_prints_every_engine_with_its_accuracy(tmp_path, monkeypatch, 
     table = capsys.readouterr().out
     rows = json.loads((tmp_path / "bench.json").read_text())
     engines = {r["engine"] for r in rows}
-    assert engines == {"pytorch", "pytorch-compiled", "onnxruntime", "onnxruntime-int8", "training"}, table
+    assert engines == {"pytorch", "pytorch-compiled", "onnxruntime", "onnxruntime-int8", "openvino", "training"}, table
     for r in rows:
         assert r["images_per_s"] and r["images_per_s"] > 0, r
         assert (r["accuracy"] is None) == (r["engine"] == "training"), r
@@ -148,6 +148,8 @@ def test_benchmark_prints_every_engine_with_its_accuracy(tmp_path, monkeypatch, 
     inference = [r for r in rows if r["engine"] != "training"]
     assert {r["batch"] for r in inference} == {1, 8}
     accuracies = {r["engine"]: r["accuracy"] for r in inference}
-    assert accuracies["onnxruntime"] == accuracies["pytorch"]  # fp32 export: the same answers
+    assert accuracies["onnxruntime"] == accuracies["pytorch"] == accuracies["openvino"]  # fp32: the same answers
+    assert all(r["agreement"] == 1.0 for r in inference if r["engine"] in ("pytorch", "onnxruntime", "openvino"))
+    assert "top-1 agr" in table
     assert main(["benchmark", "runs/b", "--output", "bench.json"]) == 2  # never replaces a file
     assert main(["benchmark", "runs/b", "--engines", "tensorrt"]) == 2

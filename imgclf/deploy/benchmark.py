@@ -3,9 +3,10 @@ in accuracy (timm's ``benchmark.py``, Ultralytics' benchmark mode).
 
 Inference images/s and latency at batch 1 and at a larger batch for PyTorch eager, PyTorch compiled
 (``torch.compile``), ONNX Runtime fp32 and ONNX Runtime INT8 (exported to a temporary folder with export's own code),
-then training images/s (forward, backward, optimizer step at the run's precision). A run's validation images (else
-its test images) give each engine's accuracy, so speed never hides a loss; a bare model name is timed on random
-images, without accuracy.
+OpenVINO (the fp32 ONNX file converted, run in float32), then training images/s (forward, backward, optimizer step at
+the run's precision). A run's validation images (else its test images) give each engine's accuracy and its top-1
+agreement with PyTorch eager, so speed never hides a loss; a bare model name is timed on random images, without
+accuracy.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from ..device import autocast_dtype, autocast_for
 from ..errors import UserError
 from ..inference.classifier import Classifier
 from ..inference.onnx import OnnxClassifier
+from ..inference.openvino import OpenVinoClassifier, openvino_module
 from ..metrics.by_task import evaluation_for
 from ..models import create_model, default_img_size, pretrained_preprocess
 from .export import check_images, metadata, quantize_int8, to_onnx
@@ -40,6 +42,7 @@ class Row:
     latency_ms: float | None
     accuracy: float | None = None
     note: str = ""
+    agreement: float | None = None  # the share of images whose top-1 class is PyTorch eager's
 
 
 def timed(step: Callable[[], object], seconds: float, warmup: int = 2, least: int = 5) -> float:
@@ -83,12 +86,15 @@ def benchmark(target: str, batch: int = 64, seconds: float = 2.0, images: int = 
     clf = load_target(target, device)
     x, y = _images(clf, images, (clf.config.channels, clf.config.img_size, clf.config.img_size))
     model = clf.model.float().eval()
+    with torch.inference_mode():
+        reference = np.concatenate([model(normalize(x[i:i + batch].to(clf.device), clf.mean, clf.std)).float().cpu()
+                                    .numpy().argmax(1) for i in range(0, len(x), batch)])
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         for engine in engines:
             log(f"timing {engine} ...")
             try:
-                rows += _engine(engine, clf, model, x, y, batch, seconds, Path(tmp))
+                rows += _engine(engine, clf, model, x, y, batch, seconds, Path(tmp), reference)
             except Exception as exc:  # noqa: BLE001 - one engine that cannot run here must not hide the others
                 rows.append(Row(engine, batch, None, None, note=f"failed: {str(exc).splitlines()[0][:120]}"))
     return rows
@@ -115,10 +121,10 @@ def _repeat(x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _engine(engine: str, clf: Classifier, model: torch.nn.Module, x: torch.Tensor, y: np.ndarray | None,
-            batch: int, seconds: float, tmp: Path) -> list[Row]:
+            batch: int, seconds: float, tmp: Path, reference: np.ndarray) -> list[Row]:
     if engine == "training":
         return [_training(clf, batch, seconds)]
-    if engine.startswith("onnxruntime"):
+    if engine.startswith("onnxruntime") or engine == "openvino":
         predict, note = _onnx_engine(engine, clf, model, x, tmp)
     else:
         model.to(memory_format=torch.channels_last if clf.config.channels_last else torch.contiguous_format)
@@ -131,11 +137,12 @@ def _engine(engine: str, clf: Classifier, model: torch.nn.Module, x: torch.Tenso
                 return run(inputs).float().cpu().numpy()
     logits = np.concatenate([predict(x[i:i + batch]) for i in range(0, len(x), batch)])
     accuracy = _accuracy(clf, clf.task.probabilities_np(logits), y)
+    agreement = float((logits.argmax(1) == reference).mean())
     rows = []
     for size in (1, batch):
         chunk = _repeat(x, size)
         seconds_per_batch = timed(lambda: predict(chunk), seconds)
-        rows.append(Row(engine, size, size / seconds_per_batch, 1000 * seconds_per_batch, accuracy, note))
+        rows.append(Row(engine, size, size / seconds_per_batch, 1000 * seconds_per_batch, accuracy, note, agreement))
     return rows
 
 
@@ -151,6 +158,14 @@ def _onnx_engine(engine: str, clf: Classifier, model: torch.nn.Module, x: torch.
             raise UserError("INT8 calibrates on a run's training images; give a run")
         path, note = tmp / "int8.onnx", "INT8 static (QDQ), calibrated on 256 training images"
         quantize_int8(fp32, path, clf, None)
+    if engine == "openvino":
+        ov = openvino_module()
+        xml, converted = tmp / "openvino.xml", ov.convert_model(str(fp32))
+        for key, value in metadata(clf).items():  # where export --format openvino keeps them
+            converted.set_rt_info(value, ["imgclf", key])
+        ov.save_model(converted, str(xml), compress_to_fp16=False)
+        runtime = OpenVinoClassifier(xml)
+        return (lambda images: runtime.logits(images.numpy())), f"OpenVINO {ov.__version__}, float32"
     onnx = OnnxClassifier(path)
     return (lambda images: onnx.logits(images.numpy())), note
 
@@ -187,12 +202,13 @@ def _training(clf: Classifier, batch: int, seconds: float) -> Row:
 
 def format_rows(rows: list[Row]) -> str:
     """The table ``imgclf benchmark`` prints."""
-    lines = [f"{'engine':<18} {'batch':>5} {'images/s':>10} {'latency ms':>11} {'accuracy':>9}  note"]
+    lines = [f"{'engine':<18} {'batch':>5} {'images/s':>10} {'latency ms':>11} {'accuracy':>9} {'top-1 agr':>9}  note"]
     for r in rows:
         speed = f"{r.images_per_s:10,.1f}" if r.images_per_s is not None else f"{'-':>10}"
         latency = f"{r.latency_ms:11.2f}" if r.latency_ms is not None else f"{'-':>11}"
         accuracy = f"{r.accuracy:9.4f}" if r.accuracy is not None else f"{'-':>9}"
-        lines.append(f"{r.engine:<18} {r.batch:>5} {speed} {latency} {accuracy}  {r.note}")
+        agreement = f"{r.agreement:9.2%}" if r.agreement is not None else f"{'-':>9}"
+        lines.append(f"{r.engine:<18} {r.batch:>5} {speed} {latency} {accuracy} {agreement}  {r.note}")
     return "\n".join(lines)
 
 
