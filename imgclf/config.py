@@ -178,6 +178,9 @@ class TrainConfig:
     precision: str = "auto"  # autocast dtype: bf16 where the device has it natively (see imgclf.device)
     batch_augment: bool | None = None  # light augmentation as batched tensor ops in the trainer; None: for light
     erase: float = 0.0  # random erasing's probability per image, with the batched light augmentation
+    teacher: str | None = None  # a trained run to distil from (training/distill.py)
+    kd_weight: float = 0.9  # the distillation term's share of the loss, the labels' (1 - kd_weight)
+    kd_temperature: float = 4.0  # the temperature both outputs are softened at
     compile: bool = False  # torch.compile the training forward/backward
     log: list[str] = dataclasses.field(default_factory=list)  # experiment trackers: tensorboard, mlflow
     channels_last: bool = True
@@ -293,6 +296,13 @@ class TrainConfig:
         if mixing and self.mode == "feature-extract" and self.augment == "none" and self.feature_cache != "none":
             raise UserError("--mixup/--cutmix mix images, and feature extraction trains on cached features; add "
                             "--augment light (the backbone then sees every mixed batch) or leave them out")
+        if self.teacher and (mixing or self.mode == "feature-extract" or self.task == "multilabel"):
+            raise UserError("--teacher distils into the whole student from one class per image; it does not go with "
+                            "--mixup/--cutmix (mixed images have no teacher answer cached), --mode feature-extract "
+                            "or multi-label data")
+        if not 0 <= self.kd_weight <= 1 or self.kd_temperature <= 0:
+            raise UserError(f"--kd-weight must be within 0-1 (got {self.kd_weight}) and --kd-temperature positive "
+                            f"(got {self.kd_temperature})")
         if mixing and self.class_weights != "none":
             raise UserError("--class-weights does not apply to the soft targets of --mixup/--cutmix; use --sampler "
                             "balanced for imbalanced classes instead")

@@ -34,6 +34,7 @@ from ..task import get_task
 from .callback_list import default_callbacks, for_this_process, plateau_from_callbacks, with_user_callbacks
 from .batch_size import fit_batch_size, plan_batch
 from .callbacks import Callback
+from .distill import Distillation, teacher_logits, with_teacher
 from .loss import create_criterion
 from .mix import mixing
 from .optim import create_optimizer, create_schedule
@@ -170,7 +171,7 @@ def _train_run(cfg: TrainConfig, run: RunDir, source: Source, net: nn.Module, ow
             limit.config_file = run / "config.yaml"
     overview = _announce(cfg, run, net, prepared, device, resume, status, log)
     extra = [*([limit] if limit else []), *([_AfterFirstStep(overview.begin)] if overview else [])]
-    trainer = _build_trainer(cfg, net, prepared, run, device, [*extra, *(callbacks or [])], log)
+    trainer = _build_trainer(cfg, net, prepared, source, run, device, [*extra, *(callbacks or [])], log)
     if resume:
         trainer.load_checkpoint(run / LAST)
         log(f"resuming after epoch {trainer.start_epoch} of {cfg.epochs}")
@@ -306,17 +307,19 @@ def _settle(cfg: TrainConfig, prepared: Prepared, net: nn.Module | None, device:
     return limit
 
 
-def _build_trainer(cfg: TrainConfig, net: nn.Module, prepared: Prepared, run: RunDir, device: torch.device,
-                   callbacks: list[Callback], log: Callable[[str], None]) -> Trainer:
+def _build_trainer(cfg: TrainConfig, net: nn.Module, prepared: Prepared, source: Source, run: RunDir,
+                   device: torch.device, callbacks: list[Callback], log: Callable[[str], None]) -> Trainer:
     """The model as the mode trains it, its loader, loss, optimizer, schedule and callbacks, in one trainer."""
     model, params, mean, std, splits, extra = mode_setup(cfg, net, prepared.splits, device, log)
+    train = splits["train"] if not cfg.teacher else \
+        with_teacher(splits["train"], teacher_logits(cfg, source, splits["train"], prepared.classes, device, log))
     # light augmentation runs batched in the trainer (BatchAugment), the other presets per image in the workers
     batched = cfg.batch_augment and cfg.augment == "light" and mean is not None
     transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip) \
         if mean is not None and not batched else None
     per_process = per_process_batch(cfg.batch_size, len(splits["train"]), log)
     # Random resized crops come from the whole photo where the files are decoded per batch (--cache none).
-    loader = train_loader(splits["train"], per_process, transform, cfg.workers, cfg.seed + ddp.rank(),
+    loader = train_loader(train, per_process, transform, cfg.workers, cfg.seed + ddp.rank(),
                           pin_memory=device.type == "cuda",
                           sampler=shard_sampler(splits["train"].y, cfg.seed, cfg.sampler == "balanced"),
                           full_res=cfg.augment in ("standard", "strong"))
@@ -326,6 +329,7 @@ def _build_trainer(cfg: TrainConfig, net: nn.Module, prepared: Prepared, run: Ru
         log(f"precision auto: {str(precision).removeprefix('torch.') if precision else 'fp32'} on {device}")
     mix, mix_loss = mixing(cfg.mixup, cfg.cutmix, len(prepared.classes), cfg.label_smoothing, task.multilabel)
     loss = mix_loss or create_criterion(task, splits["train"].y, prepared.classes, cfg, log)
+    loss = Distillation(loss, cfg.kd_weight, cfg.kd_temperature) if cfg.teacher else loss
     optimizer = create_optimizer(params, cfg)
     model = ddp.parallel(model, device, cfg.sync_bn, find_unused=cfg.mode == "fine-tune")
     if cfg.compile:  # after DDP, as PyTorch advises; the trainer validates and saves the module itself

@@ -37,6 +37,7 @@ from ..models import main_logits
 from ..resources import inference_batch
 from ..task import MultiClass, Task
 from .callbacks import Callback
+from .distill import Distillation
 from .optim import StepSchedule
 from .transfer import train_mode
 
@@ -244,7 +245,7 @@ class Trainer:
                 augmenting += time.perf_counter() - began
             x = self.inputs(x)
             y = y.to(self.device, non_blocking=True)
-            x, target = self.mix(x, y) if self.mix is not None else (x, y)
+            x, y, target = self._targets(x, y)
             boundary = step % self.accumulate == 0 or step == self.steps_per_epoch  # this batch ends a step
             logits, loss = self._learn(x, target, step, boundary)
             if boundary:
@@ -272,6 +273,17 @@ class Trainer:
                 "lr": lr, "time": elapsed, "data_wait": waited / max(elapsed, 1e-9),
                 "images_per_s": seen / max(elapsed, 1e-9), "data_time": waited, "augment_time": augmenting,
                 "compute_time": elapsed - waited - augmenting}
+
+    def _targets(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, object]:
+        """(images, labels, what the loss compares the output with): the labels; mixed images and soft targets
+        (Mixup/CutMix); or, distilling, the labels and the teacher's logits that travel beside them."""
+        if isinstance(self.loss_fn, Distillation):
+            labels = y[:, 0].long()
+            return x, labels, (labels, y[:, 1:])
+        if self.mix is not None:
+            x, target = self.mix(x, y)
+            return x, y, target
+        return x, y, y
 
     def _learn(self, x: torch.Tensor, target: torch.Tensor, step: int, boundary: bool
                ) -> tuple[torch.Tensor, torch.Tensor]:

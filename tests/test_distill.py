@@ -1,0 +1,87 @@
+"""imgclf train --teacher (issue 27): the distillation loss, a student that learns what a teacher knows even from
+labels that say nothing, a teacher at another input size, and bad teachers refused in one line."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from imgclf.cli.main import main
+from imgclf.training.distill import Distillation
+from imgclf.training.job import train
+
+from .conftest import TINY, write_class_folders
+
+
+def test_the_loss_blends_the_labels_and_the_softened_teacher():
+    base = torch.nn.CrossEntropyLoss()
+    student = torch.randn(8, 3, requires_grad=True)
+    labels, teacher = torch.randint(0, 3, (8,)), torch.randn(8, 3) * 3
+    assert torch.allclose(Distillation(base, 0.0, 4.0)(student, (labels, teacher)), base(student, labels))
+    assert Distillation(base, 1.0, 4.0)(teacher.clone(), (labels, teacher)).abs() < 1e-5  # nothing left to learn
+    loss = Distillation(base, 1.0, 2.0)(student, (labels, teacher))
+    loss.backward()
+    moved = student - 0.5 * student.grad  # one step downhill: the student's answers come closer to the teacher's
+    before = torch.softmax(student / 2, 1) - torch.softmax(teacher / 2, 1)
+    after = torch.softmax(moved / 2, 1) - torch.softmax(teacher / 2, 1)
+    assert after.abs().sum() < before.abs().sum()
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kd")
+    data = write_class_folders(root / "data", 24, seed=1)
+    run = train(str(data), epochs=6, img_size=16, project=str(root / "runs"), name="teacher", **TINY)
+    return root, data, run
+
+
+def test_a_student_learns_from_the_teacher_what_its_labels_do_not_say(teacher):
+    root, data, run = teacher
+    # the same pictures filed under random classes: the labels carry nothing, the teacher everything
+    shuffled = root / "shuffled"
+    rng = np.random.default_rng(0)
+    files = sorted(data.rglob("*.png"))
+    classes = sorted(p.name for p in data.iterdir())
+    for i, path in enumerate(files):
+        target = shuffled / classes[rng.integers(len(classes))] / f"{i:03d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    # no validation split: its labels are shuffled too, and would pick the epoch that learned least
+    options = TINY | {"model": "cnn:8-m-fc16", "epochs": 6, "img_size": 16, "val_split": 0.0, "project": str(root / "runs")}
+    alone = train(str(shuffled), name="alone", **options)
+    taught = train(str(shuffled), name="taught", teacher=str(run.run.path), kd_weight=1.0, **options)
+    truth = [p.parent.name for p in files]
+
+    def accuracy(clf) -> float:
+        return float(np.mean([p.labels[0] == t for p, t in zip(clf.predict(files, top_k=1), truth)]))
+    assert accuracy(taught) >= 0.9 and accuracy(alone) < 0.7, (accuracy(taught), accuracy(alone))
+    saved = yaml.safe_load((taught.run / "config.yaml").read_text())
+    assert saved["teacher"] == str(run.run.path) and saved["kd_weight"] == 1.0
+    log = (taught.run / "train.log").read_text()
+    assert "its logits on the" in log and "computed once" in log
+
+
+def test_a_teacher_at_another_input_size_sees_its_own_preprocessing(teacher, capsys):
+    root, data, run = teacher
+    assert main(["train", str(data), "--teacher", str(run.run.path), "--img-size", "12", "--epochs", "1",
+                 "--model", "cnn:8-m-fc16", "--batch-size", "8", "--workers", "0", "--no-plots", "--project",
+                 str(root / "runs"), "--name", "small"]) == 0
+    log = (root / "runs" / "small" / "train.log").read_text()
+    # the teacher read the training images at its own 16 px, and knows them: its answers match their labels
+    assert "% of them its top class = the label" in log and "0.0% of them" not in log, log
+
+
+def test_bad_teachers_are_one_line(teacher, tmp_path, capsys):
+    root, data, run = teacher
+    other = write_class_folders(tmp_path / "other", 4, classes=("cat", "dog", "bird"))
+    base = ["--epochs", "1", "--batch-size", "8", "--workers", "0", "--project", str(tmp_path / "runs")]
+    for args, words in (([str(other), "--teacher", str(run.run.path)], "other classes"),
+                        ([str(data), "--teacher", str(tmp_path / "nope")], "nope"),
+                        ([str(data), "--teacher", str(run.run.path), "--mixup", "0.2"], "--mixup"),
+                        ([str(data), "--teacher", str(run.run.path), "--kd-weight", "2"], "--kd-weight")):
+        assert main(["train", *args, *base]) == 2, args
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, err
