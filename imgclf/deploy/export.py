@@ -164,20 +164,8 @@ def quantize_int8(fp32: Path, out: Path, clf: Classifier, fixed_batch: int | Non
                     nodes_to_exclude=convs[:1] + heads)
 
 
-def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None, opset: int | None = None,
-           dynamic_batch: bool = True, int8: bool = False, check: int = 256, raw_input: bool = False
-           ) -> ExportResult:
-    """Export the run's model and check it against PyTorch on up to ``check`` validation images. The ONNX file
-    takes any batch size unless ``dynamic_batch`` is False (one image per call).
-
-    fp32: max |logit difference| <= 1e-4 and the same top-1 class on every image. ``int8`` (ONNX only): top-1
-    agreement and the accuracy drop are measured on at least 1,000 images (when the run has them); more than 1
-    point is a failure. ``raw_input`` (ONNX only, :mod:`imgclf.deploy.raw_input`): the file takes whole decoded
-    photos and preprocesses them itself; it is checked on the images as an app decodes them against PyTorch on
-    imgclf's own preprocessing: at least 99% the same top-1 class (resizing in float and in Pillow's 8 bits may
-    tip an image on the edge), the largest probability difference reported. A failed check raises
-    :class:`UserError` after saving the check's numbers.
-    """
+def _target(clf: Classifier, fmt: str, output: str | Path | None, int8: bool, raw_input: bool) -> Path:
+    """The file an export writes (its folder made), after refusing what cannot be exported that way."""
     if clf.run is None:
         raise UserError("export needs a run directory made by 'imgclf train'")
     if fmt not in FORMATS:
@@ -193,6 +181,24 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
         raise UserError(f"--output {path}: the file exists; choose a new name (export never overwrites a file "
                         f"outside the run directory)")
     path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None, opset: int | None = None,
+           dynamic_batch: bool = True, int8: bool = False, check: int = 256, raw_input: bool = False
+           ) -> ExportResult:
+    """Export the run's model and check it against PyTorch on up to ``check`` validation images. The ONNX file
+    takes any batch size unless ``dynamic_batch`` is False (one image per call).
+
+    fp32: max |logit difference| <= 1e-4 and the same top-1 class on every image. ``int8`` (ONNX only): top-1
+    agreement and the accuracy drop are measured on at least 1,000 images (when the run has them); more than 1
+    point is a failure. ``raw_input`` (ONNX only, :mod:`imgclf.deploy.raw_input`): the file takes whole decoded
+    photos and preprocesses them itself; it is checked on the images as an app decodes them against PyTorch on
+    imgclf's own preprocessing: at least 99% the same top-1 class (resizing in float and in Pillow's 8 bits may
+    tip an image on the edge), the largest probability difference reported. A failed check raises
+    :class:`UserError` after saving the check's numbers.
+    """
+    path = _target(clf, fmt, output, int8, raw_input)
     model = clf.model.float().eval().to(memory_format=torch.contiguous_format)
     # One image is 0.4 points of 256: INT8's "within 1 point" needs more images to mean anything.
     images, where = check_images(clf, max(check, INT8_CHECK_IMAGES) if int8 else check)
