@@ -44,6 +44,18 @@ def write_class_folders(root: Path, per_class: int = 12, seed: int = 0, classes=
     return root
 
 
+def write_photos_of_two_sizes(root: Path, per_class: int = 12) -> Path:
+    """Class folders of the shape images enlarged to 40x30 and 27x45 (every other file): photos larger than a
+    16 px model's input, of two sizes, for what takes whole photos (raw-input exports)."""
+    small = write_class_folders(root / "small", per_class)
+    data = root / "data"
+    for i, path in enumerate(sorted(small.rglob("*.png"))):
+        out = data / path.parent.name / f"{path.stem}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(path).resize((40, 30) if i % 2 else (27, 45), Image.Resampling.BILINEAR).save(out)
+    return data
+
+
 # Multi-label: each image shows 1 to 3 coloured bars, one label per bar present.
 BARS = ("blue", "green", "red")
 

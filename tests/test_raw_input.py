@@ -23,7 +23,7 @@ from imgclf.inference.load import load_predictor
 from imgclf.inference.onnx import RAW_INPUT_FORMAT, OnnxClassifier
 from imgclf.training.job import train
 
-from .conftest import TINY, write_class_folders
+from .conftest import TINY, write_photos_of_two_sizes
 
 
 def _graph(cfg: TrainConfig) -> ort.InferenceSession:
@@ -60,12 +60,7 @@ def test_grey_conversion_is_pillows_to_the_level_and_an_image_at_the_size_is_kep
 def photo_run(tmp_path_factory):
     """A run on photos larger than its input, of two sizes, resized with a crop of 87.5%."""
     root = tmp_path_factory.mktemp("raw")
-    small = write_class_folders(root / "small", 12)
-    data = root / "data"
-    for i, path in enumerate(sorted(small.rglob("*.png"))):
-        out = data / path.parent.name / f"{path.stem}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Image.open(path).resize((40, 30) if i % 2 else (27, 45), Image.Resampling.BILINEAR).save(out)
+    data = write_photos_of_two_sizes(root)
     clf = train(str(data), epochs=3, img_size=16, crop_pct=0.875, interpolation="bicubic",
                 project=str(root / "runs"), name="r", **TINY)
     return data, clf

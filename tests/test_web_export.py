@@ -21,19 +21,14 @@ from imgclf.inference.load import load_predictor
 from imgclf.inference.onnx import OnnxClassifier, RawPixels
 from imgclf.training.job import train
 
-from .conftest import TINY, headless_chrome, write_class_folders
+from .conftest import TINY, headless_chrome, write_photos_of_two_sizes
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """A run on photos of two sizes above its input, exported as a web app."""
     root = tmp_path_factory.mktemp("web")
-    small = write_class_folders(root / "small", 10)
-    data = root / "data"
-    for i, path in enumerate(sorted(small.rglob("*.png"))):
-        out = data / path.parent.name / f"{path.stem}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Image.open(path).resize((40, 30) if i % 2 else (27, 45), Image.Resampling.BILINEAR).save(out)
+    data = write_photos_of_two_sizes(root, 10)
     clf = train(str(data), epochs=3, img_size=16, project=str(root / "runs"), name="w", **TINY)
     assert main(["export", str(clf.run.path), "--format", "web"]) == 0
     return data, clf, clf.run / "web"
