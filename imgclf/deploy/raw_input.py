@@ -12,8 +12,8 @@ answering differently from its original.
 Measured against imgclf's Python preprocessing on scikit-image's photos (300x451 to 512x512) for 224, 96 and 28 px:
 at most one grey level apart (float rounding), 0.0-0.11 levels on average. The resize is built from matrix products,
 not ONNX's ``Resize`` with ``antialias``, because runtimes disagree on that one (OpenVINO 2026.4: 4 levels off on
-average) and every runtime computes a matrix product alike. Cost: a 12-megapixel photo takes 0.5 s here (Pillow:
-0.04 s), a 1024x1365 one 0.1 s. What remains is in the decoding: imgclf decodes a large JPEG at a reduced scale, an
+average) and every runtime computes a matrix product alike. Cost (bench/raw_input.py): a 12-megapixel photo takes
+0.13 s here (Pillow: 0.02 s), a 1365x1024 one 0.09 s (0.01 s). What remains is in the decoding: imgclf decodes a large JPEG at a reduced scale, an
 app decodes it whole; the export's check, on the run's own validation images decoded whole, measures what that
 changes in the answers.
 """
