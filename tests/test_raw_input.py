@@ -17,6 +17,7 @@ from PIL import Image
 from imgclf.cli.main import main
 from imgclf.config import TrainConfig
 from imgclf.data.decode import Preprocess
+from imgclf.deploy.export import export
 from imgclf.deploy.raw_input import preprocessing_graph
 from imgclf.deploy.serve import create_app
 from imgclf.inference.load import load_predictor
@@ -106,8 +107,6 @@ def test_what_onnx_cannot_represent_is_one_line(photo_run, capsys):
 
 def test_the_server_answers_photos_of_two_sizes_in_one_batch_from_a_raw_input_file(photo_run):
     data, clf = photo_run
-    from imgclf.deploy.export import export
-
     path = export(clf, "onnx", output=clf.run / "served_raw.onnx", raw_input=True).path
     app = create_app(OnnxClassifier.load(path), batch_wait_ms=200)  # long enough for both requests to meet
     photos = sorted(data.rglob("*.png"))[:2]  # 27x45 and 40x30
@@ -134,3 +133,11 @@ def test_an_openvino_export_takes_whole_photos_and_predicts_like_the_run(photo_r
     assert all(p.labels[0] in table for p in clf.predict(photos[:3]))
     ours = load_predictor(folder / "model.xml").predict(photos, top_k=1)
     assert [p.labels for p in ours] == [p.labels for p in clf.predict(photos, top_k=1)]
+
+
+def test_a_data_set_held_as_pixels_is_checked_on_its_own_pixels_before_the_resize(tmp_path):
+    # Fashion-MNIST's 28 px images for a 32 px model with a crop of 87.5%: an app hands the model the 28 px image
+    clf = train("fashion-mnist-sample", epochs=1, img_size=32, crop_pct=0.875, limit=200,
+                project=str(tmp_path / "runs"), name="px", **TINY)
+    result = export(clf, "onnx", raw_input=True)
+    assert result.check["top1_agreement"] >= 0.99 and result.check["max_prob_diff"] < 0.02, result.check

@@ -33,6 +33,9 @@ class ImageTensors:
     paths: list[str] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     where: str = "ram"  # how the pixels are held, for the log
+    # an in-memory data set's own pixels (N, H, W[, C]) before preprocessing, where kept: what an app would hand a
+    # model that preprocesses whole photos itself (export --raw-input checks on them)
+    originals: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)

@@ -165,7 +165,7 @@ def _onnx_engine(engine: str, clf: Classifier, model: torch.nn.Module, x: torch.
             converted.set_rt_info(value, ["imgclf", key])
         ov.save_model(converted, str(xml), compress_to_fp16=False)
         runtime = OpenVinoClassifier(xml)
-        return (lambda images: runtime.logits(images.numpy())), f"OpenVINO {ov.__version__}, float32"
+        return (lambda images: runtime.logits(images.numpy())), f"OpenVINO {ov.__version__.split('-')[0]}, float32"
     onnx = OnnxClassifier(path)
     return (lambda images: onnx.logits(images.numpy())), note
 

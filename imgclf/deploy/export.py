@@ -240,12 +240,15 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
 
 
 def photos(images: ImageTensors) -> list[np.ndarray]:
-    """The checked images as an app would decode them: each file whole (uint8 RGB), or for decoded data sets
-    (pixels, not files) the stored pixels as RGB."""
+    """The checked images as an app would decode them: each file whole (uint8 RGB), or for data sets held as
+    pixels (not files) their own pixels as RGB, before any resize."""
     raw = RawPixels()
     if images.paths is not None:
         return [raw.load(p) for p in images.paths]
-    return [raw(Image.fromarray(x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0))) for x in images.x.numpy()]
+    if images.originals is None:
+        raise UserError("--raw-input checks on the images as an app decodes them, and this run's are neither files "
+                        "nor pixels kept in memory")
+    return [raw(Image.fromarray(x)) for x in images.originals]
 
 
 def compare(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray, int8: bool, raw: "Task | None" = None

@@ -54,7 +54,7 @@ def export_openvino(clf: Classifier, output: str | Path | None = None, check: in
     check_result.update({"format": "openvino", "file": str(xml), "images": len(images), "checked_on": where,
                          "bytes": xml.stat().st_size + xml.with_suffix(".bin").stat().st_size,
                          "seconds": round(time.perf_counter() - started, 2), "precision": "f32",
-                         "runtime": f"OpenVINO {ov.__version__}", "latency_ms_batch1": latency_ms(runtime, inputs[:1])})
+                         "runtime": f"OpenVINO {ov.__version__.split('-')[0]}", "latency_ms_batch1": latency_ms(runtime, inputs[:1])})
     result = ExportResult(xml, check_result)
     record = {"format": "openvino", "input": meta["input_format"], "labels": clf.classes, "check": check_result,
               "files": {p.name: p.stat().st_size for p in (xml, xml.with_suffix(".bin"))}}

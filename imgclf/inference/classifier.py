@@ -216,6 +216,7 @@ class Classifier(Predictor):
         # a small subset (export's checks) stays in RAM; a whole split is kept the way the run keeps its data
         images = decode_split(chosen, Preprocess.of(cfg), desc=f"decoding {split}", quiet=cfg.quiet,
                               cache="ram" if limit is not None else cfg.cache)
+        images.originals = chosen.pixels
         if self.task.multilabel:  # the source's label columns, placed at the model's
             y = torch.zeros((len(images), len(self.classes)), dtype=torch.float32)
             y[:, torch.from_numpy(mapping)] = images.y
