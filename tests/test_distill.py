@@ -2,6 +2,7 @@
 labels that say nothing, a teacher at another input size, and bad teachers refused in one line."""
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -71,7 +72,8 @@ def test_a_teacher_at_another_input_size_sees_its_own_preprocessing(teacher, cap
                  str(root / "runs"), "--name", "small"]) == 0
     log = (root / "runs" / "small" / "train.log").read_text()
     # the teacher read the training images at its own 16 px, and knows them: its answers match their labels
-    assert "% of them its top class = the label" in log and "0.0% of them" not in log, log
+    agreement = re.search(r"([\d.]+)% of them its top class = the label", log)
+    assert agreement and float(agreement.group(1)) >= 80, log
 
 
 def test_bad_teachers_are_one_line(teacher, tmp_path, capsys):
