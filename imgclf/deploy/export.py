@@ -30,6 +30,7 @@ MAX_ABS_DIFF = 1e-4
 # INT8 may cost at most this much accuracy (points) on the checked images.
 MAX_INT8_DROP = 1.0
 INT8_CHECK_IMAGES = 1000
+EXPORT_RECORD = "export.json"  # in a folder export (web, openvino): the files, the check and the latency here
 # --raw-input: whole photos resized in the graph (float) against Pillow's 8-bit resize may differ on an image or two
 MIN_RAW_AGREEMENT = 0.99
 

@@ -16,11 +16,9 @@ from ..errors import UserError
 from ..inference.classifier import Classifier
 from ..inference.onnx import RAW_INPUT_FORMAT
 from ..inference.openvino import OpenVinoClassifier, openvino_module
-from .export import (ExportResult, check_images, compare, latency_ms, metadata, photos, summary, to_onnx,
-                     torch_logits, writable_folder)
+from .export import (EXPORT_RECORD, ExportResult, check_images, compare, latency_ms, metadata, photos, summary,
+                     to_onnx, torch_logits, writable_folder)
 from .raw_input import add_raw_input
-
-EXPORT_RECORD = "export.json"
 
 
 def export_openvino(clf: Classifier, output: str | Path | None = None, check: int = 256,

@@ -28,7 +28,7 @@ from ..errors import UserError
 from ..inference.classifier import Classifier
 from ..inference.load import WEB_MODEL
 from ..inference.onnx import RAW_INPUT_FORMAT
-from .export import ExportResult, export, writable_folder
+from .export import EXPORT_RECORD, ExportResult, export, writable_folder
 
 ORT_WEB_VERSION = "1.23.2"
 # the files of onnxruntime-web's dist/ the app needs (the plain WebAssembly build), with their SHA-256
@@ -37,7 +37,6 @@ RUNTIME = {"ort.wasm.min.js": "c6bc9f8e1d0ecc3983a57910e6a30b2230a512bcd2e0207cd
            "ort-wasm-simd-threaded.mjs": "90a557d15c02bac4504d95b67f431d8594635ed2a0a62a7f2cd83d090ff91d3e"}
 APP_FILES = ("index.html", "app.js")
 MODEL = WEB_MODEL
-EXPORT_RECORD = "export.json"
 
 
 def _sha256(path: Path) -> str:
