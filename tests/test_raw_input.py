@@ -20,6 +20,7 @@ from imgclf.data.decode import Preprocess
 from imgclf.deploy.export import export
 from imgclf.deploy.raw_input import preprocessing_graph
 from imgclf.deploy.serve import create_app
+from imgclf.inference import onnx as onnx_module
 from imgclf.inference.load import load_predictor
 from imgclf.inference.onnx import RAW_INPUT_FORMAT, OnnxClassifier
 from imgclf.training.job import train
@@ -141,3 +142,16 @@ def test_a_data_set_held_as_pixels_is_checked_on_its_own_pixels_before_the_resiz
                 project=str(tmp_path / "runs"), name="px", **TINY)
     result = export(clf, "onnx", raw_input=True)
     assert result.check["top1_agreement"] >= 0.99 and result.check["max_prob_diff"] < 0.02, result.check
+
+
+def test_whole_photos_run_in_passes_that_bound_their_pixels(photo_run, monkeypatch):
+    data, clf = photo_run
+    runtime = OnnxClassifier.load(export(clf, "onnx", output=clf.run / "passes.onnx", raw_input=True).path)
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(data.rglob("*.png"))[:8]]
+    whole = runtime.logits(photos)
+    monkeypatch.setattr(onnx_module, "RAW_PIXELS_PER_RUN", 2 * 40 * 30)  # two photos of either size a run
+    sizes = []
+    run = runtime._run
+    monkeypatch.setattr(runtime, "_run", lambda batch: sizes.append(len(batch)) or run(batch))
+    assert np.allclose(runtime.logits(photos), whole, atol=1e-5)
+    assert max(sizes) <= 2 and sum(sizes) == 8

@@ -27,6 +27,7 @@ INPUT_FORMAT = "float32 NCHW: pixels / 255, minus mean, over std (per channel), 
 # imgclf export --raw-input (imgclf.deploy.raw_input): the graph takes the decoded photo and preprocesses it itself
 RAW_INPUT_FORMAT = "uint8 NHWC RGB: raw decoded pixels of any size; resize, crop and normalisation in the graph"
 RAW_INPUT = "pixels"
+RAW_PIXELS_PER_RUN = 16_000_000  # photos' pixels per onnxruntime run of a raw-input file (about 0.3 GB of work)
 
 
 class RawPixels:
@@ -138,7 +139,9 @@ class OnnxClassifier(Predictor):
         for i, photo in enumerate(photos):
             by_shape.setdefault(photo.shape, []).append(i)
         for shape, where in by_shape.items():
-            step = self.fixed_batch or len(where)
+            # the graph's float copies of a run's photos are ~20 bytes a pixel: 64 phone photos at once would be
+            # 15 GB, so a run holds at most RAW_PIXELS_PER_RUN pixels
+            step = self.fixed_batch or max(1, RAW_PIXELS_PER_RUN // (shape[0] * shape[1]))
             for start in range(0, len(where), step):
                 chunk = where[start:start + step]
                 logits = self._run(np.stack([photos[i] for i in chunk]))
