@@ -181,6 +181,8 @@ class TrainConfig:
     teacher: str | None = None  # a trained run to distil from (training/distill.py)
     kd_weight: float = 0.9  # the distillation term's share of the loss, the labels' (1 - kd_weight)
     kd_temperature: float = 4.0  # the temperature both outputs are softened at
+    kd_logits: str = "auto"  # online: the teacher answers every batch; cached: once, before training; auto: online
+    # where the student's views are augmented or mixed
     compile: bool = False  # torch.compile the training forward/backward
     log: list[str] = dataclasses.field(default_factory=list)  # experiment trackers: tensorboard, mlflow
     channels_last: bool = True
@@ -296,10 +298,16 @@ class TrainConfig:
         if mixing and self.mode == "feature-extract" and self.augment == "none" and self.feature_cache != "none":
             raise UserError("--mixup/--cutmix mix images, and feature extraction trains on cached features; add "
                             "--augment light (the backbone then sees every mixed batch) or leave them out")
-        if self.teacher and (mixing or self.mode == "feature-extract" or self.task == "multilabel"):
+        if self.teacher and (self.mode == "feature-extract" or self.task == "multilabel"):
             raise UserError("--teacher distils into the whole student from one class per image; it does not go with "
-                            "--mixup/--cutmix (mixed images have no teacher answer cached), --mode feature-extract "
-                            "or multi-label data")
+                            "--mode feature-extract or multi-label data")
+        if self.kd_logits not in ("auto", "online", "cached"):
+            raise UserError(f"--kd-logits must be auto, online or cached, not {self.kd_logits!r}")
+        if self.kd_logits == "auto" and self.teacher:
+            self.kd_logits = "online" if self.augment != "none" or mixing else "cached"
+        if self.teacher and mixing and self.kd_logits == "cached":
+            raise UserError("--kd-logits cached has no teacher answer for mixed images; use --kd-logits online with "
+                            "--mixup/--cutmix")
         if not 0 <= self.kd_weight <= 1 or self.kd_temperature <= 0:
             raise UserError(f"--kd-weight must be within 0-1 (got {self.kd_weight}) and --kd-temperature positive "
                             f"(got {self.kd_temperature})")

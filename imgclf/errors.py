@@ -1,4 +1,5 @@
-"""Errors a user can fix. The CLI prints them as one line and exits with code 2."""
+"""Errors a user can fix. The CLI prints them as one line and exits with code 2 (an export that failed its check:
+1)."""
 import re
 
 # The command-line flag an error message starts with (``--lr must be positive``), said in Python as the keyword
@@ -26,6 +27,11 @@ class UserError(Exception):
 
     def __str__(self) -> str:
         return _LEADING_FLAG.sub(lambda m: m.group(1).replace("-", "_"), self.cli_message)
+
+
+class CheckFailed(UserError):
+    """An export written and checked, whose parity check failed: set aside under a name that says so, with its
+    figures; the command exits 1."""
 
 
 def warn(message: str) -> None:

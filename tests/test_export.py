@@ -82,11 +82,17 @@ def test_int8_and_torchscript(run, capsys):
         assert torch.allclose(scripted(x), run.model(x), atol=1e-5)
 
 
-def test_a_failed_check_is_an_error_with_its_numbers_saved(run, monkeypatch):
+def test_a_failed_check_is_set_aside_with_its_numbers_and_exits_1(run, monkeypatch, capsys):
     monkeypatch.setattr(export_module, "MAX_ABS_DIFF", -1.0)
     with pytest.raises(UserError, match="parity check failed"):
         export_module.export(run, "onnx", output=run.run / "strict.onnx")
-    assert json.loads((run.run / "strict.onnx.check.json").read_text())["passed"] is False
+    check = json.loads((run.run / "strict.onnx.check.json").read_text())
+    assert check["passed"] is False and check["file"].endswith("strict.check-failed.onnx")
+    # kept under a name nothing takes for a good export
+    assert not (run.run / "strict.onnx").exists() and (run.run / "strict.check-failed.onnx").stat().st_size > 0
+    assert main(["export", str(run.run.path), "--output", str(run.run / "strict2.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "strict2.check-failed.onnx: parity check failed" in err and "Traceback" not in err
 
 
 def test_bad_requests_and_bad_files(run, tmp_path, capsys):

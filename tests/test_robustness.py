@@ -82,7 +82,7 @@ def test_too_many_bad_files_stop_before_training(tmp_path, run_cwd, capsys):
 
 
 # ---- interrupted runs ------------------------------------------------------------------------------------------
-RUN_ARGS = ["--model", "cnn:16-16-m-32-fc32", "--batch-size", "4", "--epochs", "3", "--img-size", "16",
+RUN_ARGS = ["--model", "cnn:16-16-m-32-fc32", "--batch-size", "4", "--epochs", "2", "--img-size", "16",
             "--deterministic", "--workers", "0", "--quiet", "--project", "runs"]
 
 

@@ -16,12 +16,14 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                                    "<= 1e-4 and the same top-1 class (fp32), or an accuracy drop of at most 1 point "
                                    "(--int8). A failed check exits 1; the numbers go to FILE.check.json in the run.")
     o.add_argument("run", help="run directory (runs/NAME) or run name")
-    o.add_argument("--format", dest="fmt", choices=("onnx", "torchscript", "web", "openvino"), default="onnx",
+    o.add_argument("--format", dest="fmt", choices=("onnx", "torchscript", "web", "openvino", "coreml"),
+                   default="onnx",
                    help="onnx (portable: onnxruntime, other frameworks, phones), torchscript (PyTorch's own, "
                         "which PyTorch now marks deprecated), web: a folder with a page that runs the model in "
                         "the browser, offline, installable on a phone (ONNX Runtime Web), or openvino: "
-                        "model.xml + model.bin for Intel CPUs and GPUs (pip install 'imgclf[openvino]'); web and "
-                        "openvino take whole photos (--raw-input)")
+                        "model.xml + model.bin for Intel CPUs and GPUs (pip install 'imgclf[openvino]'), or coreml: "
+                        "model.mlpackage for iPhones and Macs (pip install 'imgclf[coreml]'; it converts anywhere, "
+                        "predicts only on Apple's systems); web and openvino take whole photos (--raw-input)")
     o.add_argument("--opset", type=number(int, 7), default=None,
                    help="ONNX opset (default: the exporter's own; the file's is in FILE.check.json)")
     o.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
@@ -111,6 +113,14 @@ def cmd_export(args: argparse.Namespace) -> None:
               f"{result.check['latency_ms_batch1']:.1f} ms for one photo here")
         print(f"parity check passed: {summary(result)}")
         print(f"predict with it alone: imgclf predict {result.path} IMAGES")
+        return
+    if args.fmt == "coreml":
+        from ..deploy.coreml import coreml_summary, export_coreml
+
+        result = export_coreml(clf, args.output, args.check_images)
+        print(f"exported {result.path} ({result.check['bytes'] / 1e6:.1f} MB): an image classifier with the class "
+              f"names and the normalisation inside")
+        print(f"checked: {coreml_summary(result)}")
         return
     result = export(clf, args.fmt, args.output, args.opset, args.dynamic_batch, args.int8, args.check_images,
                     args.raw_input)

@@ -10,7 +10,7 @@ import sys
 
 from .. import __version__
 from ..config import RECIPES
-from ..errors import Interrupted, UserError
+from ..errors import CheckFailed, Interrupted, UserError
 from ..files import describe_os_error
 from . import data, deploy, lessons, predict, runs, train
 from .options import Formatter, Parser, check_run_path
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if say:
             print(f"imgclf {args.command}: error: {exc.cli_message}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, CheckFailed) else 2
     except Interrupted as exc:
         if say:
             print(f"\nimgclf {args.command}: {exc}", file=sys.stderr)

@@ -163,11 +163,15 @@ def add_training(sub: argparse._SubParsersAction, command: str = "train") -> Non
                         "crops, TrivialAugment, flips and random erasing (default: light, none for feature-extract)")
     p.add_argument("--teacher", default=None, metavar="RUN",
                    help="distil from this trained run (usually a large, fine-tuned one): the loss blends the labels' "
-                        "with the teacher's softened answers, computed once before training")
+                        "with the teacher's softened answers (see --kd-logits)")
     p.add_argument("--kd-weight", type=float, default=DEFAULTS.kd_weight,
                    help="with --teacher: the distillation term's share of the loss (the labels' the rest)")
     p.add_argument("--kd-temperature", type=float, default=DEFAULTS.kd_temperature,
                    help="with --teacher: the temperature that softens both outputs")
+    p.add_argument("--kd-logits", choices=("auto", "online", "cached"), default=DEFAULTS.kd_logits,
+                   help="with --teacher: online = the teacher answers every augmented batch the student sees; "
+                        "cached = once per image before training (cheaper, but blind to augmentation); auto: online "
+                        "where the views are augmented or mixed")
     p.add_argument("--erase", type=FRACTION, default=DEFAULTS.erase,
                    help="random erasing (Zhong et al.): the probability that an image gets a random rectangle of 2-25%% "
                         "of it set to black, with --augment light; 0.25-0.5 is usual; 0 = off")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import tempfile
 import time
 import warnings
@@ -18,7 +19,7 @@ from PIL import Image
 from .. import __version__
 from ..data.tensors import ImageTensors
 from ..data.transforms import normalize
-from ..errors import UserError
+from ..errors import CheckFailed, UserError
 from ..inference.classifier import Classifier
 from ..inference.onnx import INPUT_FORMAT, RAW_INPUT_FORMAT, OnnxClassifier, RawPixels
 from ..task import Task
@@ -233,11 +234,28 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
                          "opset": _opset(path) if fmt == "onnx" else None, "dynamic_batch": dynamic_batch})
     if fmt == "onnx":
         result.check["latency_ms_batch1"] = latency_ms(runtime, inputs[:1])
-    (clf.run / f"{path.name}.check.json").write_text(json.dumps(result.check, indent=1), encoding="utf-8")
-    if not result.passed:
-        raise UserError(f"{path}: parity check failed ({summary(result)}); details in "
-                        f"{clf.run / (path.name + '.check.json')}")
+        del runtime  # the file is closed before it may be set aside
+    details = clf.run / f"{path.name}.check.json"
+    failed = None if result.passed else set_aside(result)
+    details.write_text(json.dumps(result.check, indent=1), encoding="utf-8")
+    if failed:
+        raise CheckFailed(f"{failed}: parity check failed ({summary(result)}); kept under that name, details in "
+                          f"{details}")
     return result
+
+
+def set_aside(result: ExportResult) -> Path:
+    """An export whose check failed, renamed to say so (``model.onnx`` to ``model.check-failed.onnx``; an OpenVINO
+    model's ``.bin`` with its ``.xml``), so that nothing picks it up as a good one; an older one of that name goes."""
+    paths = [result.path] + ([result.path.with_suffix(".bin")] if result.path.suffix == ".xml" else [])
+    for path in paths:
+        aside = path.with_name(f"{path.stem}.check-failed{path.suffix}")
+        if aside.is_dir():  # a Core ML package is a folder
+            shutil.rmtree(aside)
+        path.replace(aside)
+    result.path = result.path.with_name(f"{result.path.stem}.check-failed{result.path.suffix}")
+    result.check["file"] = str(result.path)
+    return result.path
 
 
 def photos(images: ImageTensors) -> list[np.ndarray]:

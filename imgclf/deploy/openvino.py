@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 
 from ..data.transforms import normalize
-from ..errors import UserError
+from ..errors import CheckFailed, UserError
 from ..inference.classifier import Classifier
 from ..inference.onnx import RAW_INPUT_FORMAT
 from ..inference.openvino import OpenVinoClassifier, openvino_module
-from .export import (EXPORT_RECORD, ExportResult, check_images, compare, latency_ms, metadata, photos, summary,
-                     to_onnx, torch_logits, writable_folder)
+from .export import (EXPORT_RECORD, ExportResult, check_images, compare, latency_ms, metadata, photos, set_aside,
+                     summary, to_onnx, torch_logits, writable_folder)
 from .raw_input import add_raw_input
 
 
@@ -54,10 +54,13 @@ def export_openvino(clf: Classifier, output: str | Path | None = None, check: in
                          "seconds": round(time.perf_counter() - started, 2), "precision": "f32",
                          "runtime": f"OpenVINO {ov.__version__.split('-')[0]}", "latency_ms_batch1": latency_ms(runtime, inputs[:1])})
     result = ExportResult(xml, check_result)
+    del runtime  # the files are closed before they may be set aside
+    failed = None if result.passed else set_aside(result)
     record = {"format": "openvino", "input": meta["input_format"], "labels": clf.classes, "check": check_result,
-              "files": {p.name: p.stat().st_size for p in (xml, xml.with_suffix(".bin"))}}
+              "files": {p.name: p.stat().st_size for p in (result.path, result.path.with_suffix(".bin"))}}
     (folder / EXPORT_RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
     (clf.run / "openvino.check.json").write_text(json.dumps(check_result, indent=1), encoding="utf-8")
-    if not result.passed:
-        raise UserError(f"{xml}: parity check failed ({summary(result)}); details in {folder / EXPORT_RECORD}")
+    if failed:
+        raise CheckFailed(f"{failed}: parity check failed ({summary(result)}); kept under that name, details in "
+                          f"{folder / EXPORT_RECORD}")
     return result

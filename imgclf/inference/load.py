@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
 from ..run import CV_FILE
 from .onnx import OnnxClassifier
 from .predictor import Predictor
@@ -26,6 +27,9 @@ def load_predictor(run: str | Path, weights: str = "best", device: str = "auto",
     if str(run).lower().endswith(".xml"):  # an OpenVINO IR (its runtime is an optional extra)
         from .openvino import OpenVinoClassifier
         return OpenVinoClassifier(run)
+    if str(run).rstrip("/").lower().endswith(".mlpackage"):
+        raise UserError(f"{run}: a Core ML package runs in Core ML on Apple devices (an app, or coremltools on "
+                        f"macOS), not in imgclf; predict with the run, or its ONNX or OpenVINO export")
     if (Path(run) / WEB_MODEL).is_file() and (Path(run) / "export.json").is_file():  # imgclf export --format web
         return OnnxClassifier(Path(run) / WEB_MODEL)
     for folder in (Path(run), Path("runs") / str(run)):

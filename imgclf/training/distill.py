@@ -3,11 +3,11 @@ being trained, usually a small, fast one.
 
 The loss blends the labels' loss with the temperature-softened KL divergence between the teacher's and the
 student's outputs, ``(1 - w) * CE(student, labels) + w * T^2 * KL(softmax(teacher / T) || softmax(student / T))``
-(timm's ``--kd-model-name`` and Keras' distillation example do the same). The teacher's logits are computed once,
-before training, on every training image as the teacher's own preprocessing sees it (decoded again at its input
-size when that differs from the student's, a batch at a time): distilling then costs one teacher pass over the data
-set, not one per epoch. Each augmented view of an image learns from the teacher's answer on the image itself; a
-teacher run on every augmented batch would match the views exactly, at the price of its forward pass each step.
+(timm's ``--kd-model-name`` and Keras' distillation example do the same). Where the training views are augmented
+(or mixed), the teacher answers each batch as the student sees it (``--kd-logits online``): "consistent teaching"
+(Beyer et al., 2022), and measured here, a teacher that answered the un-augmented image taught a student worse than
+no teacher at all. Where they are not, its logits are computed once before training (``cached``): one teacher pass
+over the data set instead of one per epoch.
 """
 from __future__ import annotations
 
@@ -84,9 +84,9 @@ def teacher_logits(cfg: TrainConfig, source: Source, train: ImageTensors, classe
     log(f"teacher {cfg.teacher} ({teacher.config.model}): its logits on the {len(train)} training images computed "
         f"once, {agree:.1%} of them its top class = the label; distilling at temperature {cfg.kd_temperature:g}, "
         f"weight {cfg.kd_weight:g}")
-    if cfg.augment != "none":  # measured on Fashion-MNIST: -0.5 points with light augmentation, +0.04 without
-        log(f"note: the teacher answered the images as they are, and --augment {cfg.augment} shows the student "
-            f"other views of them; --augment none gives it the views the teacher answered")
+    if cfg.augment != "none":  # measured on Fashion-MNIST: -0.5 points with light augmentation
+        log(f"note: --kd-logits cached: the teacher answered the images as they are, and --augment {cfg.augment} "
+            f"shows the student other views of them; --kd-logits online has it answer every view")
     return logits
 
 
@@ -95,3 +95,45 @@ def with_teacher(train: ImageTensors, logits: torch.Tensor) -> ImageTensors:
     (float32), what :class:`Distillation`'s trainer unpacks per batch."""
     packed = torch.cat([train.y.float()[:, None], logits], 1)
     return ImageTensors(train.x, packed, train.paths, train.skipped, train.where)
+
+
+class OnlineTeacher:
+    """The teacher answering the student's own input batches: the student's normalised view turned back into
+    pixels, into the teacher's channels (grey repeated, or RGB to grey by ITU-R 601 weights as Pillow does), resized
+    to the teacher's input size (antialiased), normalised by the teacher's statistics; its logits in the student's
+    class order."""
+
+    def __init__(self, teacher: Classifier, columns: np.ndarray, mean: list[float], std: list[float],
+                 channels_last: bool) -> None:
+        device = teacher.device
+        self.model = teacher.model.float().eval().requires_grad_(False)
+        self.size, self.channels = teacher.config.img_size, teacher.config.channels
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.teacher_mean, self.teacher_std = teacher.mean.view(1, -1, 1, 1), teacher.std.view(1, -1, 1, 1)
+        self.columns = torch.from_numpy(columns).to(device)
+        self.channels_last = channels_last
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        pixels = x.float() * self.std + self.mean  # [0, 1]
+        if pixels.shape[1] != self.channels:
+            pixels = pixels.expand(-1, 3, -1, -1) if self.channels == 3 else \
+                (pixels * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        if pixels.shape[-2:] != (self.size, self.size):
+            pixels = F.interpolate(pixels, size=(self.size, self.size), mode="bilinear", antialias=True,
+                                   align_corners=False)
+        pixels = (pixels - self.teacher_mean) / self.teacher_std
+        if self.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        return self.model(pixels)[:, self.columns]
+
+
+def online_teacher(cfg: TrainConfig, classes: list[str], mean: list[float], std: list[float], device: torch.device,
+                   log: Callable[[str], None]) -> OnlineTeacher:
+    """The teacher run ready to answer each training batch (``--kd-logits online``)."""
+    teacher, columns = load_teacher(cfg, classes, device)
+    seen = "" if teacher.config.img_size == cfg.img_size and teacher.config.channels == cfg.channels else \
+        f", resized to its {teacher.config.img_size} px and {teacher.config.channels} channel(s)"
+    log(f"teacher {cfg.teacher} ({teacher.config.model}): answers every training batch as the student sees it "
+        f"(--kd-logits online{seen}); distilling at temperature {cfg.kd_temperature:g}, weight {cfg.kd_weight:g}")
+    return OnlineTeacher(teacher, columns, mean, std, cfg.channels_last)

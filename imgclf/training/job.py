@@ -34,7 +34,7 @@ from ..task import get_task
 from .callback_list import default_callbacks, for_this_process, plateau_from_callbacks, with_user_callbacks
 from .batch_size import fit_batch_size, plan_batch
 from .callbacks import Callback
-from .distill import Distillation, teacher_logits, with_teacher
+from .distill import Distillation, online_teacher, teacher_logits, with_teacher
 from .loss import create_criterion
 from .mix import mixing
 from .optim import create_optimizer, create_schedule
@@ -311,8 +311,11 @@ def _build_trainer(cfg: TrainConfig, net: nn.Module, prepared: Prepared, source:
                    device: torch.device, callbacks: list[Callback], log: Callable[[str], None]) -> Trainer:
     """The model as the mode trains it, its loader, loss, optimizer, schedule and callbacks, in one trainer."""
     model, params, mean, std, splits, extra = mode_setup(cfg, net, prepared.splits, device, log)
-    train = splits["train"] if not cfg.teacher else \
-        with_teacher(splits["train"], teacher_logits(cfg, source, splits["train"], prepared.classes, device, log))
+    train, teacher = splits["train"], None
+    if cfg.teacher and cfg.kd_logits == "cached":
+        train = with_teacher(train, teacher_logits(cfg, source, train, prepared.classes, device, log))
+    elif cfg.teacher:
+        teacher = online_teacher(cfg, prepared.classes, mean, std, device, log)
     # light augmentation runs batched in the trainer (BatchAugment), the other presets per image in the workers
     batched = cfg.batch_augment and cfg.augment == "light" and mean is not None
     transform = augmentation(cfg.augment, cfg.img_size, cfg.channels, cfg.flip) \
@@ -341,7 +344,7 @@ def _build_trainer(cfg: TrainConfig, net: nn.Module, prepared: Prepared, source:
         precision=precision,
         augment=BatchAugment(cfg.img_size, cfg.flip, seed=cfg.seed * 1000 + ddp.rank(), erase=cfg.erase) if batched else None,
         channels_last=cfg.channels_last, checkpoint_path=run / LAST, log=log, full_model=net,
-        mix=mix, accumulate=cfg.accumulate, monitor=cfg.monitor, ema_decay=cfg.ema_decay if cfg.ema else None,
+        mix=mix, teacher=teacher, accumulate=cfg.accumulate, monitor=cfg.monitor, ema_decay=cfg.ema_decay if cfg.ema else None,
         task=task, weights_metadata={"model": cfg.model, "task": task.name,
                                      "classes": json.dumps(prepared.classes, ensure_ascii=False)})
 

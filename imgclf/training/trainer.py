@@ -80,7 +80,8 @@ class Trainer:
                  weights_metadata: dict[str, str] | None = None, log: Callable[[str], None] = print,
                  full_model: nn.Module | None = None, mix: Callable | None = None, accumulate: int = 1,
                  ema_decay: float | None = None, monitor: str = "val_acc", task: Task | None = None,
-                 augment: BatchAugment | None = None) -> None:
+                 augment: BatchAugment | None = None, teacher: Callable[[torch.Tensor], torch.Tensor] | None = None
+                 ) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.task = task or MultiClass()  # what the outputs mean: the training accuracy and validation ask it
         # Inference runs on the module itself: a DistributedDataParallel forward would wait for the other processes,
@@ -101,7 +102,7 @@ class Trainer:
         self.steps_per_epoch = len(train_loader)
         # ``mix`` (Mixup/CutMix) turns (x, y) into (x, soft targets) for ``loss_fn``; ``accumulate`` batches make one
         # optimizer step (their gradients summed, each loss divided by ``accumulate``).
-        self.mix, self.accumulate = mix, accumulate
+        self.mix, self.teacher, self.accumulate = mix, teacher, accumulate
         # With ``ema_decay`` an exponential moving average of the weights (timm's ModelEmaV3, decay warming up) is
         # updated after every step and validated beside them; an epoch whose EMA scores better by ``monitor`` offers
         # the EMA as its weights (``use_ema``) to the checkpoints.
@@ -276,14 +277,15 @@ class Trainer:
 
     def _targets(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, object]:
         """(images, labels, what the loss compares the output with): the labels; mixed images and soft targets
-        (Mixup/CutMix); or, distilling, the labels and the teacher's logits that travel beside them."""
-        if isinstance(self.loss_fn, Distillation):
+        (Mixup/CutMix); and, distilling, the teacher's logits beside them (cached with the labels, or online)."""
+        if isinstance(self.loss_fn, Distillation) and self.teacher is None:  # cached: [label, logits...]
             labels = y[:, 0].long()
             return x, labels, (labels, y[:, 1:])
-        if self.mix is not None:
-            x, target = self.mix(x, y)
-            return x, y, target
-        return x, y, y
+        x, target = self.mix(x, y) if self.mix is not None else (x, y)
+        if self.teacher is not None:  # it answers the very (augmented, mixed) batch the student sees
+            with torch.no_grad(), autocast_for(self.device, self.precision):
+                target = (target, self.teacher(x).float())
+        return x, y, target
 
     def _learn(self, x: torch.Tensor, target: torch.Tensor, step: int, boundary: bool
                ) -> tuple[torch.Tensor, torch.Tensor]:
