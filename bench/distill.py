@@ -1,5 +1,6 @@
 """Knowledge distillation (issue 27): a teacher, a small student trained alone, and the same student distilled from
-the teacher (``imgclf train --teacher``), on full Fashion-MNIST: test accuracy, parameters, training time, and the
+the teacher (``imgclf train --teacher``; the teacher answers every augmented batch unless ``--kd`` says
+``--kd-logits cached``), on full Fashion-MNIST: test accuracy, parameters, training time, and the
 ONNX latency of one image on this machine (from each run's export check). The real ``imgclf`` command runs each in a
 subprocess.
 
@@ -46,8 +47,10 @@ def main() -> None:
     student = ["--model", args.student, "--epochs", args.student_epochs]
     rows = {"teacher (default cnn)": one(folder, args.data_root, "teacher", ["--epochs", args.teacher_epochs])}
     rows[f"student alone ({args.student})"] = one(folder, args.data_root, "student", student)
-    rows["student distilled"] = one(folder, args.data_root, "distilled",
-                                    [*student, "--teacher", str(folder / "runs" / "teacher"), *shlex.split(args.kd)])
+    kd = shlex.split(args.kd)
+    name = "distilled" + "".join(a.replace("--kd", "").replace("-", "_") for a in kd)  # one run per setting
+    rows[f"student distilled ({args.kd})"] = one(folder, args.data_root, name,
+                                                 [*student, "--teacher", str(folder / "runs" / "teacher"), *kd])
     print("| model | test accuracy | parameters | ONNX latency, 1 image | training time |")
     print("|---|---|---|---|---|")
     for label, r in rows.items():

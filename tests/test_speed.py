@@ -11,12 +11,12 @@ from torchvision.transforms import v2
 
 import imgclf
 from imgclf.cli.main import main
-from imgclf.config import TrainConfig
+from imgclf.config import EXPORT_MATRIX, TrainConfig
 from imgclf.data.batch_augment import BatchAugment, reflect
 from imgclf.device import autocast_dtype, fast_bf16, native_bf16
 from imgclf.errors import UserError
 
-from .conftest import TINY, TINY_ARGS, write_class_folders
+from .conftest import TINY, TINY_ARGS, headless_chrome, write_class_folders
 
 
 def _pattern(n: int, size: int = 12) -> torch.Tensor:
@@ -151,5 +151,15 @@ def test_benchmark_prints_every_engine_with_its_accuracy(tmp_path, monkeypatch, 
     assert accuracies["onnxruntime"] == accuracies["pytorch"] == accuracies["openvino"]  # fp32: the same answers
     assert all(r["agreement"] == 1.0 for r in inference if r["engine"] in ("pytorch", "onnxruntime", "openvino"))
     assert "top-1 agr" in table
+    assert all(r["size_mb"] > 0 for r in inference)
     assert main(["benchmark", "runs/b", "--output", "bench.json"]) == 2  # never replaces a file
     assert main(["benchmark", "runs/b", "--engines", "tensorrt"]) == 2
+    # the export matrix: a row per target, the web app timed in Chromium, Core ML converted but never claimed run
+    headless_chrome("benchmark --formats all's web row").quit()  # a loud skip where there is no Chromium
+    assert main(["benchmark", "runs/b", "--formats", "all", "--seconds", "0.05", "--images", "16", "--batch-size",
+                 "8", "--output", "matrix.json"]) == 0
+    matrix = {(r["engine"], r["batch"]): r for r in json.loads((tmp_path / "matrix.json").read_text())}
+    assert {engine for engine, _ in matrix} == set(EXPORT_MATRIX)
+    web, coreml = matrix["web", 1], matrix["coreml", 1]
+    assert web["agreement"] >= 0.9 and web["latency_ms"] > 0 and web["accuracy"] is not None, web
+    assert coreml["images_per_s"] is None and "not run" in coreml["note"] and coreml["size_mb"] > 0, coreml

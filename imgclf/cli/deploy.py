@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import BENCHMARK_ENGINES
+from ..config import BENCHMARK_ENGINES, EXPORT_MATRIX
 from .options import POSITIVE, SOME, Formatter, add_device, add_overwrite, number
 
 
@@ -52,8 +52,10 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--batch-size", type=SOME, default=64, help="the larger batch (batch 1 is always timed)")
     b.add_argument("--seconds", type=number(float, above=0), default=2.0, help="timing per engine and batch size")
     b.add_argument("--images", type=SOME, default=256, help="validation images to score each engine on")
-    b.add_argument("--engines", default=",".join(BENCHMARK_ENGINES), help="comma-separated, from: "
-                                                                         + ", ".join(BENCHMARK_ENGINES))
+    b.add_argument("--engines", "--formats", dest="engines", default=",".join(BENCHMARK_ENGINES),
+                   help="comma-separated, from: " + ", ".join(dict.fromkeys(BENCHMARK_ENGINES + EXPORT_MATRIX))
+                        + "; or all: a row per export target (" + ", ".join(EXPORT_MATRIX) + "; web runs the app "
+                        "in headless Chromium, coreml is converted and sized but runs only on Apple's systems)")
     add_device(b, "cpu", help="cpu, cuda, cuda:N, mps or auto")
     b.add_argument("--output", default=None, help="also write the rows to a .csv or .json file")
     add_overwrite(b, "replace an existing --output file")
@@ -137,7 +139,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 
     if args.output:
         check_output(Path(args.output), args.overwrite)  # before minutes of timing
-    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    engines = EXPORT_MATRIX if args.engines == "all" else tuple(e.strip() for e in args.engines.split(",") if e.strip())
     rows = benchmark(args.target, args.batch_size, args.seconds, args.images, str(resolve_device(args.device)),
                      engines, log=lambda m: print(m, file=sys.stderr))
     print(format_rows(rows))

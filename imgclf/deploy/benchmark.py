@@ -4,7 +4,10 @@ in accuracy (timm's ``benchmark.py``, Ultralytics' benchmark mode).
 Inference images/s and latency at batch 1 and at a larger batch for PyTorch eager, PyTorch compiled
 (``torch.compile``), ONNX Runtime fp32 and ONNX Runtime INT8 (exported to a temporary folder with export's own code),
 OpenVINO (the fp32 ONNX file converted, run in float32), then training images/s (forward, backward, optimizer step at
-the run's precision). A run's validation images (else its test images) give each engine's accuracy and its top-1
+the run's precision). ``--formats all`` gives a row per export target instead (:data:`EXPORT_MATRIX`): those
+runtimes, the web app in headless Chromium (:mod:`imgclf.deploy.browser`, one image at a time as the page runs it)
+and the Core ML package (converted and sized; Core ML runs only on Apple's systems), each with its file size. A run's
+validation images (else its test images) give each engine's accuracy and its top-1
 agreement with PyTorch eager, so speed never hides a loss; a bare model name is timed on random images, without
 accuracy.
 """
@@ -20,7 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..config import BENCHMARK_ENGINES as ENGINES, TrainConfig
+from ..config import BENCHMARK_ENGINES, EXPORT_MATRIX, TrainConfig
 from ..data.transforms import normalize
 from ..device import autocast_dtype, autocast_for
 from ..errors import UserError
@@ -43,6 +46,7 @@ class Row:
     accuracy: float | None = None
     note: str = ""
     agreement: float | None = None  # the share of images whose top-1 class is PyTorch eager's
+    size_mb: float | None = None  # the model's file(s): weights for PyTorch, the exported file otherwise
 
 
 def timed(step: Callable[[], object], seconds: float, warmup: int = 2, least: int = 5) -> float:
@@ -78,11 +82,12 @@ def load_target(target: str, device: str = "cpu") -> Classifier:
 
 
 def benchmark(target: str, batch: int = 64, seconds: float = 2.0, images: int = 256, device: str = "cpu",
-              engines: tuple[str, ...] = ENGINES, log: Callable[[str], None] = print) -> list[Row]:
+              engines: tuple[str, ...] = BENCHMARK_ENGINES, log: Callable[[str], None] = print) -> list[Row]:
     """Time every engine of ``engines`` on ``target``'s model at batch 1 and ``batch``; see the module docstring."""
-    unknown = [e for e in engines if e not in ENGINES]
+    known = dict.fromkeys(BENCHMARK_ENGINES + EXPORT_MATRIX)
+    unknown = [e for e in engines if e not in known]
     if unknown:
-        raise UserError(f"--engines {', '.join(unknown)}: choose from {', '.join(ENGINES)}")
+        raise UserError(f"--engines {', '.join(unknown)}: choose from {', '.join(known)}, or all")
     clf = load_target(target, device)
     x, y = _images(clf, images, (clf.config.channels, clf.config.img_size, clf.config.img_size))
     model = clf.model.float().eval()
@@ -124,9 +129,14 @@ def _engine(engine: str, clf: Classifier, model: torch.nn.Module, x: torch.Tenso
             batch: int, seconds: float, tmp: Path, reference: np.ndarray) -> list[Row]:
     if engine == "training":
         return [_training(clf, batch, seconds)]
+    if engine == "web":
+        return [_web(clf, model, x, y, tmp, reference)]
+    if engine == "coreml":
+        return [_coreml(clf, model, x, tmp)]
     if engine.startswith("onnxruntime") or engine == "openvino":
-        predict, note = _onnx_engine(engine, clf, model, x, tmp)
+        predict, note, files = _onnx_engine(engine, clf, model, x, tmp)
     else:
+        files = []
         model.to(memory_format=torch.channels_last if clf.config.channels_last else torch.contiguous_format)
         run = torch.compile(model) if engine == "pytorch-compiled" else model
         note = "torch.compile, default mode; compile time not counted" if engine == "pytorch-compiled" else "fp32"
@@ -138,16 +148,19 @@ def _engine(engine: str, clf: Classifier, model: torch.nn.Module, x: torch.Tenso
     logits = np.concatenate([predict(x[i:i + batch]) for i in range(0, len(x), batch)])
     accuracy = _accuracy(clf, clf.task.probabilities_np(logits), y)
     agreement = float((logits.argmax(1) == reference).mean())
+    size_mb = sum(f.stat().st_size for f in files) / 1e6 if files else \
+        sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]) / 1e6
     rows = []
     for size in (1, batch):
         chunk = _repeat(x, size)
         seconds_per_batch = timed(lambda: predict(chunk), seconds)
-        rows.append(Row(engine, size, size / seconds_per_batch, 1000 * seconds_per_batch, accuracy, note, agreement))
+        rows.append(Row(engine, size, size / seconds_per_batch, 1000 * seconds_per_batch, accuracy, note, agreement,
+                        size_mb))
     return rows
 
 
 def _onnx_engine(engine: str, clf: Classifier, model: torch.nn.Module, x: torch.Tensor, tmp: Path
-                 ) -> tuple[Callable[[torch.Tensor], np.ndarray], str]:
+                 ) -> tuple[Callable[[torch.Tensor], np.ndarray], str, list[Path]]:
     fp32 = tmp / "fp32.onnx"
     model.to(memory_format=torch.contiguous_format)  # the exporter traces the plain layout
     if not fp32.exists():
@@ -165,9 +178,47 @@ def _onnx_engine(engine: str, clf: Classifier, model: torch.nn.Module, x: torch.
             converted.set_rt_info(value, ["imgclf", key])
         ov.save_model(converted, str(xml), compress_to_fp16=False)
         runtime = OpenVinoClassifier(xml)
-        return (lambda images: runtime.logits(images.numpy())), f"OpenVINO {ov.__version__.split('-')[0]}, float32"
+        return ((lambda images: runtime.logits(images.numpy())), f"OpenVINO {ov.__version__.split('-')[0]}, float32",
+                [xml, xml.with_suffix(".bin")])
     onnx = OnnxClassifier(path)
-    return (lambda images: onnx.logits(images.numpy())), note
+    return (lambda images: onnx.logits(images.numpy())), note, [path]
+
+
+def _web(clf: Classifier, model: torch.nn.Module, x: torch.Tensor, y: np.ndarray | None, tmp: Path,
+         reference: np.ndarray) -> Row:
+    """The web export's app in headless Chromium: every image classified by the page one at a time (as a user's
+    photo is), the model run's median milliseconds as its latency. Its graph takes whole photos, so the run's
+    resize is inside the time."""
+    from .browser import browser_page, classify_in_browser, png_base64
+    from .raw_input import add_raw_input
+    from .web import MODEL, ORT_WEB_VERSION, app_around_model
+
+    if clf.run is None:
+        raise UserError("the web app is built from a run; give a run")
+    folder = tmp / "web"
+    folder.mkdir()
+    model.to(memory_format=torch.contiguous_format)
+    to_onnx(model, normalize(x[:2].to(clf.device), clf.mean, clf.std), folder / MODEL, None, True, metadata(clf))
+    add_raw_input(folder / MODEL, clf.config, metadata(clf))
+    app_around_model(folder, clf)
+    with browser_page(folder) as page:
+        probs, ms = classify_in_browser(page, [png_base64(image) for image in x.numpy()])
+    latency = float(np.median(ms))
+    return Row("web", 1, 1000 / latency, latency, _accuracy(clf, probs, y),
+               f"onnxruntime-web {ORT_WEB_VERSION} WebAssembly, 1 thread, headless Chromium; whole image in",
+               float((probs.argmax(1) == reference).mean()), (folder / MODEL).stat().st_size / 1e6)
+
+
+def _coreml(clf: Classifier, model: torch.nn.Module, x: torch.Tensor, tmp: Path) -> Row:
+    """The Core ML package converted and sized; not timed: Core ML runs predictions only on Apple's systems."""
+    from .coreml import PixelsToProbabilities, coremltools_module, to_coreml
+
+    package = tmp / "model.mlpackage"
+    model.to(memory_format=torch.contiguous_format)
+    to_coreml(coremltools_module(), clf, PixelsToProbabilities(clf).eval(), x[:1].float(), package)
+    size = sum(f.stat().st_size for f in package.rglob("*") if f.is_file()) / 1e6
+    return Row("coreml", 1, None, None, note="converted; not run: Core ML predicts only on macOS and iOS",
+               size_mb=size)
 
 
 def _training(clf: Classifier, batch: int, seconds: float) -> Row:
@@ -202,13 +253,15 @@ def _training(clf: Classifier, batch: int, seconds: float) -> Row:
 
 def format_rows(rows: list[Row]) -> str:
     """The table ``imgclf benchmark`` prints."""
-    lines = [f"{'engine':<18} {'batch':>5} {'images/s':>10} {'latency ms':>11} {'accuracy':>9} {'top-1 agr':>9}  note"]
+    lines = [f"{'engine':<18} {'batch':>5} {'images/s':>10} {'latency ms':>11} {'accuracy':>9} {'top-1 agr':>9} "
+             f"{'MB':>7}  note"]
     for r in rows:
         speed = f"{r.images_per_s:10,.1f}" if r.images_per_s is not None else f"{'-':>10}"
         latency = f"{r.latency_ms:11.2f}" if r.latency_ms is not None else f"{'-':>11}"
         accuracy = f"{r.accuracy:9.4f}" if r.accuracy is not None else f"{'-':>9}"
         agreement = f"{r.agreement:9.2%}" if r.agreement is not None else f"{'-':>9}"
-        lines.append(f"{r.engine:<18} {r.batch:>5} {speed} {latency} {accuracy} {agreement}  {r.note}")
+        size = f"{r.size_mb:7.2f}" if r.size_mb is not None else f"{'-':>7}"
+        lines.append(f"{r.engine:<18} {r.batch:>5} {speed} {latency} {accuracy} {agreement} {size}  {r.note}")
     return "\n".join(lines)
 
 

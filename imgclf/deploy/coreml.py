@@ -79,15 +79,7 @@ def export_coreml(clf: Classifier, output: str | Path | None = None, check: int 
     with torch.inference_mode():
         ours = graph(pixels).numpy()
         run = clf.task.probabilities(clf.model(normalize(images.x, clf.mean, clf.std))).numpy()
-    mlmodel = _convert(ct, graph, pixels[:1], clf)
-    mlmodel.short_description = f"imgclf {cfg.model}: {len(clf.classes)} classes from a {cfg.img_size} px image"
-    mlmodel.user_defined_metadata.update(metadata(clf) | {"input_format": "Core ML image (scaled by the app)"})
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / "partial.mlpackage"  # a package is a folder: written whole, then put in place
-    shutil.rmtree(partial, ignore_errors=True)
-    mlmodel.save(str(partial))
-    shutil.rmtree(package, ignore_errors=True)  # an earlier export of this run (writable_folder refused others')
-    partial.rename(package)
+    to_coreml(ct, clf, graph, pixels[:1], package)
     spec = _spec_check(ct, package, clf)
     check_result = {
         "format": "coreml", "file": str(package), "images": len(images), "checked_on": where,
@@ -110,6 +102,21 @@ def export_coreml(clf: Classifier, output: str | Path | None = None, check: int 
         raise CheckFailed(f"{failed}: check failed ({coreml_summary(result)}); kept under that name, details in "
                           f"{folder / EXPORT_RECORD}")
     return result
+
+
+def to_coreml(ct, clf: Classifier, graph: nn.Module, example: torch.Tensor, package: Path) -> None:
+    """``graph`` (:class:`PixelsToProbabilities` of ``clf``) converted and saved whole at ``package`` (written
+    beside it, then put in place: never half a package), with the run's metadata."""
+    mlmodel = _convert(ct, graph, example, clf)
+    cfg = clf.config
+    mlmodel.short_description = f"imgclf {cfg.model}: {len(clf.classes)} classes from a {cfg.img_size} px image"
+    mlmodel.user_defined_metadata.update(metadata(clf) | {"input_format": "Core ML image (scaled by the app)"})
+    package.parent.mkdir(parents=True, exist_ok=True)
+    partial = package.with_name("partial.mlpackage")
+    shutil.rmtree(partial, ignore_errors=True)
+    mlmodel.save(str(partial))
+    shutil.rmtree(package, ignore_errors=True)  # an earlier export of this run (writable_folder refused others')
+    partial.rename(package)
 
 
 def _convert(ct, graph: nn.Module, example: torch.Tensor, clf: Classifier):

@@ -124,6 +124,15 @@ def _write_app(folder: Path, clf: Classifier, title: str) -> list[str]:
     return [*files[1:], "sw.js"]
 
 
+def app_around_model(folder: Path, clf: Classifier) -> list[str]:
+    """The app's files around the raw-input model already in ``folder`` (``model_raw.onnx``): the pinned runtime,
+    the page, its script, manifest, icons and service worker; the names of all of them."""
+    runtime = runtime_files()
+    for name in RUNTIME:
+        shutil.copyfile(runtime / name, folder / name)
+    return _write_app(folder, clf, _title(clf))
+
+
 def export_web(clf: Classifier, output: str | Path | None = None, check: int = 256) -> ExportResult:
     """The web app of the run in ``output`` (default ``RUN/web``): a folder to put on any static web host (or
     open with ``python -m http.server -d FOLDER``). The model is checked as ``imgclf export --raw-input`` checks
@@ -132,15 +141,12 @@ def export_web(clf: Classifier, output: str | Path | None = None, check: int = 2
         raise UserError("export needs a run directory made by 'imgclf train'")
     folder = Path(output) if output else clf.run / "web"
     writable_folder(folder, clf, make=False)
-    runtime = runtime_files()  # before the work: a missing npm is said first
+    runtime_files()  # before the work: a missing npm is said first
     folder.mkdir(parents=True, exist_ok=True)
     result = export(clf, "onnx", folder / MODEL, check=check, raw_input=True)
-    for name in RUNTIME:
-        shutil.copyfile(runtime / name, folder / name)
-    title = _title(clf)
-    files = _write_app(folder, clf, title)
+    files = app_around_model(folder, clf)
     result.check["format"] = "web"
-    record = {"format": "web", "title": title, "input": RAW_INPUT_FORMAT, "labels": clf.classes,
+    record = {"format": "web", "title": _title(clf), "input": RAW_INPUT_FORMAT, "labels": clf.classes,
               "runtime": f"onnxruntime-web {ORT_WEB_VERSION} (WebAssembly)", "check": result.check,
               "files": {name: (folder / name).stat().st_size for name in files}}
     (folder / EXPORT_RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
