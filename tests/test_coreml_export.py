@@ -10,13 +10,14 @@ import coremltools as ct
 import pytest
 
 from imgclf.cli.main import main
+from imgclf.deploy import coreml
 from imgclf.training.job import train
 
 from .conftest import TINY, write_class_folders
 
 
 @pytest.mark.parametrize("grey", [True, False], ids=["grey", "rgb"])
-def test_a_core_ml_package_carries_the_labels_and_the_runs_input(tmp_path, capsys, grey):
+def test_a_core_ml_package_carries_the_labels_and_the_runs_input(tmp_path, capsys, monkeypatch, grey):
     data = "fashion-mnist-sample" if grey else str(write_class_folders(tmp_path / "shapes", 10))
     clf = train(data, epochs=1, img_size=16, limit=200 if grey else None, project=str(tmp_path / "runs"),
                 name="run", **TINY)
@@ -41,6 +42,13 @@ def test_a_core_ml_package_carries_the_labels_and_the_runs_input(tmp_path, capsy
     assert main(["predict", str(folder / "model.mlpackage"), str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "Core ML" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    if grey:  # a package whose spec is not the run's: set aside under a name that says so, exit 1
+        monkeypatch.setattr(coreml, "_spec_check", lambda *a: {"spec_ok": False, "spec_input": "?",
+                                                                 "spec_outputs": [], "spec_labels": 0})
+        assert main(["export", str(clf.run.path), "--format", "coreml"]) == 1
+        assert "check failed" in capsys.readouterr().err
+        assert (folder / "model.check-failed.mlpackage").is_dir() and not (folder / "model.mlpackage").exists()
+        assert json.loads((folder / "export.json").read_text())["check"]["passed"] is False
 
 
 def test_without_coremltools_the_error_names_the_extra(tmp_path, capsys, monkeypatch):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import shutil
 import sys
@@ -29,9 +28,9 @@ from PIL import Image
 from torch import nn
 
 from ..data.transforms import normalize
-from ..errors import CheckFailed, UserError
+from ..errors import UserError
 from ..inference.classifier import Classifier
-from .export import EXPORT_RECORD, ExportResult, check_images, metadata, set_aside, writable_folder
+from .export import ExportResult, check_images, finish_folder_export, metadata, writable_folder
 
 INPUT = "image"
 
@@ -92,16 +91,8 @@ def export_coreml(clf: Classifier, output: str | Path | None = None, check: int 
         check_result["converted_graph_top1_agreement"] == 1.0 and spec["spec_ok"] and \
         check_result.get("top1_agreement", 1.0) >= 0.99
     result = ExportResult(package, check_result)
-    failed = None if result.passed else set_aside(result)
-    record = {"format": "coreml", "input": f"image {cfg.img_size}x{cfg.img_size} "
-                                          f"{'RGB' if cfg.channels == 3 else 'grey'}, 0-255",
-              "labels": clf.classes, "check": check_result}
-    (folder / EXPORT_RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
-    (clf.run / "coreml.check.json").write_text(json.dumps(check_result, indent=1), encoding="utf-8")
-    if failed:
-        raise CheckFailed(f"{failed}: check failed ({coreml_summary(result)}); kept under that name, details in "
-                          f"{folder / EXPORT_RECORD}")
-    return result
+    record = {"input": f"image {cfg.img_size}x{cfg.img_size} {'RGB' if cfg.channels == 3 else 'grey'}, 0-255"}
+    return finish_folder_export(clf, result, folder, record, "coreml", coreml_summary(result))
 
 
 def to_coreml(ct, clf: Classifier, graph: nn.Module, example: torch.Tensor, package: Path) -> None:

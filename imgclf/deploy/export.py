@@ -244,6 +244,23 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
     return result
 
 
+def finish_folder_export(clf: Classifier, result: ExportResult, folder: Path, record: dict, fmt: str,
+                         describe: str) -> ExportResult:
+    """The end of an export into a folder (OpenVINO, Core ML): a failed one set aside; ``export.json`` written in
+    ``folder`` (``record`` with the labels, the check and every file's size) and the check as ``FMT.check.json`` in
+    the run; :class:`CheckFailed` with ``describe`` (the check in one line) when it failed."""
+    failed = None if result.passed else set_aside(result)
+    sizes = {p.name: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+             for p in sorted(folder.iterdir()) if p.name != EXPORT_RECORD}
+    record = {"format": fmt, **record, "labels": clf.classes, "check": result.check, "files": sizes}
+    (folder / EXPORT_RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
+    (clf.run / f"{fmt}.check.json").write_text(json.dumps(result.check, indent=1), encoding="utf-8")
+    if failed:
+        raise CheckFailed(f"{failed}: check failed ({describe}); kept under that name, details in "
+                          f"{folder / EXPORT_RECORD}")
+    return result
+
+
 def set_aside(result: ExportResult) -> Path:
     """An export whose check failed, renamed to say so (``model.onnx`` to ``model.check-failed.onnx``; an OpenVINO
     model's ``.bin`` with its ``.xml``), so that nothing picks it up as a good one; an older one of that name goes."""

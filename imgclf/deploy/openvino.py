@@ -4,7 +4,6 @@ in by default (the raw-input graph of :mod:`imgclf.deploy.raw_input`), the class
 file's ``rt_info``, and checked with the OpenVINO runtime here against PyTorch, as every export is."""
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -12,11 +11,11 @@ from pathlib import Path
 import torch
 
 from ..data.transforms import normalize
-from ..errors import CheckFailed, UserError
+from ..errors import UserError
 from ..inference.classifier import Classifier
 from ..inference.onnx import RAW_INPUT_FORMAT
 from ..inference.openvino import OpenVinoClassifier, openvino_module
-from .export import (EXPORT_RECORD, ExportResult, check_images, compare, latency_ms, metadata, photos, set_aside,
+from .export import (ExportResult, check_images, compare, finish_folder_export, latency_ms, metadata, photos,
                      summary, to_onnx, torch_logits, writable_folder)
 from .raw_input import add_raw_input
 
@@ -53,14 +52,6 @@ def export_openvino(clf: Classifier, output: str | Path | None = None, check: in
                          "bytes": xml.stat().st_size + xml.with_suffix(".bin").stat().st_size,
                          "seconds": round(time.perf_counter() - started, 2), "precision": "f32",
                          "runtime": f"OpenVINO {ov.__version__.split('-')[0]}", "latency_ms_batch1": latency_ms(runtime, inputs[:1])})
-    result = ExportResult(xml, check_result)
     del runtime  # the files are closed before they may be set aside
-    failed = None if result.passed else set_aside(result)
-    record = {"format": "openvino", "input": meta["input_format"], "labels": clf.classes, "check": check_result,
-              "files": {p.name: p.stat().st_size for p in (result.path, result.path.with_suffix(".bin"))}}
-    (folder / EXPORT_RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
-    (clf.run / "openvino.check.json").write_text(json.dumps(check_result, indent=1), encoding="utf-8")
-    if failed:
-        raise CheckFailed(f"{failed}: parity check failed ({summary(result)}); kept under that name, details in "
-                          f"{folder / EXPORT_RECORD}")
-    return result
+    result = ExportResult(xml, check_result)
+    return finish_folder_export(clf, result, folder, {"input": meta["input_format"]}, "openvino", summary(result))
