@@ -32,7 +32,11 @@ from ..inference.onnx import OnnxClassifier
 from ..inference.openvino import OpenVinoClassifier, openvino_module
 from ..metrics.by_task import evaluation_for
 from ..models import create_model, default_img_size, pretrained_preprocess
+from .browser import browser_page, classify_in_browser, png_base64
+from .coreml import PixelsToProbabilities, coremltools_module, to_coreml
 from .export import check_images, metadata, quantize_int8, to_onnx
+from .raw_input import add_raw_input
+from .web import MODEL, ORT_WEB_VERSION, app_around_model
 
 
 @dataclass
@@ -189,10 +193,6 @@ def _web(clf: Classifier, model: torch.nn.Module, x: torch.Tensor, y: np.ndarray
     """The web export's app in headless Chromium: every image classified by the page one at a time (as a user's
     photo is), the model run's median milliseconds as its latency. Its graph takes whole photos, so the run's
     resize is inside the time."""
-    from .browser import browser_page, classify_in_browser, png_base64
-    from .raw_input import add_raw_input
-    from .web import MODEL, ORT_WEB_VERSION, app_around_model
-
     if clf.run is None:
         raise UserError("the web app is built from a run; give a run")
     folder = tmp / "web"
@@ -211,8 +211,6 @@ def _web(clf: Classifier, model: torch.nn.Module, x: torch.Tensor, y: np.ndarray
 
 def _coreml(clf: Classifier, model: torch.nn.Module, x: torch.Tensor, tmp: Path) -> Row:
     """The Core ML package converted and sized; not timed: Core ML runs predictions only on Apple's systems."""
-    from .coreml import PixelsToProbabilities, coremltools_module, to_coreml
-
     package = tmp / "model.mlpackage"
     model.to(memory_format=torch.contiguous_format)
     to_coreml(coremltools_module(), clf, PixelsToProbabilities(clf).eval(), x[:1].float(), package)
