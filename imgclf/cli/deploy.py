@@ -14,7 +14,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                        description="Write the model with its class names and preprocessing in the file, then check "
                                    "it against PyTorch on the run's validation images: max |logit difference| "
                                    "<= 1e-4 and the same top-1 class (fp32), or an accuracy drop of at most 1 point "
-                                   "(--int8). A failed check exits 1; the numbers go to FILE.check.json in the run.")
+                                   "(--int8). A failed check exits 1 and keeps the file as NAME.check-failed.EXT; the "
+                                   "numbers go to FILE.check.json in the run.")
     o.add_argument("run", help="run directory (runs/NAME) or run name")
     o.add_argument("--format", dest="fmt", choices=("onnx", "torchscript", "web", "openvino", "coreml"),
                    default="onnx",
