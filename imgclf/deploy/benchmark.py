@@ -34,7 +34,7 @@ from ..metrics.by_task import evaluation_for
 from ..models import create_model, default_img_size, pretrained_preprocess
 from .browser import browser_page, classify_in_browser, png_base64
 from .coreml import PixelsToProbabilities, coremltools_module, to_coreml
-from .export import check_images, metadata, quantize_int8, to_onnx
+from .export import check_images, metadata, photos, quantize_int8, to_onnx
 from .raw_input import add_raw_input
 from .web import MODEL, ORT_WEB_VERSION, app_around_model
 
@@ -201,8 +201,10 @@ def _web(clf: Classifier, model: torch.nn.Module, x: torch.Tensor, y: np.ndarray
     to_onnx(model, normalize(x[:2].to(clf.device), clf.mean, clf.std), folder / MODEL, None, True, metadata(clf))
     add_raw_input(folder / MODEL, clf.config, metadata(clf))
     app_around_model(folder, clf)
+    # the photos as they were before imgclf's resize and crop: the app's graph does those itself
+    originals = photos(check_images(clf, len(x))[0])
     with browser_page(folder) as page:
-        probs, ms = classify_in_browser(page, [png_base64(image) for image in x.numpy()])
+        probs, ms = classify_in_browser(page, [png_base64(image) for image in originals])
     latency = float(np.median(ms))
     return Row("web", 1, 1000 / latency, latency, _accuracy(clf, probs, y),
                f"onnxruntime-web {ORT_WEB_VERSION} WebAssembly, 1 thread, headless Chromium; whole image in",

@@ -59,9 +59,9 @@ def browser_page(folder: Path) -> Iterator[object]:
         server.server_close()
 
 
-def png_base64(x: np.ndarray) -> str:
-    """One uint8 image (C, H, W) as base64 PNG bytes, what the page decodes as a picked photo would be."""
-    picture = Image.fromarray(x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0))
+def png_base64(rgb: np.ndarray) -> str:
+    """One decoded photo (uint8 H x W x 3 RGB) as base64 PNG bytes, what the page decodes as a picked file."""
+    picture = Image.fromarray(rgb)
     buffer = io.BytesIO()
     picture.save(buffer, "PNG")
     return base64.b64encode(buffer.getvalue()).decode()
