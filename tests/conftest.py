@@ -3,6 +3,7 @@ real image folders contain: broken ones, odd-but-valid ones, and things that are
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import struct
 import warnings
@@ -16,6 +17,12 @@ import torch
 from PIL import Image
 
 from imgclf.training.trainer import Trainer
+
+# Under pytest-xdist (make test runs 2 workers on CI's 2 cores) each worker computes on one thread: two workers of
+# two OpenMP threads each on two cores spin against each other (a test of 2.6 s alone took 22 s in the suite).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
 
 # Three classes a tiny CNN separates in a couple of epochs: a bright square, a dark square, a vertical bar.
 CLASSES = ("bar", "bright", "dark")

@@ -15,7 +15,7 @@ import imgclf
 from imgclf.cli.main import main
 from imgclf.deploy import export as export_module
 from imgclf.errors import UserError
-from imgclf.inference.onnx import OnnxClassifier
+from imgclf.inference.onnx import INPUT_FORMAT, OnnxClassifier
 from imgclf.training.job import train
 
 from .conftest import TINY, write_class_folders
@@ -71,6 +71,7 @@ def test_int8_and_torchscript(run, capsys):
     assert "top-1 agreement" in capsys.readouterr().out
     check = json.loads((run.run / "model_int8.onnx.check.json").read_text())
     assert check["format"] == "onnx int8" and check["accuracy_drop_points"] <= 1.0
+    assert check["labels"] == run.classes and check["input"] == INPUT_FORMAT and check["latency_ms_batch1"] > 0
     int8 = onnx.load(str(run.run / "model_int8.onnx"))
     assert any(node.op_type == "QuantizeLinear" for node in int8.graph.node)
     assert main(["export", str(run.run.path), "--format", "torchscript"]) == 0

@@ -231,7 +231,8 @@ def export(clf: Classifier, fmt: str = "onnx", output: str | Path | None = None,
     result = ExportResult(path, compare(reference, logits, images.y.numpy(), int8, clf.task if raw_input else None))
     result.check.update({"format": fmt + (" int8" if int8 else ""), "file": str(path), "images": len(images),
                          "checked_on": where, "bytes": path.stat().st_size, "seconds": round(seconds, 2),
-                         "opset": _opset(path) if fmt == "onnx" else None, "dynamic_batch": dynamic_batch})
+                         "opset": _opset(path) if fmt == "onnx" else None, "dynamic_batch": dynamic_batch,
+                         "input": RAW_INPUT_FORMAT if raw_input else INPUT_FORMAT, "labels": clf.classes})
     if fmt == "onnx":
         result.check["latency_ms_batch1"] = latency_ms(runtime, inputs[:1])
         del runtime  # the file is closed before it may be set aside
