@@ -5,9 +5,9 @@ The loss blends the labels' loss with the temperature-softened KL divergence bet
 student's outputs, ``(1 - w) * CE(student, labels) + w * T^2 * KL(softmax(teacher / T) || softmax(student / T))``
 (timm's ``--kd-model-name`` and Keras' distillation example do the same). Where the training views are augmented
 (or mixed), the teacher answers each batch as the student sees it (``--kd-logits online``): "consistent teaching"
-(Beyer et al., 2022), and measured here, a teacher that answered the un-augmented image taught a student worse than
-no teacher at all. Where they are not, its logits are computed once before training (``cached``): one teacher pass
-over the data set instead of one per epoch.
+(Beyer et al., 2022): the student learns from the teacher's answer on the very view it sees, not on the
+un-augmented image, at the price of the teacher's forward pass on every batch. Where they are not, its logits are
+computed once before training (``cached``): one teacher pass over the data set instead of one per epoch.
 """
 from __future__ import annotations
 
