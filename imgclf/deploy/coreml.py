@@ -86,7 +86,7 @@ def export_coreml(clf: Classifier, output: str | Path | None = None, check: int 
         "converted_graph_top1_agreement": float((ours.argmax(1) == run.argmax(1)).mean()), **spec,
         "bytes": sum(p.stat().st_size for p in package.rglob("*") if p.is_file()),
         "seconds": round(time.perf_counter() - started, 2), "precision": "fp32",
-        "runtime": f"coremltools {ct.__version__}", **_coreml_parity(package, images, run)}
+        "runtime": f"coremltools {ct.__version__}", **_coreml_parity(package, images, run, clf.classes)}
     check_result["passed"] = check_result["converted_graph_max_prob_diff"] <= 1e-4 and \
         check_result["converted_graph_top1_agreement"] == 1.0 and spec["spec_ok"] and \
         check_result.get("top1_agreement", 1.0) >= 0.99
@@ -158,21 +158,20 @@ def _class_labels(spec) -> list[str]:
     return []
 
 
-def _coreml_parity(package: Path, images, run_probs: np.ndarray) -> dict:
+def _coreml_parity(package: Path, images, run_probs: np.ndarray, classes: list) -> dict:
     """Core ML's own answers against the run's, where Core ML runs (macOS); elsewhere said to be unmeasured."""
     if sys.platform != "darwin":
         return {"coreml_parity": f"not measured: Core ML runs predictions only on macOS and iOS, not {sys.platform}"}
     import coremltools
 
     model = coremltools.models.MLModel(str(package))
-    mode = "L" if images.x.shape[1] == 1 else "RGB"
-    probs = []
+    labels, probs = [str(c) for c in classes], []
     for x in images.x.numpy():
-        picture = Image.fromarray(x[0] if mode == "L" else x.transpose(1, 2, 0), mode)
-        answer = model.predict({INPUT: picture})
-        output = next(v for v in answer.values() if isinstance(v, dict)) if isinstance(answer, dict) else answer
-        probs.append([output[k] for k in output])
-    probs = np.asarray(probs)
+        answer = model.predict({INPUT: Image.fromarray(x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0))})
+        # a classifier answers {label: probability} beside its class label, in no set order; multi-label one array
+        scores = next((v for v in answer.values() if isinstance(v, dict)), None)
+        probs.append([scores[c] for c in labels] if scores is not None else np.ravel(next(iter(answer.values()))))
+    probs = np.asarray(probs, dtype=np.float64)
     return {"top1_agreement": float((probs.argmax(1) == run_probs.argmax(1)).mean()),
             "max_prob_diff": float(np.abs(probs - run_probs).max())}
 

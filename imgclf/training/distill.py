@@ -113,12 +113,13 @@ class OnlineTeacher:
         self.teacher_mean, self.teacher_std = teacher.mean.view(1, -1, 1, 1), teacher.std.view(1, -1, 1, 1)
         self.columns = torch.from_numpy(columns).to(device)
         self.channels_last = channels_last
+        self.grey = torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         pixels = x.float() * self.std + self.mean  # [0, 1]
         if pixels.shape[1] != self.channels:
             pixels = pixels.expand(-1, 3, -1, -1) if self.channels == 3 else \
-                (pixels * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+                (pixels * self.grey).sum(1, keepdim=True)
         if pixels.shape[-2:] != (self.size, self.size):
             pixels = F.interpolate(pixels, size=(self.size, self.size), mode="bilinear", antialias=True,
                                    align_corners=False)
