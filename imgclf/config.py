@@ -26,7 +26,7 @@ MONITORS = ("val_acc", "val_loss", "val_balanced_acc", "val_macro_f1", "val_map"
 # what imgclf benchmark measures (here, not in deploy/, so that --help lists them without importing torch)
 BENCHMARK_ENGINES = ("pytorch", "pytorch-compiled", "onnxruntime", "onnxruntime-int8", "openvino", "training")
 # --formats all: a row per export target (web: the app in headless Chromium; coreml: converted, sized, not run here)
-EXPORT_MATRIX = ("pytorch", "onnxruntime", "onnxruntime-int8", "openvino", "web", "coreml")
+EXPORT_MATRIX = ("pytorch", "onnxruntime", "onnxruntime-int8", "openvino", "litert", "litert-int8", "web", "coreml")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # autocast dtypes; auto: see imgclf.device.autocast_dtype
 LOGGERS = ("tensorboard", "mlflow")  # experiment trackers (imgclf.training.trackers)
 LOSSES = ("default", "asymmetric")  # default: cross-entropy, or binary cross-entropy for multi-label; asymmetric: ASL

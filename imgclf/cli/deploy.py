@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..config import BENCHMARK_ENGINES, EXPORT_MATRIX
+from ..errors import UserError
 from .options import POSITIVE, SOME, Formatter, add_device, add_overwrite, number
 
 
@@ -17,21 +18,23 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                                    "(--int8). A failed check exits 1 and keeps the file as NAME.check-failed.EXT; the "
                                    "numbers go to FILE.check.json in the run.")
     o.add_argument("run", help="run directory (runs/NAME) or run name")
-    o.add_argument("--format", dest="fmt", choices=("onnx", "torchscript", "web", "openvino", "coreml"),
+    o.add_argument("--format", dest="fmt", choices=("onnx", "torchscript", "web", "openvino", "coreml", "litert"),
                    default="onnx",
                    help="onnx (portable: onnxruntime, other frameworks, phones), torchscript (PyTorch's own, "
                         "which PyTorch now marks deprecated), web: a folder with a page that runs the model in "
                         "the browser, offline, installable on a phone (ONNX Runtime Web), or openvino: "
                         "model.xml + model.bin for Intel CPUs and GPUs (pip install 'imgclf[openvino]'), or coreml: "
                         "model.mlpackage for iPhones and Macs (pip install 'imgclf[coreml]'; it converts anywhere, "
-                        "predicts only on Apple's systems); web and openvino take whole photos (--raw-input)")
+                        "predicts only on Apple's systems), or litert: model.tflite for Android and edge devices "
+                        "(pip install 'imgclf[litert]'; --int8 too); web and openvino take whole photos "
+                        "(--raw-input)")
     o.add_argument("--opset", type=number(int, 7), default=None,
                    help="ONNX opset (default: the exporter's own; the file's is in FILE.check.json)")
     o.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
                    help="any batch size, so bulk prediction batches (default); --no-dynamic-batch: one image per "
                         "call, for converters and runtimes that need every shape fixed")
-    o.add_argument("--int8", action="store_true", help="static INT8 quantization with onnxruntime, calibrated on "
-                                                       "training images")
+    o.add_argument("--int8", action="store_true", help="static INT8 quantization (onnxruntime's, or LiteRT's with "
+                                                       "--format litert), calibrated on training images")
     o.add_argument("--raw-input", action="store_true",
                    help="the ONNX file takes whole decoded photos (uint8 N x H x W x 3 RGB, any size) and does the "
                         "run's resize, crop and normalisation inside, so an app only decodes the photo; checked on "
@@ -124,6 +127,18 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"exported {result.path} ({result.check['bytes'] / 1e6:.1f} MB): an image classifier with the class "
               f"names and the normalisation inside")
         print(f"checked: {coreml_summary(result)}")
+        return
+    if args.fmt == "litert":
+        from ..deploy.litert import export_litert, litert_summary
+
+        if args.raw_input:
+            raise UserError("--raw-input is for --format onnx: a LiteRT file takes the image an app has resized to "
+                            "the model's size (uint8 NHWC), with the normalisation inside")
+        result = export_litert(clf, args.output, args.int8, args.check_images)
+        print(f"exported {result.path} ({result.check['bytes'] / 1e6:.2f} MB; labels.txt and export.json beside "
+              f"it), {result.check['latency_ms_batch1']:.2f} ms for one image here")
+        print(f"parity check passed: {litert_summary(result)}")
+        print(f"predict with it alone: imgclf predict {result.path} IMAGES")
         return
     result = export(clf, args.fmt, args.output, args.opset, args.dynamic_batch, args.int8, args.check_images,
                     args.raw_input)

@@ -5,8 +5,8 @@ Inference images/s and latency at batch 1 and at a larger batch for PyTorch eage
 (``torch.compile``), ONNX Runtime fp32 and ONNX Runtime INT8 (exported to a temporary folder with export's own code),
 OpenVINO (the fp32 ONNX file converted, run in float32), then training images/s (forward, backward, optimizer step at
 the run's precision). ``--formats all`` gives a row per export target instead (:data:`EXPORT_MATRIX`): those
-runtimes, the web app in headless Chromium (:mod:`imgclf.deploy.browser`, one image at a time as the page runs it)
-and the Core ML package (converted and sized; Core ML runs only on Apple's systems), each with its file size. A run's
+runtimes, LiteRT fp32 and INT8 (the interpreter, one image a call), the web app in headless Chromium
+(:mod:`imgclf.deploy.browser`, one image at a time as the page runs it) and the Core ML package (converted and sized; Core ML runs only on Apple's systems), each with its file size. A run's
 validation images (else its test images) give each engine's accuracy and its top-1
 agreement with PyTorch eager, so speed never hides a loss; a bare model name is timed on random images, without
 accuracy.
@@ -28,6 +28,7 @@ from ..data.transforms import normalize
 from ..device import autocast_dtype, autocast_for
 from ..errors import UserError
 from ..inference.classifier import Classifier
+from ..inference.litert import LiteRtClassifier
 from ..inference.onnx import OnnxClassifier
 from ..inference.openvino import OpenVinoClassifier, openvino_module
 from ..metrics.by_task import evaluation_for
@@ -35,6 +36,7 @@ from ..models import create_model, default_img_size, pretrained_preprocess
 from .browser import browser_page, classify_in_browser, png_base64
 from .coreml import PixelsToProbabilities, coremltools_module, to_coreml
 from .export import check_images, metadata, photos, quantize_int8, to_onnx
+from .litert import to_litert
 from .raw_input import add_raw_input
 from .web import MODEL, ORT_WEB_VERSION, app_around_model
 
@@ -139,6 +141,8 @@ def _engine(engine: str, clf: Classifier, model: torch.nn.Module, x: torch.Tenso
         return [_coreml(clf, model, x, tmp)]
     if engine.startswith("onnxruntime") or engine == "openvino":
         predict, note, files = _onnx_engine(engine, clf, model, x, tmp)
+    elif engine.startswith("litert"):
+        predict, note, files = _litert_engine(engine, clf, tmp)
     else:
         files = []
         model.to(memory_format=torch.channels_last if clf.config.channels_last else torch.contiguous_format)
@@ -186,6 +190,22 @@ def _onnx_engine(engine: str, clf: Classifier, model: torch.nn.Module, x: torch.
                 [xml, xml.with_suffix(".bin")])
     onnx = OnnxClassifier(path)
     return (lambda images: onnx.logits(images.numpy())), note, [path]
+
+
+def _litert_engine(engine: str, clf: Classifier, tmp: Path
+                   ) -> tuple[Callable[[torch.Tensor], np.ndarray], str, list[Path]]:
+    """The LiteRT file export writes (fp32, or INT8 calibrated on training images) on the LiteRT interpreter; the
+    file takes one image per call, as a phone runs it, so a larger batch is that many calls."""
+    if clf.run is None:
+        raise UserError("LiteRT's export reads a run's metadata; give a run")
+    folder = tmp / engine
+    folder.mkdir()
+    path = folder / "model.tflite"
+    to_litert(clf, path, engine == "litert-int8")
+    LiteRtClassifier.write_metadata(folder, metadata(clf))
+    runtime = LiteRtClassifier(path)
+    note = "INT8 (LiteRT's PT2E quantizer), " if engine == "litert-int8" else "fp32, "
+    return (lambda images: runtime.logits(images.numpy())), note + "one image per call, XNNPACK", [path]
 
 
 def _web(clf: Classifier, model: torch.nn.Module, x: torch.Tensor, y: np.ndarray | None, tmp: Path,

@@ -27,9 +27,12 @@ def load_predictor(run: str | Path, weights: str = "best", device: str = "auto",
     if str(run).lower().endswith(".xml"):  # an OpenVINO IR (its runtime is an optional extra)
         from .openvino import OpenVinoClassifier
         return OpenVinoClassifier(run)
+    if str(run).lower().endswith(".tflite"):  # a LiteRT file (its interpreter is an optional extra)
+        from .litert import LiteRtClassifier
+        return LiteRtClassifier(run)
     if str(run).rstrip("/").lower().endswith(".mlpackage"):
         raise UserError(f"{run}: a Core ML package runs in Core ML on Apple devices (an app, or coremltools on "
-                        f"macOS), not in imgclf; predict with the run, or its ONNX or OpenVINO export")
+                        f"macOS), not in imgclf; predict with the run, or its ONNX, OpenVINO or LiteRT export")
     if (Path(run) / WEB_MODEL).is_file() and (Path(run) / "export.json").is_file():  # imgclf export --format web
         return OnnxClassifier(Path(run) / WEB_MODEL)
     for folder in (Path(run), Path("runs") / str(run)):

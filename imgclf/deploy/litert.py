@@ -1,0 +1,163 @@
+"""``imgclf export --format litert [--int8]``: the run's model as a LiteRT (TensorFlow Lite) flatbuffer for Android,
+embedded Linux and microcontrollers, converted by Google's ``litert-torch`` and checked with the LiteRT interpreter
+(``ai-edge-litert``) here, as every export is.
+
+The file takes what a camera app has after resizing a photo to the model's size: uint8 pixels, NHWC (1, H, W, C),
+RGB or grey; the scaling to [0, 1], the run's mean/std and the softmax (or the sigmoids of a multi-label run) are
+inside, so the app reads one probability per class. The run's own resize and crop, and the labels, are in
+``export.json`` and ``labels.txt`` beside it. INT8: post-training static quantization (PyTorch 2 export
+quantization with LiteRT's quantizer: per-channel int8 weights, int8 activations) calibrated on the run's training
+images; the interface stays uint8 in, float probabilities out.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.transforms import normalize
+from ..errors import UserError
+from ..inference.classifier import Classifier
+from ..inference.litert import LITERT_INPUT_FORMAT, LiteRtClassifier, quiet
+from .coreml import PixelsToProbabilities
+from .export import (INT8_CHECK_IMAGES, MAX_ABS_DIFF, MAX_INT8_DROP, ExportResult, check_images,
+                     finish_folder_export, latency_ms, metadata, writable_folder)
+
+CALIBRATION_IMAGES = 128  # the training images the INT8 ranges are measured on (HistogramObserver: ~0.2 s each)
+
+
+def litert_converter():
+    """``litert_torch``, or a one-line error naming the extra."""
+    try:
+        with quiet():
+            import litert_torch
+    except ImportError:
+        raise UserError("the LiteRT converter is not installed: pip install 'imgclf[litert]' (or 'make litert' in "
+                        "a checkout)") from None
+    return litert_torch
+
+
+class NhwcPixels(nn.Module):
+    """:class:`PixelsToProbabilities` behind an app's image: uint8 (N, H, W, C) to one probability per class."""
+
+    def __init__(self, clf: Classifier) -> None:
+        super().__init__()
+        self.net = PixelsToProbabilities(clf)  # not "graph": the converter's GraphModule has its own
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.net(pixels.permute(0, 3, 1, 2).float())
+
+
+def to_litert(clf: Classifier, path: Path, int8: bool) -> None:
+    """The run's model converted to ``path`` (written beside, then put in place: never half a file)."""
+    lt = litert_converter()
+    clf.model.float().eval().to(memory_format=torch.contiguous_format)
+    graph = NhwcPixels(clf).eval()
+    cfg = clf.config
+    example = (torch.zeros(1, cfg.img_size, cfg.img_size, cfg.channels, dtype=torch.uint8),)
+    partial = path.with_name(f"partial{path.suffix}")
+    try:
+        with quiet():
+            if int8:
+                quantized, config = _quantized(clf, graph, example)
+                edge = lt.convert(quantized, example, quant_config=config)
+            else:
+                edge = lt.convert(graph, example)
+            edge.export(str(partial))
+    except (NotImplementedError, RuntimeError, ValueError, TypeError, AssertionError) as e:
+        partial.unlink(missing_ok=True)
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise UserError(f"LiteRT cannot represent {cfg.model}: {reason}; export it with --format onnx or openvino "
+                        f"instead") from None
+    partial.replace(path)
+
+
+def _quantized(clf: Classifier, graph: nn.Module, example: tuple) -> tuple:
+    """(the graph with INT8 weights and activations, LiteRT's quantization config for it), its ranges
+    calibrated on the run's training images, one at a time (the exported graph has a batch of one)."""
+    from litert_torch.quantize import pt2e_quantizer
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    images, _ = clf.eval_images(split="train", limit=CALIBRATION_IMAGES)
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+    prepared = quantize_pt2e.prepare_pt2e(torch.export.export(graph, example).module(), quantizer)
+    with torch.no_grad():
+        for x in images.x.permute(0, 2, 3, 1).contiguous().split(1):
+            prepared(x)
+    return quantize_pt2e.convert_pt2e(prepared, fold_quantize=False), QuantConfig(pt2e_quantizer=quantizer)
+
+
+def export_litert(clf: Classifier, output: str | Path | None = None, int8: bool = False, check: int = 256
+                  ) -> ExportResult:
+    """``model.tflite`` (or ``model_int8.tflite``) in ``output`` (default ``RUN/litert`` or ``RUN/litert-int8``)
+    with ``labels.txt`` and ``export.json``, checked with the LiteRT interpreter on up to ``check`` validation
+    images (INT8: at least 1,000) against PyTorch: fp32, every probability within 1e-4 and the same top-1 class;
+    INT8, at most 1 point of accuracy lost."""
+    if clf.run is None:
+        raise UserError("export needs a run directory made by 'imgclf train'")
+    litert_converter()  # before the work: a missing extra is said first
+    default = clf.run / ("litert-int8" if int8 else "litert")
+    folder = writable_folder(Path(output) if output else default, clf)
+    path = folder / ("model_int8.tflite" if int8 else "model.tflite")
+    images, where = check_images(clf, max(check, INT8_CHECK_IMAGES) if int8 else check)
+    started = time.perf_counter()
+    to_litert(clf, path, int8)
+    seconds = time.perf_counter() - started
+    meta = metadata(clf) | {"input_format": LITERT_INPUT_FORMAT}
+    (folder / "labels.txt").write_text("".join(f"{c}\n" for c in clf.classes), encoding="utf-8")
+    LiteRtClassifier.write_metadata(folder, meta)  # what predict on the file reads
+    runtime = LiteRtClassifier(path)
+    with torch.inference_mode():
+        run = clf.task.probabilities(clf.model(normalize(images.x.to(clf.device), clf.mean, clf.std))).cpu().numpy()
+    check_result = {"format": "litert int8" if int8 else "litert", "file": str(path), "images": len(images),
+                    "checked_on": where, **parity(run, runtime.probabilities(images.x.numpy()), images.y.numpy(),
+                                                  int8),
+                    "bytes": path.stat().st_size, "seconds": round(seconds, 2),
+                    "precision": "int8 weights and activations" if int8 else "fp32",
+                    "runtime": f"LiteRT interpreter (ai-edge-litert {_version('ai-edge-litert')}), XNNPACK",
+                    "latency_ms_batch1": latency_ms(runtime, images.x.numpy()[:1])}
+    del runtime
+    result = ExportResult(path, check_result)
+    return finish_folder_export(clf, result, folder, {"input": LITERT_INPUT_FORMAT, "metadata": meta},
+                                "litert-int8" if int8 else "litert", litert_summary(result))
+
+
+def parity(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray, int8: bool) -> dict:
+    """The export's probabilities against the run's: the largest difference, the top-1 agreement and the accuracy
+    of both (multi-label: the share of label decisions at p >= 0.5 right); passed as :func:`summary` says."""
+    if labels.ndim == 2:
+        right_ref, right = (reference >= 0.5) == (labels > 0), (probs >= 0.5) == (labels > 0)
+    else:
+        right_ref, right = reference.argmax(1) == labels, probs.argmax(1) == labels
+    out = {"max_prob_diff": float(np.abs(reference - probs).max()),
+           "top1_agreement": float((reference.argmax(1) == probs.argmax(1)).mean()),
+           "accuracy_pytorch": float(right_ref.mean()), "accuracy_export": float(right.mean())}
+    out["accuracy_drop_points"] = 100 * (out["accuracy_pytorch"] - out["accuracy_export"])
+    out["passed"] = out["accuracy_drop_points"] <= MAX_INT8_DROP if int8 else \
+        out["max_prob_diff"] <= MAX_ABS_DIFF and out["top1_agreement"] == 1.0
+    return out
+
+
+def litert_summary(result: ExportResult) -> str:
+    """One line: the check's numbers against its limits."""
+    c = result.check
+    if "int8" in c["format"]:
+        return (f"INT8 with the LiteRT interpreter vs PyTorch on {c['images']} images: top-1 agreement "
+                f"{c['top1_agreement']:.2%}, accuracy {c['accuracy_pytorch']:.2%} -> {c['accuracy_export']:.2%} "
+                f"(drop {c['accuracy_drop_points']:.2f} points, limit {MAX_INT8_DROP})")
+    return (f"the LiteRT interpreter vs PyTorch on {c['images']} images: largest probability difference "
+            f"{c['max_prob_diff']:.1e} (limit {MAX_ABS_DIFF:.0e}), top-1 agreement {c['top1_agreement']:.2%}")
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
