@@ -105,3 +105,19 @@ def test_raw_input_is_refused_for_litert(tmp_path, capsys):
     clf = train("fashion-mnist-sample", epochs=1, img_size=16, limit=100, project=str(tmp_path / "runs"), **TINY)
     assert main(["export", str(clf.run.path), "--format", "litert", "--raw-input"]) == 2
     assert "--raw-input is for --format onnx" in capsys.readouterr().err
+
+
+@pytest.mark.litert
+def test_an_operator_litert_lacks_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import litert_torch
+
+    clf = train("fashion-mnist-sample", epochs=1, img_size=16, limit=100, project=str(tmp_path / "runs"), **TINY)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Lowering not found: aten.grid_sampler_2d.default\n(and a long trace)")
+
+    monkeypatch.setattr(litert_torch, "convert", refuse)
+    assert main(["export", str(clf.run.path), "--format", "litert"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "LiteRT cannot represent" in err and "aten.grid_sampler_2d" in err and "--format onnx" in err
+    assert len(err.splitlines()) == 1 and not (clf.run / "litert").exists()

@@ -53,6 +53,13 @@ def interpreter_class():
     return Interpreter
 
 
+def runtime_version() -> str:
+    """The LiteRT runtime's version (``ai-edge-litert``)."""
+    with quiet():
+        import ai_edge_litert
+    return ai_edge_litert.__version__
+
+
 class LiteRtClassifier(OnnxClassifier):
     """:class:`OnnxClassifier`'s predict API on the LiteRT interpreter. The file answers probabilities; its
     :meth:`logits` are their logs (a multi-label file's, their log-odds), which the softmax (sigmoid) turns back
