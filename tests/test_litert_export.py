@@ -64,14 +64,23 @@ def test_int8_is_calibrated_checked_and_a_failed_check_is_set_aside(tmp_path, ca
 
     from imgclf.deploy.benchmark import benchmark
 
-    clf = train("fashion-mnist-sample", epochs=2, img_size=16, limit=600, project=str(tmp_path / "runs"),
-                name="run", **TINY)
+    # a model trained enough for INT8's 1-point limit to mean something (a 67% one moved 1.75 points)
+    clf = train("fashion-mnist-sample", epochs=3, limit=1500, project=str(tmp_path / "runs"), name="run",
+                **(TINY | {"model": "cnn:16-m-32-m-fc32", "batch_size": 32, "lr": 0.003}))
     assert main(["export", str(clf.run.path), "--format", "litert", "--int8"]) == 0
     folder = clf.run / "litert-int8"
     check = json.loads((folder / "export.json").read_text())["check"]
     assert check["format"] == "litert int8" and check["passed"] and check["accuracy_drop_points"] <= 1.0
     interpreter = Interpreter(model_path=str(folder / "model_int8.tflite"))
     assert any(t["dtype"] == np.int8 for t in interpreter.get_tensor_details())  # int8 weights and activations
+    # uint8 pixels in, as the fp32 file; the probabilities out as int8 with their scale and zero point
+    interpreter.allocate_tensors()
+    inp, outp = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert inp["dtype"] == np.uint8 and outp["dtype"] == np.int8
+    interpreter.set_tensor(inp["index"], np.full(inp["shape"], 100, np.uint8))
+    interpreter.invoke()
+    scale, zero = outp["quantization"]
+    assert abs(float(((interpreter.get_tensor(outp["index"]) - zero) * scale).sum()) - 1) < 0.05
     # the export matrix's rows for LiteRT: the same files, timed on the interpreter, agreeing with PyTorch
     rows = {r.engine: r for r in benchmark(str(clf.run.path), batch=8, seconds=0.1, images=100,
                                            engines=("litert", "litert-int8"), log=lambda _: None) if r.batch == 1}

@@ -204,7 +204,7 @@ def _litert_engine(engine: str, clf: Classifier, tmp: Path
     to_litert(clf, path, engine == "litert-int8")
     LiteRtClassifier.write_metadata(folder, metadata(clf))
     runtime = LiteRtClassifier(path)
-    note = "INT8 (LiteRT's PT2E quantizer), " if engine == "litert-int8" else "fp32, "
+    note = "INT8 (AI Edge Quantizer; first conv and classifier float), " if engine == "litert-int8" else "fp32, "
     return (lambda images: runtime.logits(images.numpy())), note + "one image per call, XNNPACK", [path]
 
 

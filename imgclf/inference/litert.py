@@ -70,6 +70,14 @@ class LiteRtClassifier(OnnxClassifier):
         """Where :meth:`_open` reads the run's metadata from (the export then writes its full record there)."""
         (folder / RECORD).write_text(json.dumps({"metadata": meta}, indent=1, ensure_ascii=False), encoding="utf-8")
 
+    @staticmethod
+    def signature(path: Path) -> tuple[str, str]:
+        """(the file's signature key, its input's name): what a calibration feeds, by name."""
+        with quiet():
+            interpreter = interpreter_class()(model_path=str(path))
+        key, spec = next(iter(interpreter.get_signature_list().items()))
+        return key, spec["inputs"][0]
+
     def _open(self, threads: int | None) -> tuple[dict[str, str], int | str | None]:
         interpreter = interpreter_class()
         record = self.path.parent / RECORD
@@ -98,7 +106,8 @@ class LiteRtClassifier(OnnxClassifier):
             self.interpreter.set_tensor(self.input["index"], np.ascontiguousarray(image.transpose(1, 2, 0))[None])
             self.interpreter.invoke()
             out[i] = self.interpreter.get_tensor(self.output["index"])[0]
-        return out
+        scale, zero = self.output["quantization"]
+        return (out - zero) * scale if scale else out  # an integer output is dequantized
 
     def logits(self, x: np.ndarray | list[np.ndarray]) -> np.ndarray:
         p = np.clip(self.probabilities(np.asarray(x)), EPS, 1 - EPS)
