@@ -4,6 +4,7 @@ metrics.csv, --compile, and ``imgclf benchmark``."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -156,10 +157,17 @@ def test_benchmark_prints_every_engine_with_its_accuracy(tmp_path, monkeypatch, 
     assert main(["benchmark", "runs/b", "--engines", "tensorrt"]) == 2
     # the export matrix: a row per target, the web app timed in Chromium, Core ML converted but never claimed run
     headless_chrome("benchmark --formats all's web row").quit()  # a loud skip where there is no Chromium
-    assert {"pytorch", "onnxruntime", "onnxruntime-int8", "openvino", "web", "coreml"} == set(EXPORT_MATRIX)
+    # (the LiteRT rows run in tests/test_litert_export.py: its converter is not in the test install)
+    assert {"pytorch", "onnxruntime", "onnxruntime-int8", "openvino", "litert", "litert-int8", "web",
+            "coreml"} == set(EXPORT_MATRIX)
     assert main(["benchmark", "runs/b", "--formats", "web,coreml", "--seconds", "0.05", "--images", "16",
                  "--output", "matrix.json"]) == 0  # the runtimes' rows are above; "all" adds these two
     matrix = {(r["engine"], r["batch"]): r for r in json.loads((tmp_path / "matrix.json").read_text())}
     web, coreml = matrix["web", 1], matrix["coreml", 1]
     assert web["agreement"] >= 0.9 and web["latency_ms"] > 0 and web["accuracy"] is not None, web
     assert coreml["images_per_s"] is None and "not run" in coreml["note"] and coreml["size_mb"] > 0, coreml
+    # a target whose converter is missing is a row that names the extra, and the others still run
+    monkeypatch.setitem(sys.modules, "litert_torch", None)
+    assert main(["benchmark", "runs/b", "--formats", "litert,pytorch", "--seconds", "0.05", "--images", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "imgclf[litert]" in out and "pytorch" in out.split("imgclf[litert]")[-1]
