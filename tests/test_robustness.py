@@ -100,23 +100,28 @@ def _final_weights(cwd: Path, name: str) -> dict[str, torch.Tensor]:
 def long_data(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
     """A data set with a few hundred steps per epoch, and the weights of an uninterrupted run on it."""
     root = tmp_path_factory.mktemp("interrupt")
-    data = write_class_folders(root / "shapes", per_class=90)
+    data = write_class_folders(root / "shapes", per_class=300)  # epoch 2 lasts ~0.7 s on a fast day
     reference = _train(data, root, "whole")
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
     return data, _final_weights(root, "whole")
 
 
-def _stop_mid_epoch(proc: subprocess.Popen, run: Path, sig: int) -> None:
-    """Wait until epoch 1 is on disk, let epoch 2 get going, then send ``sig``."""
+def _stop_mid_epoch(proc: subprocess.Popen, run: Path, sig: int, group: bool = False) -> None:
+    """Wait until epoch 1 is on disk, let epoch 2 get going, then send ``sig`` (to the whole process group when
+    ``group``)."""
     deadline = time.monotonic() + 120
     while not (run / "metrics.csv").exists() or len((run / "metrics.csv").read_text().splitlines()) < 2:
         assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be stopped"
         time.sleep(0.02)
-    # A quarter of an epoch on: past epoch 1's checkpoint, well before epoch 2 ends, however fast the machine is.
+    # A tenth of epoch 1's time on (epoch 1 includes the warm-up: later epochs took a quarter of it): past its
+    # checkpoint, well before epoch 2 ends, however fast the machine is.
     header, first = (run / "metrics.csv").read_text().splitlines()[:2]
-    time.sleep(0.05 + 0.25 * float(dict(zip(header.split(","), first.split(",")))["time"]))
+    time.sleep(0.05 + 0.1 * float(dict(zip(header.split(","), first.split(",")))["time"]))
     assert proc.poll() is None
-    proc.send_signal(sig)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
@@ -177,12 +182,7 @@ def test_sigterm_to_the_whole_process_group_checkpoints_like_sigterm_to_the_trai
                             cwd=tmp_path, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env=os.environ | {"OMP_NUM_THREADS": "1"})
     run = tmp_path / "runs" / "group"
-    deadline = time.monotonic() + 120
-    while not (run / "metrics.csv").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-        time.sleep(0.02)
-    time.sleep(0.3)  # epoch 2 is under way, its workers running
-    os.killpg(proc.pid, signal.SIGTERM)
+    _stop_mid_epoch(proc, run, signal.SIGTERM, group=True)  # epoch 2 under way, its workers running
     code = proc.wait(timeout=120)
     err = proc.stderr.read()
     assert code == 128 + signal.SIGTERM, err
