@@ -53,6 +53,8 @@ def test_a_litert_file_answers_as_the_run_and_predicts_alone(tmp_path, capsys, g
     pngs.mkdir()
     for i, image in enumerate(images.x.numpy()[:3]):
         Image.fromarray(image[0] if grey else image.transpose(1, 2, 0)).save(pngs / f"{i}.png")
+    name, probs, error = next(alone.probabilities([str(pngs / "0.png")]))  # the predict API's own iterator
+    assert error is None and probs.shape == (len(clf.classes),) and abs(float(probs.sum()) - 1) < 1e-4
     assert main(["predict", str(folder / "model.tflite"), str(pngs)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and all(line.split()[1] in " ".join(clf.classes) for line in lines)

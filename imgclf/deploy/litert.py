@@ -130,7 +130,7 @@ def export_litert(clf: Classifier, output: str | Path | None = None, int8: bool 
     runtime = LiteRtClassifier(path)
     run = clf.task.probabilities_np(torch_logits(clf.model, clf, images.x))
     check_result = {"format": "litert int8" if int8 else "litert", "file": str(path), "images": len(images),
-                    "checked_on": where, **parity(run, runtime.probabilities(images.x.numpy()), images.y.numpy(),
+                    "checked_on": where, **parity(run, runtime.outputs(images.x.numpy()), images.y.numpy(),
                                                   int8),
                     "bytes": path.stat().st_size, "seconds": round(seconds, 2),
                     "precision": "int8 weights and activations (first conv and classifier in float)" if int8 else

@@ -99,8 +99,9 @@ class LiteRtClassifier(OnnxClassifier):
         self.output = self.interpreter.get_output_details()[0]
         return meta, 1
 
-    def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """The file's own outputs for uint8 images (N, C, H, W) at the model's size, one image per call."""
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        """The file's own outputs (probabilities) for uint8 images (N, C, H, W) at the model's size, one image per
+        call."""
         out = np.empty((len(x), len(self.classes)), np.float32)
         for i, image in enumerate(x):
             self.interpreter.set_tensor(self.input["index"], np.ascontiguousarray(image.transpose(1, 2, 0))[None])
@@ -110,5 +111,5 @@ class LiteRtClassifier(OnnxClassifier):
         return (out - zero) * scale if scale else out  # an integer output is dequantized
 
     def logits(self, x: np.ndarray | list[np.ndarray]) -> np.ndarray:
-        p = np.clip(self.probabilities(np.asarray(x)), EPS, 1 - EPS)
+        p = np.clip(self.outputs(np.asarray(x)), EPS, 1 - EPS)
         return np.log(p / (1 - p)) if self.task.multilabel else np.log(p)
