@@ -101,6 +101,9 @@ def cmd_export(args: argparse.Namespace) -> None:
     from ..deploy.export import export, summary
     from ..inference.classifier import Classifier
 
+    if args.raw_input and args.fmt == "litert":  # said before a model is loaded
+        raise UserError("--raw-input is for --format onnx: a LiteRT file takes the image an app has resized to "
+                        "the model's size (uint8 NHWC), with the normalisation inside")
     clf = Classifier.load(args.run, device="cpu")
     if args.fmt == "web":
         from ..deploy.web import export_web
@@ -131,9 +134,6 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.fmt == "litert":
         from ..deploy.litert import export_litert, litert_summary
 
-        if args.raw_input:
-            raise UserError("--raw-input is for --format onnx: a LiteRT file takes the image an app has resized to "
-                            "the model's size (uint8 NHWC), with the normalisation inside")
         result = export_litert(clf, args.output, args.int8, args.check_images)
         print(f"exported {result.path} ({result.check['bytes'] / 1e6:.2f} MB; labels.txt and export.json beside "
               f"it), {result.check['latency_ms_batch1']:.2f} ms for one image here")

@@ -6,7 +6,8 @@ Inference images/s and latency at batch 1 and at a larger batch for PyTorch eage
 OpenVINO (the fp32 ONNX file converted, run in float32), then training images/s (forward, backward, optimizer step at
 the run's precision). ``--formats all`` gives a row per export target instead (:data:`EXPORT_MATRIX`): those
 runtimes, LiteRT fp32 and INT8 (the interpreter, one image a call), the web app in headless Chromium
-(:mod:`imgclf.deploy.browser`, one image at a time as the page runs it) and the Core ML package (converted and sized; Core ML runs only on Apple's systems), each with its file size. A run's
+(:mod:`imgclf.deploy.browser`, one image at a time as the page runs it) and the Core ML package (converted and sized;
+Core ML runs only on Apple's systems), each with its file size. A run's
 validation images (else its test images) give each engine's accuracy and its top-1
 agreement with PyTorch eager, so speed never hides a loss; a bare model name is timed on random images, without
 accuracy.
