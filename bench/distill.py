@@ -19,6 +19,8 @@ from pathlib import Path
 
 from predict_bulk import ROOT, bench_folder, run
 
+STUDENT = "cnn:16-m-32-m-fc64"
+
 
 def one(folder: Path, data_root: str, name: str, options: list[str]) -> dict:
     """Train (unless done), export to ONNX, and gather the figures of one run."""
@@ -49,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared/data/fashion-mnist"))
     parser.add_argument("--teacher-options", default="--epochs 10", help="imgclf train options of the teacher")
-    parser.add_argument("--student", default="cnn:16-m-32-m-fc64")
+    parser.add_argument("--student", default=STUDENT)
     parser.add_argument("--student-epochs", default="10")
     parser.add_argument("--student-options", default="", help="more imgclf train options, for both students")
     parser.add_argument("--kd", default="--kd-weight 0.9 --kd-temperature 4")
@@ -59,7 +61,9 @@ def main() -> None:
     student = ["--model", args.student, "--epochs", args.student_epochs, *shlex.split(args.student_options)]
     rows = {f"teacher (default cnn, {args.teacher_options})": one(folder, args.data_root, "teacher",
                                                                   shlex.split(args.teacher_options))}
-    tag = _tag(student[2:])
+    # the default student keeps the names of the runs already made; another one carries its spec
+    tag = _tag(student[2:]) if args.student == STUDENT else \
+        "_" + args.student.replace("cnn:", "").replace("-", "") + _tag(student[2:])
     rows[f"student alone ({args.student}, {' '.join(student[2:])})"] = one(folder, args.data_root, f"student{tag}",
                                                                            student)
     kd = shlex.split(args.kd)

@@ -9,10 +9,12 @@ and the check's wall time against one ordinary training run on the same data.
 
     .venv/bin/python bench/label_noise.py [--data-root ../shared/data/fashion-mnist] [--train 12000]
         [--noise symmetric,pairs] [--rate 0.1] [--seeds 1] [--actions drop,relabel,auto]
-        [--suspects docs/fashion-mnist-suspects.png]
+        [--suspects docs/fashion-mnist-suspects.png] [--size 96 --train-options "--model efficientnet_lite0 ..."]
 
 symmetric: each flipped label becomes another class, uniformly; pairs: flips only between the confusable pairs
 (Shirt <-> T-shirt/top, Pullover <-> Coat, Sneaker <-> Ankle boot), as many as the symmetric case in all.
+``--size`` writes the images enlarged (bicubic) to that side, so that the check takes its path for photos (a
+pretrained backbone's cached features, over 64 px); ``--train-options`` are given to every training run.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import argparse
 import csv
 import gzip
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -50,26 +53,31 @@ def noisy(y: np.ndarray, kind: str, rate: float, rng: np.random.Generator) -> np
     return out
 
 
-def write_folder(root: Path, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray) -> list[str]:
-    """The PNG folders; returns the training files' paths in the order of ``x``."""
+def write_folder(root: Path, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, size: int = 28
+                 ) -> list[str]:
+    """The PNG folders, the images at ``size`` px; returns the training files' paths in the order of ``x``."""
     paths = []
     for split, images, labels in (("train", x, y), ("test", xt, yt)):
         for i, (image, label) in enumerate(zip(images, labels)):
             path = root / split / CLASSES[label] / f"{i:05d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(path)
+            picture = Image.fromarray(image)
+            if size != picture.width:
+                picture = picture.resize((size, size), Image.Resampling.BICUBIC)
+            picture.save(path)
             if split == "train":
                 paths.append(str(path))
     return paths
 
 
-def accuracy(data: Path, folder: Path, name: str, seeds: int) -> tuple[list[float], float]:
-    """(test accuracies, seconds of the first run) of the default cnn trained on ``data`` at seeds 0..seeds-1."""
+def accuracy(data: Path, folder: Path, name: str, seeds: int, options: list[str]) -> tuple[list[float], float]:
+    """(test accuracies, seconds of the first run) of the model ``options`` train (the default cnn unless they name
+    another) on ``data`` at seeds 0..seeds-1."""
     accs, times = [], []
     for seed in range(seeds):
         tag = name if seed == 0 else f"{name}-seed{seed}"
         seconds, _ = run(ROOT, ["train", str(data), "--no-plots", "--no-report", "--quiet", "--project",
-                                str(folder / "runs"), "--name", tag, "--exist-ok", "--seed", str(seed)], folder)
+                                str(folder / "runs"), "--name", tag, "--exist-ok", "--seed", str(seed), *options], folder)
         with open(folder / "runs" / tag / "eval.json", encoding="utf-8") as f:
             accs.append(json.load(f)["accuracy"])
         times.append(seconds)
@@ -111,10 +119,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="train each variant at this many seeds, the mean")
     parser.add_argument("--actions", default="drop,relabel,auto")
     parser.add_argument("--folder", default="bench-runs/label-noise")
+    parser.add_argument("--size", type=int, default=28, help="the images' side in the written folders")
+    parser.add_argument("--train-options", default="", help="imgclf train options of every training run")
     parser.add_argument("--suspects", default=None, help="also check the published labels and draw their 30 worst "
                                                          "suspects into this PNG (docs/fashion-mnist-suspects.png)")
     args = parser.parse_args()
     folder = bench_folder(args.folder)
+    options = shlex.split(args.train_options)
     root = Path(args.data_root)
     x = idx(root / "train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
     y = idx(root / "train-labels-idx1-ubyte.gz", 8).astype(np.int64)
@@ -126,8 +137,8 @@ def main() -> None:
     x, y = x[keep], y[keep]
     true = folder / "true"
     if not true.exists():
-        write_folder(true, x, y, xt, yt)
-    true_accs, true_s = accuracy(true, folder, "true", args.seeds)
+        write_folder(true, x, y, xt, yt, args.size)
+    true_accs, true_s = accuracy(true, folder, "true", args.seeds, options)
     true_acc = float(np.mean(true_accs))
     print(f"true labels: test accuracy {mean_sd(true_accs)} ({true_s:.0f} s to train)", flush=True)
     if args.suspects:  # the data set's own doubtful labels: the check on the labels as published
@@ -139,7 +150,7 @@ def main() -> None:
     for kind in args.noise.split(","):
         given = noisy(y, kind, args.rate, np.random.default_rng(1))
         data = folder / kind
-        paths = write_folder(data, x, given, xt, yt) if not data.exists() else \
+        paths = write_folder(data, x, given, xt, yt, args.size) if not data.exists() else \
             [str(data / "train" / CLASSES[c] / f"{i:05d}.png") for i, c in enumerate(given)]
         flipped = {p for p, a, b in zip(paths, y, given) if a != b}
         shutil.rmtree(folder / "runs" / f"check-{kind}", ignore_errors=True)  # a check of an earlier bench
@@ -152,7 +163,7 @@ def main() -> None:
         precision, recall = hit / max(1, len(flagged)), hit / len(flipped)
         fixed = sum(r["path"] in flipped and r["suggested_label"] == CLASSES[y[paths.index(r["path"])]]
                     for r in rows)
-        noisy_accs, noisy_s = accuracy(data, folder, f"noisy-{kind}", args.seeds)
+        noisy_accs, noisy_s = accuracy(data, folder, f"noisy-{kind}", args.seeds, options)
         noisy_acc = float(np.mean(noisy_accs))
         results = {}
         for action in args.actions.split(","):
@@ -167,7 +178,7 @@ def main() -> None:
             clean = folder / f"clean-{kind}-{action}.csv"
             clean.unlink(missing_ok=True)
             run(ROOT, ["check", str(data), "--apply", str(fixes), "--output", str(clean)], folder)
-            results[action] = accuracy(clean, folder, f"clean-{kind}-{action}", args.seeds)[0]
+            results[action] = accuracy(clean, folder, f"clean-{kind}-{action}", args.seeds, options)[0]
         cost = noisy_acc - true_acc
         print(f"{kind} noise, {len(flipped)} of {len(y)} training labels flipped ({len(flipped) / len(y):.1%}):\n"
               f"  flagged {len(flagged)}: precision {precision:.3f}, recall {recall:.3f}; the suggestion is the "

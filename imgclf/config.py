@@ -170,6 +170,8 @@ class TrainConfig:
     positive: str | None = None  # two classes: the one the run detects (None: by name, see training.thresholds)
     folds: int | None = None  # a cross-validation fold's run: fold ``fold`` (from 0) of ``folds`` is its validation
     fold: int | None = None
+    test_split: bool = True  # decode and score the data's test split; off for the label check's folds, which need
+    # only their out-of-fold predictions (5 passes over a test set of photos through a backbone, for nothing)
     seed: int = 0
     name: str | None = None
     project: str = "runs"

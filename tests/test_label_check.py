@@ -212,3 +212,23 @@ def test_the_default_model_is_a_cnn_for_small_images_and_cached_backbone_feature
     assert (model, epochs) == ("efficientnet_lite0", None)
     assert options == {"pretrained": True, "mode": "feature-extract", "seed": 1}
     assert default_training(load_source(str(photos)), "resnet18", 3, {}) == ("resnet18", 3, {})  # the user's wins
+
+
+def test_the_folds_leave_a_test_split_alone_and_their_out_of_fold_probabilities_are_the_models(tmp_path):
+    from imgclf.inference.classifier import Classifier
+
+    data = tmp_path / "data"
+    write_class_folders(data / "train", 12, seed=1)
+    write_class_folders(data / "test", 4, seed=2)
+    report = find_label_issues(str(data), project=str(tmp_path / "runs"), name="t", **OPTIONS)
+    oof = np.load(report.run / "oof.npz")
+    for k in range(3):  # each fold scored its own held-out images (no pass over the test images: a check needs none)
+        fold = report.run / f"fold-{k}"
+        assert json.loads((fold / "eval.json").read_text())["split"] == "val"
+        clf = Classifier.load(fold)
+        images, _ = clf.eval_images(split="val")
+        rows = np.flatnonzero(np.isin(oof["image"], images.paths))
+        order = np.argsort(oof["image"][rows])
+        mine = np.argsort(np.array(images.paths))
+        assert len(rows) == len(images) == 12
+        np.testing.assert_allclose(oof["probs"][rows][order], clf.predict_proba(images.x).numpy()[mine], atol=1e-5)

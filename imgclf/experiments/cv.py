@@ -18,12 +18,13 @@ import numpy as np
 from ..config import TrainConfig
 from ..data.sources import load_source
 from ..data.split import fold_indices, pooled
+from ..data.tensors import ImageTensors
 from ..errors import UserError
 from ..files import write_csv
 from ..inference.classifier import Classifier
 from ..inference.ensemble import Ensemble
 from ..metrics.classification import Evaluation
-from ..run import CV_FILE, LAST, OOF_PROBS, RunDir, check_run_name, fresh_path, slug
+from ..run import CV_FILE, EVALUATION, LAST, OOF_PROBS, RunDir, check_run_name, fresh_path, slug
 from ..training import job
 from ..training.setup import data_path
 from .folders import resumed
@@ -100,7 +101,8 @@ def summarise(run: RunDir, folds: int) -> dict[str, Any]:
     folds_of = fold_indices(pool.labels, folds, cfg.seed)
     for k, clf in enumerate(members):
         images, _ = clf.eval_images(split="val")
-        probs = clf.predict_proba(images.x).numpy()
+        report = json.loads((run / f"fold-{k}" / "eval.json").read_text(encoding="utf-8"))
+        probs = _fold_probs(run / f"fold-{k}", report, clf, images)
         ev = Evaluation(clf.classes, images.y.numpy(), probs)
         per_fold.append({"fold": k, "images": len(images), "accuracy": ev.accuracy,
                          "balanced_accuracy": ev.balanced_accuracy, "macro_f1": ev.macro_f1})
@@ -110,8 +112,7 @@ def summarise(run: RunDir, folds: int) -> dict[str, Any]:
         oof["probs"].append(probs.astype(np.float32))
         for name, label, p in zip(names, ev.y_true, probs):
             rows.append((name, clf.classes[label], clf.classes[int(p.argmax())], float(p.max()), float(p[label]), k))
-        report = json.loads((run / f"fold-{k}" / "eval.json").read_text(encoding="utf-8"))
-        if "test" in source.splits:
+        if cfg.test_split and "test" in source.splits:
             test.append(report["accuracy"])
     summary: dict[str, Any] = {"folds": per_fold}
     for key in ("accuracy", "balanced_accuracy", "macro_f1"):
@@ -131,6 +132,16 @@ def summarise(run: RunDir, folds: int) -> dict[str, Any]:
     (run / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
     (run / "summary.txt").write_text(summary_text(summary) + "\n", encoding="utf-8")
     return summary
+
+
+def _fold_probs(fold: Path, report: dict[str, Any], clf: Classifier, images: ImageTensors) -> np.ndarray:
+    """A fold's probabilities on its validation images: those its final evaluation saved where it scored them (a
+    fold without a test split), else predicted now."""
+    if report.get("split") == "val" and (fold / EVALUATION).is_file():
+        saved = np.load(fold / EVALUATION)
+        if np.array_equal(saved["y_true"], images.y.numpy()):
+            return saved["probs"]
+    return clf.predict_proba(images.x).numpy()
 
 
 def summary_text(summary: dict[str, Any]) -> str:

@@ -146,7 +146,8 @@ def find_label_issues(data: str | None = None, model: str | None = None, epochs:
         model, epochs, options = default_training(source, model, epochs, options)
         project = Path(options.get("project", "runs"))
         name = options.pop("name", None) or fresh_path(project / slug(f"{source.name}-labels"), folder=True).name
-        options = {"plots": False, "report": False} | options  # the folds are a means here, not results to read
+        # the folds are a means here, not results to read; their out-of-fold predictions are all the check needs
+        options = {"plots": False, "report": False, "test_split": False} | options
         log(f"label check: {folds}-fold out-of-fold probabilities of {model} ({epochs or 'default'} epochs a fold)")
         cross_validate(data, model, epochs, folds=folds, name=name, **options)
         run = RunDir(project / name)

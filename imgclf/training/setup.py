@@ -79,6 +79,9 @@ def load_data(cfg: TrainConfig) -> Source:
     source = source.for_task(cfg.task)
     if cfg.limit:
         source = sample(source, cfg.limit, cfg.seed)
+    if not cfg.test_split and "test" in source.splits:
+        source = type(source)(source.name, source.classes, {k: v for k, v in source.splits.items() if k != "test"},
+                              source.flip_ok)
     return holdout(source, cfg.val_split, cfg.seed, cfg.folds, cfg.fold)
 
 
