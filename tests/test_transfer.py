@@ -4,6 +4,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from timm.models.efficientnet import EfficientNet
@@ -56,19 +57,21 @@ def backbone_images(monkeypatch) -> list[int]:
 def test_feature_extract_trains_only_the_head_on_features_computed_once(image_folder, run_cwd, lite0_reference,
                                                                         backbone_images, capsys):
     clf = imgclf.train(str(image_folder), epochs=3, name="fe", mode="feature-extract", **LITE0)
-    final_eval = json.loads((clf.run / "eval.json").read_text())["images"]
     assert clf.config.augment == "none" and clf.config.mode == "feature-extract"
-    # each distinct image (the dark squares are all alike) through the backbone once for 3 epochs, then the
-    # final evaluation of the saved model
+    # each distinct image (the dark squares are all alike) through the backbone once, for the 3 epochs and the
+    # final evaluation of the saved model (its validation images' features are cached: only the head runs)
     distinct = len({hashlib.sha256(f.read_bytes()).digest() for f in image_folder.rglob("*.png")})
-    assert distinct < 36 and sum(backbone_images) == 2 + distinct + final_eval  # 2: shape checks of a new model
+    assert distinct < 36 and sum(backbone_images) == 2 + distinct  # 2: shape checks of a new model
+    images, _ = clf.eval_images(split="val")
+    scored = np.load(clf.run / "evaluation.npz")  # the head on cached features: the whole network's numbers
+    np.testing.assert_allclose(scored["probs"], clf.predict_proba(images.x).numpy(), atol=1e-5)
     state = clf.model.cpu().state_dict()
     assert all(torch.equal(state[k], lite0_reference[k]) for k in backbone_keys(state))
     assert state["classifier.weight"].abs().sum() > 0  # the new head (zero at the start) learned
 
     backbone_images.clear()
     imgclf.train(str(image_folder), epochs=3, name="fe-again", mode="feature-extract", **LITE0)
-    assert sum(backbone_images) == 2 + final_eval  # every training feature came from the disk cache
+    assert sum(backbone_images) == 2  # every feature came from the disk cache
     assert "0 image(s) through the frozen backbone, 36 found in the cache" in (run_cwd / "runs/fe-again/train.log"
                                                                                 ).read_text()
 
@@ -222,3 +225,21 @@ def test_positive_understands_synonyms_ids_and_not_folders():
     assert folder_truth("data/not_hot_dog/1.jpg", ["hotdog, hot dog, red hot"]) is False
     assert folder_truth("data/yes/1.jpg", ["espresso"]) is True
     assert folder_truth("data/misc/1.jpg", ["espresso"]) is None
+
+
+def test_a_test_split_is_scored_through_the_head_and_its_features_serve_the_next_run(tmp_path, run_cwd,
+                                                                                      backbone_images):
+    from .conftest import write_class_folders
+
+    data = tmp_path / "data"
+    write_class_folders(data / "train", 8, seed=1)
+    write_class_folders(data / "test", 3, seed=2)
+    clf = imgclf.train(str(data), epochs=2, name="fe-test", mode="feature-extract", **LITE0)
+    report = json.loads((clf.run / "eval.json").read_text())
+    images, _ = clf.eval_images(split="test")
+    scored = np.load(clf.run / "evaluation.npz")
+    assert report["split"] == "test" and len(scored["probs"]) == len(images) == 9
+    np.testing.assert_allclose(scored["probs"], clf.predict_proba(images.x).numpy(), atol=1e-5)
+    backbone_images.clear()
+    imgclf.train(str(data), epochs=2, name="fe-test-again", mode="feature-extract", **LITE0)
+    assert sum(backbone_images) == 2  # the test images' features were cached by the first run's evaluation

@@ -238,11 +238,13 @@ class Classifier(Predictor):
             result.save(Path(save_to), images.x)
         return result
 
-    def score(self, images: ImageTensors, tta: bool = False, top_k: int = 5
+    def score(self, images: ImageTensors, tta: bool = False, top_k: int = 5, plain: np.ndarray | None = None
               ) -> "tuple[Evaluation | MultiLabelEvaluation, np.ndarray]":
         """The evaluation of labelled ``images`` and the probabilities it scored; with ``tta`` those of the
-        test-time views averaged, the accuracy (mAP) without them kept beside."""
-        plain = self.predict_proba(images.x).numpy()
+        test-time views averaged, the accuracy (mAP) without them kept beside. ``plain``: this model's
+        probabilities on ``images`` where they are already known (a frozen backbone's cached features through the
+        head), so that they are not computed again."""
+        plain = self.predict_proba(images.x).numpy() if plain is None else plain
         probs = self.views_proba(images.x) if tta else plain
         result = evaluation_for(self.task, self.classes, images.y.numpy(), probs, self.threshold, top_k,
                                 self.positive)

@@ -42,7 +42,7 @@ from .setup import build_model, check_memory, fit_input, load_data, new_config, 
 from .thresholds import check_positive, tune_thresholds
 from .time_budget import TimeLimit, plan_epochs
 from .trainer import Trainer
-from .modes import mode_setup
+from .modes import cached_probabilities, mode_setup
 
 
 def _logger(run: RunDir, quiet: bool) -> Callable[[str], None]:
@@ -394,7 +394,8 @@ def _finish(cfg: TrainConfig, run: RunDir, prepared: Prepared, trainer: Trainer,
 def _evaluate(clf: Classifier, cfg: TrainConfig, images: ImageTensors, final: str, classes: list[str],
               log: Callable[[str], None]) -> None:
     """The best weights scored on the ``final`` split, saved in the run with its figures and report."""
-    ev, probs = clf.score(images, cfg.tta)
+    ev, probs = clf.score(images, cfg.tta, plain=cached_probabilities(cfg, clf.model, clf.task.probabilities,
+                                                                        images, clf.device))
     clf.evaluation = ev
     ev.save(clf.run.path, images.x, figures=cfg.plots)
     np.savez_compressed(clf.run / EVALUATION, y_true=ev.y_true, probs=probs.astype(np.float32))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -52,3 +53,18 @@ def mode_setup(cfg: TrainConfig, net: nn.Module, splits: dict[str, ImageTensors]
         f"cache, in {time.perf_counter() - started:.1f} s ({where}); training the head on "
         f"{next(iter(features.values())).x.shape[1]} features per image")
     return head, head, None, None, features, []
+
+
+def cached_probabilities(cfg: TrainConfig, model: nn.Module, probabilities: Callable[[torch.Tensor], torch.Tensor],
+                         images: ImageTensors, device: torch.device) -> np.ndarray | None:
+    """A feature-extract run's probabilities on ``images`` through its head on the frozen backbone's features from
+    the disk cache: the same numbers as the whole network's, and images cached before (a validation split, a test
+    split scored by an earlier run) cost no pass through the backbone; the new ones are added to the cache. None
+    where there is no disk cache (augmentation, ``--feature-cache none`` or ``ram``)."""
+    if cfg.mode != "feature-extract" or cfg.augment != "none" or cfg.feature_cache != "disk":
+        return None
+    cache = FeatureCache(model, cfg.mean, cfg.std, device, default_cache_dir(), cfg.channels_last)
+    features = cache(images)
+    cache.save()
+    with torch.inference_mode():
+        return probabilities(model.get_classifier()(features.x.to(device))).cpu().numpy()
