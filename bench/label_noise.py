@@ -77,7 +77,8 @@ def accuracy(data: Path, folder: Path, name: str, seeds: int, options: list[str]
     for seed in range(seeds):
         tag = name if seed == 0 else f"{name}-seed{seed}"
         seconds, _ = run(ROOT, ["train", str(data), "--no-plots", "--no-report", "--quiet", "--project",
-                                str(folder / "runs"), "--name", tag, "--exist-ok", "--seed", str(seed), *options], folder)
+                                str(folder / "runs"), "--name", tag, "--exist-ok", "--seed", str(seed), *options],
+                         folder)
         with open(folder / "runs" / tag / "eval.json", encoding="utf-8") as f:
             accs.append(json.load(f)["accuracy"])
         times.append(seconds)
