@@ -150,6 +150,19 @@ def test_the_unreviewed_list_takes_the_sure_suggestions_drops_the_other_suspects
     assert _digest(data) == before
 
 
+def test_the_list_applies_to_the_data_named_relative_to_the_working_folder(checked, tmp_path, monkeypatch):
+    # label_issues.csv holds absolute paths; a user who checked "data" from its parent folder applies it the same way
+    data, report, before = checked
+    monkeypatch.chdir(data.parent)
+    clean = tmp_path / "clean.csv"
+    assert main(["check", data.name, "--apply", str(report.run / "label_issues.csv"), "--min-confidence", "0.5",
+                 "--output", str(clean)]) == 0
+    with open(clean, newline="", encoding="utf-8") as f:
+        cleaned = {r["path"]: r["label"] for r in csv.DictReader(f)}
+    assert any(cleaned.get(r["path"], r["given_label"]) != r["given_label"] for r in _rows(report.run))
+    assert _digest(data) == before
+
+
 def test_an_existing_cross_validation_is_scored_without_training(checked, capsys):
     data, report, _ = checked
     first = _rows(report.run)

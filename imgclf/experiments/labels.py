@@ -287,15 +287,15 @@ def apply_fixes(data: str, fixes: Path, output: Path, data_root: str | None = No
         if action == "relabel" and label not in source.classes:
             raise UserError(f"{fixes}: {row['path']} is relabelled {label!r}, which is not one of the classes: "
                             f"{', '.join(source.classes)}")
-        decisions[str(row["path"])] = (action, label)
-    known = {str(p) for split in source.splits.values() for p in split.paths}
+        decisions[_key(row["path"])] = (action, label)
+    known = {_key(p) for split in source.splits.values() for p in split.paths}
     if unknown := [p for p in decisions if p not in known]:
         raise UserError(f"{fixes}: {len(unknown)} path(s) are not images of {data}, e.g. {unknown[0]}; was the "
                         f"file made for another data set?")
     rows, counts = [], {"rows": 0, "relabelled": 0, "dropped": 0}
     for split_name, split in source.splits.items():
         for path, label in zip(split.paths, split.labels):
-            action, new = decisions.get(str(path), ("keep", ""))
+            action, new = decisions.get(_key(path), ("keep", ""))
             if action == "drop":
                 counts["dropped"] += 1
                 continue
@@ -305,6 +305,12 @@ def apply_fixes(data: str, fixes: Path, output: Path, data_root: str | None = No
     write_csv(output, rows, ["path", "label", "split"])
     counts["rows"] = len(rows)
     return counts
+
+
+def _key(path: str | Path) -> str:
+    """A path as its absolute form, so that a list written with absolute paths (the check's own) matches a data set
+    named relative to the working folder, and the other way round."""
+    return str(Path(path).resolve())
 
 
 def automatic_decisions(issues: list[dict[str, str]], min_confidence: float = SURE) -> list[dict[str, str]]:
