@@ -10,6 +10,7 @@ and the check's wall time against one ordinary training run on the same data.
     .venv/bin/python bench/label_noise.py [--data-root ../shared/data/fashion-mnist] [--train 12000]
         [--noise symmetric,pairs] [--rate 0.1] [--seeds 1] [--actions drop,relabel,auto]
         [--suspects docs/fashion-mnist-suspects.png] [--size 96 --train-options "--model efficientnet_lite0 ..."]
+        [--check-options "--epochs 15"] [--reuse]
 
 symmetric: each flipped label becomes another class, uniformly; pairs: flips only between the confusable pairs
 (Shirt <-> T-shirt/top, Pullover <-> Coat, Sneaker <-> Ankle boot), as many as the symmetric case in all.
@@ -70,15 +71,20 @@ def write_folder(root: Path, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: n
     return paths
 
 
-def accuracy(data: Path, folder: Path, name: str, seeds: int, options: list[str]) -> tuple[list[float], float]:
+def accuracy(data: Path, folder: Path, name: str, seeds: int, options: list[str], reuse: bool = False
+             ) -> tuple[list[float], float]:
     """(test accuracies, seconds of the first run) of the model ``options`` train (the default cnn unless they name
-    another) on ``data`` at seeds 0..seeds-1."""
+    another) on ``data`` at seeds 0..seeds-1; with ``reuse``, a run of that name that finished is taken as it is."""
     accs, times = [], []
     for seed in range(seeds):
         tag = name if seed == 0 else f"{name}-seed{seed}"
-        seconds, _ = run(ROOT, ["train", str(data), "--no-plots", "--no-report", "--quiet", "--project",
-                                str(folder / "runs"), "--name", tag, "--exist-ok", "--seed", str(seed), *options],
-                         folder)
+        status = folder / "runs" / tag / "status.json"
+        if reuse and status.is_file() and json.loads(status.read_text())["status"] == "finished":
+            seconds = json.loads(status.read_text())["wall_s"]
+        else:
+            seconds, _ = run(ROOT, ["train", str(data), "--no-plots", "--no-report", "--quiet", "--project",
+                                    str(folder / "runs"), "--name", tag, "--exist-ok", "--seed", str(seed),
+                                    *options], folder)
         with open(folder / "runs" / tag / "eval.json", encoding="utf-8") as f:
             accs.append(json.load(f)["accuracy"])
         times.append(seconds)
@@ -122,11 +128,14 @@ def main() -> None:
     parser.add_argument("--folder", default="bench-runs/label-noise")
     parser.add_argument("--size", type=int, default=28, help="the images' side in the written folders")
     parser.add_argument("--train-options", default="", help="imgclf train options of every training run")
+    parser.add_argument("--check-options", default="", help="imgclf check options (--epochs 15)")
+    parser.add_argument("--reuse", action="store_true", help="take the training runs and checks an earlier bench "
+                                                             "finished in --folder as they are (same data only)")
     parser.add_argument("--suspects", default=None, help="also check the published labels and draw their 30 worst "
                                                          "suspects into this PNG (docs/fashion-mnist-suspects.png)")
     args = parser.parse_args()
     folder = bench_folder(args.folder)
-    options = shlex.split(args.train_options)
+    options, check_options = shlex.split(args.train_options), shlex.split(args.check_options)
     root = Path(args.data_root)
     x = idx(root / "train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
     y = idx(root / "train-labels-idx1-ubyte.gz", 8).astype(np.int64)
@@ -139,7 +148,7 @@ def main() -> None:
     true = folder / "true"
     if not true.exists():
         write_folder(true, x, y, xt, yt, args.size)
-    true_accs, true_s = accuracy(true, folder, "true", args.seeds, options)
+    true_accs, true_s = accuracy(true, folder, "true", args.seeds, options, args.reuse)
     true_acc = float(np.mean(true_accs))
     print(f"true labels: test accuracy {mean_sd(true_accs)} ({true_s:.0f} s to train)", flush=True)
     if args.suspects:  # the data set's own doubtful labels: the check on the labels as published
@@ -154,32 +163,37 @@ def main() -> None:
         paths = write_folder(data, x, given, xt, yt, args.size) if not data.exists() else \
             [str(data / "train" / CLASSES[c] / f"{i:05d}.png") for i, c in enumerate(given)]
         flipped = {p for p, a, b in zip(paths, y, given) if a != b}
-        shutil.rmtree(folder / "runs" / f"check-{kind}", ignore_errors=True)  # a check of an earlier bench
-        check_s, peak = run(ROOT, ["check", str(data), "--labels", "--project", str(folder / "runs"), "--name",
-                                   f"check-{kind}", "--quiet"], folder)
-        with open(folder / "runs" / f"check-{kind}" / "label_issues.csv", newline="", encoding="utf-8") as f:
+        check = folder / "runs" / "-".join(["check", kind, *(o.lstrip("-") for o in check_options)])
+        if args.reuse and (check / "label_issues.csv").is_file():
+            check_s, peak = float("nan"), float("nan")  # timed when it ran
+        else:
+            shutil.rmtree(check, ignore_errors=True)  # a check of an earlier bench
+            check_s, peak = run(ROOT, ["check", str(data), "--labels", "--project", str(check.parent), "--name",
+                                       check.name, "--quiet", *check_options], folder)
+        with open(check / "label_issues.csv", newline="", encoding="utf-8") as f:
             rows = [r for r in csv.DictReader(f) if r["kind"] == "label"]
         flagged = {r["path"] for r in rows}
         hit = len(flagged & flipped)
         precision, recall = hit / max(1, len(flagged)), hit / len(flipped)
         fixed = sum(r["path"] in flipped and r["suggested_label"] == CLASSES[y[paths.index(r["path"])]]
                     for r in rows)
-        noisy_accs, noisy_s = accuracy(data, folder, f"noisy-{kind}", args.seeds, options)
+        noisy_accs, noisy_s = accuracy(data, folder, f"noisy-{kind}", args.seeds, options, args.reuse)
         noisy_acc = float(np.mean(noisy_accs))
         results = {}
         for action in args.actions.split(","):
-            fixes = folder / f"fixes-{kind}-{action}.csv"
+            cleaned = check.name.replace("check-", "clean-", 1) + f"-{action}"  # clean-KIND[-CHECK OPTIONS]-ACTION
+            fixes = folder / f"fixes-{cleaned[6:]}.csv"
             if action == "auto":
-                fixes = folder / "runs" / f"check-{kind}" / "label_issues.csv"
+                fixes = check / "label_issues.csv"
             else:
                 with open(fixes, "w", newline="", encoding="utf-8") as f:
                     out = csv.writer(f)
                     out.writerow(["path", "action", "label"])
                     out.writerows([r["path"], action, r["suggested_label"]] for r in rows)
-            clean = folder / f"clean-{kind}-{action}.csv"
+            clean = folder / f"{cleaned}.csv"
             clean.unlink(missing_ok=True)
             run(ROOT, ["check", str(data), "--apply", str(fixes), "--output", str(clean)], folder)
-            results[action] = accuracy(clean, folder, f"clean-{kind}-{action}", args.seeds, options)[0]
+            results[action] = accuracy(clean, folder, cleaned, args.seeds, options)[0]
         cost = noisy_acc - true_acc
         print(f"{kind} noise, {len(flipped)} of {len(y)} training labels flipped ({len(flipped) / len(y):.1%}):\n"
               f"  flagged {len(flagged)}: precision {precision:.3f}, recall {recall:.3f}; the suggestion is the "
