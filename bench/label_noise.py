@@ -165,7 +165,7 @@ def main() -> None:
         flipped = {p for p, a, b in zip(paths, y, given) if a != b}
         check = folder / "runs" / "-".join(["check", kind, *(o.lstrip("-") for o in check_options)])
         if args.reuse and (check / "label_issues.csv").is_file():
-            check_s, peak = float("nan"), float("nan")  # timed when it ran
+            check_s, peak = None, None  # timed when it ran
         else:
             shutil.rmtree(check, ignore_errors=True)  # a check of an earlier bench
             check_s, peak = run(ROOT, ["check", str(data), "--labels", "--project", str(check.parent), "--name",
@@ -202,8 +202,8 @@ def main() -> None:
               + ", ".join(f"{a} {mean_sd(v)}" for a, v in results.items()) + f", true labels {mean_sd(true_accs)}; "
               "recovered " + ", ".join(f"{a} {(np.mean(v) - noisy_acc) / -cost:.0%}" if cost < 0 else f"{a} n/a"
                                        for a, v in results.items()) + " of the noise's cost\n"
-              f"  the check took {check_s:.0f} s (peak RSS {peak:.0f} MB), one training run {noisy_s:.0f} s: "
-              f"{check_s / noisy_s:.1f}x")
+              + (f"  the check took {check_s:.0f} s (peak RSS {peak:.0f} MB), one training run {noisy_s:.0f} s: "
+                 f"{check_s / noisy_s:.1f}x" if check_s is not None else "  the check was reused (timed when it ran)"))
 
 
 if __name__ == "__main__":
