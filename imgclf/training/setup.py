@@ -3,6 +3,7 @@ user's options, the data with its validation split, the input the data and the m
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,7 @@ def load_data(cfg: TrainConfig) -> Source:
     if cfg.limit:
         source = sample(source, cfg.limit, cfg.seed)
     if not cfg.test_split and "test" in source.splits:
-        source = type(source)(source.name, source.classes, {k: v for k, v in source.splits.items() if k != "test"},
-                              source.flip_ok)
+        source = replace(source, splits={k: v for k, v in source.splits.items() if k != "test"})
     return holdout(source, cfg.val_split, cfg.seed, cfg.folds, cfg.fold)
 
 
