@@ -3,8 +3,9 @@ Fashion-MNIST-sized batches and of efficientnet_lite0 on photos, the two precisi
 
     .venv/bin/python bench/precision.py [--threads 2]
 
-``--precision auto`` takes bf16 on a CPU only where it is the faster (imgclf/device.py, ``fast_bf16``); this is the
-measurement that rule rests on. The CPU's flags are printed with the figures.
+``--precision auto`` takes bf16 on a CPU only where it is the faster (imgclf/device.py, ``fast_bf16``; with AVX-512
+BF16 and no AMX a long run measures it, imgclf/training/precision.py); this is the measurement those rules rest on.
+The CPU's flags are printed with the figures.
 """
 from __future__ import annotations
 

@@ -46,20 +46,23 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def fast_bf16(device: torch.device) -> bool:
-    """Whether bfloat16 is faster than float32 on ``device``: a GPU that has it, or a CPU with AMX tiles. AVX-512 BF16
-    alone computes it natively but slower (bench/precision.py on a Xeon with it and without AMX: the training step of
-    the default cnn at 0.79-0.89x fp32's speed, of efficientnet_lite0 at 160 px 0.53-0.84x)."""
+def fast_bf16(device: torch.device) -> bool | None:
+    """Whether bfloat16 is faster than float32 on ``device``: True on a GPU that has it or a CPU with AMX tiles, False
+    where it is emulated, and None where the flags cannot tell: a CPU with AVX-512 BF16 but no AMX, where the default
+    cnn's training step ran at 0.79x fp32's speed on a Xeon (Cooper Lake) and at 1.60x on an AMD EPYC (Zen 4)
+    (bench/precision.py). There a long run measures both (imgclf.training.precision)."""
     if device.type == "cpu":
-        return native_bf16(device) and torch.cpu._is_amx_tile_supported()
+        if not native_bf16(device):
+            return False
+        return True if torch.cpu._is_amx_tile_supported() else None
     return native_bf16(device)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype ``torch.autocast`` computes in for ``--precision`` on ``device`` (None: full precision).
 
-    auto: bf16 where it is faster than fp32 (:func:`fast_bf16`; fp16 on older CUDA GPUs), else fp32: on a CPU without
-    AMX, bf16 autocast is slower, emulated or not.
+    auto: bf16 where it is known to be faster than fp32 (:func:`fast_bf16`; fp16 on older CUDA GPUs), else fp32 (a
+    training run that measured bf16 faster records ``bf16`` instead of ``auto``: imgclf.training.precision).
     """
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
@@ -68,7 +71,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if native_bf16(device) else torch.float16
-        return torch.bfloat16 if fast_bf16(device) else None
+        return torch.bfloat16 if fast_bf16(device) is True else None
     if precision == "bf16":
         if device.type == "cuda" and not native_bf16(device):
             raise UserError("--precision bf16: this GPU has no bfloat16; use --precision fp16 or auto")

@@ -4,6 +4,7 @@ metrics.csv, --compile, and ``imgclf benchmark``."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -11,11 +12,13 @@ import torch
 from torchvision.transforms import v2
 
 import imgclf
+from imgclf.callbacks import Callback
 from imgclf.cli.main import main
 from imgclf.config import EXPORT_MATRIX, TrainConfig
 from imgclf.data.batch_augment import BatchAugment, reflect
 from imgclf.device import autocast_dtype, fast_bf16, native_bf16
 from imgclf.errors import UserError
+from imgclf.training import precision as precision_choice
 
 from .conftest import TINY, TINY_ARGS, headless_chrome, write_class_folders
 
@@ -95,11 +98,59 @@ def test_precision_auto_is_bf16_only_where_faster_and_old_runs_read_as_before(ca
     assert autocast_dtype("fp32", cpu) is None and autocast_dtype("bf16", cpu) == torch.bfloat16
     emulated = "no native bfloat16" in capsys.readouterr().err  # a slow path chosen by hand is said out loud
     assert emulated == (not native_bf16(cpu))
-    # auto: bf16 only with AMX; AVX-512 BF16 alone computes it natively but slower than fp32 (device.fast_bf16)
-    assert fast_bf16(cpu) == (native_bf16(cpu) and torch.cpu._is_amx_tile_supported())
-    assert autocast_dtype("auto", cpu) == (torch.bfloat16 if fast_bf16(cpu) else None)
+    # auto: bf16 with AMX, fp32 without native bf16; AVX-512 BF16 alone is faster on some chips, slower on others,
+    # so the flags leave it open (None) and a long training run measures it (imgclf.training.precision)
+    known = {(True, True): True, (True, False): None}.get((native_bf16(cpu), torch.cpu._is_amx_tile_supported()), False)
+    assert fast_bf16(cpu) is known
+    assert autocast_dtype("auto", cpu) == (torch.bfloat16 if known else None)
     assert TrainConfig.from_dict({"amp": False}).precision == "fp32"
     assert TrainConfig.from_dict({"amp": True}).precision == "auto"
+
+
+class _OneEpoch(Callback):
+    def on_epoch_end(self, trainer, epoch, logs):
+        trainer.stop_training = True
+
+
+def _open_bf16(monkeypatch, fp32_s: float | None = None, bf16_s: float | None = None) -> list[str]:
+    """A CPU whose flags leave bf16's speed open, the precisions' step times faked where given; the precisions
+    timed are listed."""
+    timed: list[str] = []
+    monkeypatch.setattr(precision_choice, "fast_bf16", lambda device: None)
+    if fp32_s is not None:
+        def fake(net, cfg, *args):
+            timed.append(cfg.precision)
+            return {"fp32": fp32_s, "bf16": bf16_s}[cfg.precision], 0.001
+        monkeypatch.setattr(precision_choice, "time_steps", fake)
+    return timed
+
+
+@pytest.mark.parametrize("fp32_s, bf16_s, chosen", [(0.077, 0.048, "bf16"), (0.085, 0.108, "fp32"),
+                                                    (0.050, 0.048, "fp32")])
+def test_precision_auto_times_both_where_the_cpu_leaves_it_open(tmp_path, monkeypatch, fp32_s, bf16_s, chosen):
+    timed = _open_bf16(monkeypatch, fp32_s, bf16_s)
+    data = str(write_class_folders(tmp_path / "shapes", per_class=4))
+    long = dict(TINY, epochs=1000)  # 1000 epochs planned: long enough to gain (trained: 1, the run is cut below)
+    clf = imgclf.train(data, project=str(tmp_path / "runs"), name="long", callbacks=[_OneEpoch()], **long)
+    assert timed == ["fp32", "bf16"]
+    # bf16 only when at least 1.1x faster: its rounding is not worth a few per cent
+    assert clf.config.precision == chosen and f"precision: {chosen}" in (clf.run / "config.yaml").read_text()
+    assert f"so the run trains in {chosen}" in (clf.run / "train.log").read_text()
+    # a short run, or a precision given, is not measured
+    imgclf.train(data, project=str(tmp_path / "runs"), name="short", epochs=3, **TINY)
+    imgclf.train(data, project=str(tmp_path / "runs"), name="given", precision="fp32", callbacks=[_OneEpoch()],
+                 **long)
+    assert timed == ["fp32", "bf16"]
+
+
+def test_precision_auto_measures_the_real_model(tmp_path, monkeypatch):
+    _open_bf16(monkeypatch)  # the real timings, in bf16 even where the CPU emulates it
+    monkeypatch.setattr(precision_choice, "MIN_STEPS", 1)
+    data = str(write_class_folders(tmp_path / "shapes", per_class=4))
+    clf = imgclf.train(data, project=str(tmp_path / "runs"), name="t", epochs=1, **TINY)
+    log = (clf.run / "train.log").read_text()
+    assert re.search(r"takes \d+ ms in bf16 and \d+ ms in fp32 on this CPU \(measured\)", log), log
+    assert clf.config.precision in ("bf16", "fp32") and f"trains in {clf.config.precision}" in log
 
 
 def test_bf16_and_fp32_training_reach_the_same_accuracy(tmp_path):

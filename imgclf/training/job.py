@@ -38,6 +38,7 @@ from .distill import Distillation, online_teacher, teacher_logits, with_teacher
 from .loss import create_criterion
 from .mix import mixing
 from .optim import create_optimizer, create_schedule
+from .precision import settle_precision
 from .setup import build_model, check_memory, fit_input, load_data, new_config, seed_everything
 from .thresholds import check_positive, tune_thresholds
 from .time_budget import TimeLimit, plan_epochs
@@ -287,15 +288,16 @@ def _prepare_images(cfg: TrainConfig, source: Source, run: RunDir, resume: bool,
 
 def _settle(cfg: TrainConfig, prepared: Prepared, net: nn.Module | None, device: torch.device, began: float,
             log: Callable[[str], None]) -> TimeLimit | None:
-    """The choices that need the decoded images or the model: the normalisation, the batch that fits the memory
-    and the epochs that fit ``--time`` (both measured on ``net``; a resumed run, given none, keeps its own), the
-    batch size and schedule that fit the training split, and where the features of a frozen backbone are kept when
-    several processes share them. Gives the callback that holds a timed run to its budget."""
+    """The choices that need the decoded images or the model: the normalisation, the batch that fits the memory,
+    the precision where the device leaves it open and the epochs that fit ``--time`` (all measured on ``net``; a
+    resumed run, given none, keeps its own), the batch size and schedule that fit the training split, and where the
+    features of a frozen backbone are kept when several processes share them. Gives the callback that holds a timed run to its budget."""
     if cfg.mean is None:
         cfg.mean, cfg.std = channel_stats(prepared.splits["train"].x)
     limit = None
     if net is not None:
         plan_batch(cfg, net, device, len(prepared.splits["train"]), log)
+        settle_precision(cfg, net, prepared, device, log)
         if cfg.time is not None:
             limit = plan_epochs(cfg, net, prepared, device, began, log)
     fit_batch_size(cfg, len(prepared.splits["train"]), log)
@@ -328,7 +330,7 @@ def _build_trainer(cfg: TrainConfig, net: nn.Module, prepared: Prepared, source:
                           full_res=cfg.augment in ("standard", "strong"))
     task = get_task(cfg.task)
     precision = autocast_dtype(cfg.precision, device)
-    if cfg.precision == "auto":  # config.yaml keeps "auto" (it depends on the machine); the log says what it is here
+    if cfg.precision == "auto":  # config.yaml keeps "auto" where the device decides; the log says what it is here
         log(f"precision auto: {str(precision).removeprefix('torch.') if precision else 'fp32'} on {device}")
     mix, mix_loss = mixing(cfg.mixup, cfg.cutmix, len(prepared.classes), cfg.label_smoothing, task.multilabel)
     loss = mix_loss or create_criterion(task, splits["train"].y, prepared.classes, cfg, log)
