@@ -179,7 +179,7 @@ class TrainConfig:
     device: str = "auto"
     processes: int = 1  # training processes, as used (torchrun / --devices); resume needs as many
     sync_bn: bool = False
-    precision: str = "auto"  # autocast dtype: bf16 where the device has it natively (see imgclf.device)
+    precision: str = "auto"  # autocast dtype: bf16 where it is the faster (imgclf.device, training.precision)
     batch_augment: bool | None = None  # light augmentation as batched tensor ops in the trainer; None: for light
     erase: float = 0.0  # random erasing's probability per image, with the batched light augmentation
     teacher: str | None = None  # a trained run to distil from (training/distill.py)

@@ -207,8 +207,9 @@ def add_training(sub: argparse._SubParsersAction, command: str = "train") -> Non
                                                      "~/.cache/imgclf/datasets)")
     add_device(p, DEFAULTS.device)
     p.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision,
-                   help="autocast dtype for training and validation; auto: bf16 where the device computes it "
-                        "natively (CUDA from Ampere, CPUs with AVX-512 BF16 or AMX), fp16 on older GPUs, else fp32")
+                   help="autocast dtype for training and validation; auto: bf16 where it is the faster (CUDA "
+                        "from Ampere, CPUs with AMX; with AVX-512 BF16 alone a long run times both), fp16 on older "
+                        "GPUs, else fp32")
     p.add_argument("--per-image-augment", dest="batch_augment", action="store_false", default=None,
                    help="run --augment light as per-image torchvision transforms in worker processes (default: "
                         "batched tensor operations on the training device, in the training process)")
