@@ -100,7 +100,8 @@ def test_precision_auto_is_bf16_only_where_faster_and_old_runs_read_as_before(ca
     assert emulated == (not native_bf16(cpu))
     # auto: bf16 with AMX, fp32 without native bf16; AVX-512 BF16 alone is faster on some chips, slower on others,
     # so the flags leave it open (None) and a long training run measures it (imgclf.training.precision)
-    known = {(True, True): True, (True, False): None}.get((native_bf16(cpu), torch.cpu._is_amx_tile_supported()), False)
+    flags = (native_bf16(cpu), torch.cpu._is_amx_tile_supported())
+    known = {(True, True): True, (True, False): None}.get(flags, False)
     assert fast_bf16(cpu) is known
     assert autocast_dtype("auto", cpu) == (torch.bfloat16 if known else None)
     assert TrainConfig.from_dict({"amp": False}).precision == "fp32"

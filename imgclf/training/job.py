@@ -291,7 +291,8 @@ def _settle(cfg: TrainConfig, prepared: Prepared, net: nn.Module | None, device:
     """The choices that need the decoded images or the model: the normalisation, the batch that fits the memory,
     the precision where the device leaves it open and the epochs that fit ``--time`` (all measured on ``net``; a
     resumed run, given none, keeps its own), the batch size and schedule that fit the training split, and where the
-    features of a frozen backbone are kept when several processes share them. Gives the callback that holds a timed run to its budget."""
+    features of a frozen backbone are kept when several processes share them. Gives the callback that holds a timed
+    run to its budget."""
     if cfg.mean is None:
         cfg.mean, cfg.std = channel_stats(prepared.splits["train"].x)
     limit = None
