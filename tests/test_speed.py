@@ -19,6 +19,7 @@ from imgclf.data.batch_augment import BatchAugment, reflect
 from imgclf.device import autocast_dtype, fast_bf16, native_bf16
 from imgclf.errors import UserError
 from imgclf.training import precision as precision_choice
+from imgclf.training import time_budget
 
 from .conftest import TINY, TINY_ARGS, headless_chrome, write_class_folders
 
@@ -122,7 +123,7 @@ def _open_bf16(monkeypatch, fp32_s: float | None = None, bf16_s: float | None = 
         def fake(net, cfg, *args):
             timed.append(cfg.precision)
             return {"fp32": fp32_s, "bf16": bf16_s}[cfg.precision], 0.001
-        monkeypatch.setattr(precision_choice, "time_steps", fake)
+        monkeypatch.setattr(time_budget, "time_steps", fake)
     return timed
 
 
@@ -142,6 +143,15 @@ def test_precision_auto_times_both_where_the_cpu_leaves_it_open(tmp_path, monkey
     imgclf.train(data, project=str(tmp_path / "runs"), name="given", precision="fp32", callbacks=[_OneEpoch()],
                  **long)
     assert timed == ["fp32", "bf16"]
+
+
+def test_a_timed_run_plans_from_the_steps_the_precision_was_chosen_by(tmp_path, monkeypatch):
+    timed = _open_bf16(monkeypatch, 0.077, 0.048)
+    monkeypatch.setattr(precision_choice, "MIN_STEPS", 1)
+    data = str(write_class_folders(tmp_path / "shapes", per_class=4))
+    clf = imgclf.train(data, project=str(tmp_path / "runs"), name="t", time="1h", callbacks=[_OneEpoch()], **TINY)
+    assert timed == ["fp32", "bf16"]  # the steps are timed once in each precision, not again for the plan
+    assert "(a step of 8 images 48 ms, measured)" in (clf.run / "train.log").read_text()
 
 
 def test_precision_auto_measures_the_real_model(tmp_path, monkeypatch):

@@ -298,9 +298,9 @@ def _settle(cfg: TrainConfig, prepared: Prepared, net: nn.Module | None, device:
     limit = None
     if net is not None:
         plan_batch(cfg, net, device, len(prepared.splits["train"]), log)
-        settle_precision(cfg, net, prepared, device, log)
+        timed = settle_precision(cfg, net, prepared, device, log)
         if cfg.time is not None:
-            limit = plan_epochs(cfg, net, prepared, device, began, log)
+            limit = plan_epochs(cfg, net, prepared, device, began, log, timed)
     fit_batch_size(cfg, len(prepared.splits["train"]), log)
     if cfg.mode == "feature-extract" and cfg.augment == "none" and cfg.feature_cache == "ram" \
             and ddp.world_size() > 1:

@@ -20,30 +20,34 @@ from .. import distributed as ddp
 from ..config import TrainConfig
 from ..data.prepare import Prepared
 from ..device import fast_bf16
-from .time_budget import time_steps
+from . import time_budget
 
 MIN_STEPS = 2000  # shorter runs train in fp32 unmeasured: timing both (a few seconds) would cost what it might save
 MIN_GAIN = 1.1  # bf16 rounds every product: it is taken only where it is clearly the faster
+TIMED_FOR_S = 1.0  # of steps in each precision: enough for a difference of 10%, and the start waits for it
 
 
 def settle_precision(cfg: TrainConfig, net: nn.Module, prepared: Prepared, device: torch.device,
-                     log: Callable[[str], None]) -> None:
+                     log: Callable[[str], None]) -> tuple[float, float] | None:
     """Turn ``cfg.precision`` ``auto`` into ``bf16`` or ``fp32`` by timing training steps of ``net`` in both, where
-    the device leaves the choice open and the run is long enough for it to matter; else leave it as it is."""
+    the device leaves the choice open and the run is long enough for it to matter; else leave it as it is. Gives
+    rank 0's timing of the precision chosen (``time_budget.time_steps``' step and image), for the time budget's plan."""
     if cfg.precision != "auto" or fast_bf16(device) is not None:
-        return
+        return None
     if cfg.mode == "feature-extract" and cfg.augment == "none" and cfg.feature_cache != "none":
-        return  # the steps train a lone head on cached features: nothing to gain
+        return None  # the steps train a lone head on cached features: nothing to gain
     per_process = max(1, cfg.batch_size // max(1, ddp.world_size()))
     steps = cfg.epochs * math.ceil(len(prepared.splits["train"]) / ddp.world_size() / per_process)
     if steps < MIN_STEPS:
-        return
-    step_s: dict[str, float] = {}
-    for precision in ("fp32", "bf16"):
-        trial = copy.copy(cfg)
-        trial.precision = precision
-        step_s[precision] = time_steps(net, trial, prepared, device, per_process)[0] if ddp.is_main() else 0.0
-    step_s = ddp.broadcast(step_s)  # rank 0's timings for every process: their gradients must be alike
-    cfg.precision = "bf16" if step_s["fp32"] >= MIN_GAIN * step_s["bf16"] else "fp32"
-    log(f"precision auto: a training step of {per_process} images takes {step_s['bf16'] * 1000:.0f} ms in bf16 and "
-        f"{step_s['fp32'] * 1000:.0f} ms in fp32 on this CPU (measured), so the run trains in {cfg.precision}")
+        return None
+    timed: dict[str, tuple[float, float]] = {}
+    if ddp.is_main():
+        for precision in ("fp32", "bf16"):
+            trial = copy.copy(cfg)
+            trial.precision = precision
+            timed[precision] = time_budget.time_steps(net, trial, prepared, device, per_process, TIMED_FOR_S)
+    timed = ddp.broadcast(timed)  # rank 0's timings for every process: their gradients must be alike
+    cfg.precision = "bf16" if timed["fp32"][0] >= MIN_GAIN * timed["bf16"][0] else "fp32"
+    log(f"precision auto: a training step of {per_process} images takes {timed['bf16'][0] * 1000:.0f} ms in bf16 "
+        f"and {timed['fp32'][0] * 1000:.0f} ms in fp32 on this CPU (measured), so the run trains in {cfg.precision}")
+    return timed[cfg.precision]

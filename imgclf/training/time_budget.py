@@ -43,10 +43,10 @@ REPLAN_MARGIN = 1.02  # epochs vary by a few per cent: the corrected plan keeps 
 RECENT_EPOCHS = 3  # the epochs whose median time the plan is corrected from
 
 
-def time_steps(net: nn.Module, cfg: TrainConfig, prepared: Prepared, device: torch.device, batch: int
-               ) -> tuple[float, float]:
+def time_steps(net: nn.Module, cfg: TrainConfig, prepared: Prepared, device: torch.device, batch: int,
+               seconds: float = TIMED_FOR_S) -> tuple[float, float]:
     """(seconds per training step of ``batch`` images, seconds per image of a forward pass), timed on a copy of
-    ``net`` with the run's optimizer, precision and memory format, on training images."""
+    ``net`` with the run's optimizer, precision and memory format, on training images, for about ``seconds``."""
     model = copy.deepcopy(net).train()
     optimizer = create_optimizer(model, cfg)
     dtype = autocast_dtype(cfg.precision, device)
@@ -68,7 +68,7 @@ def time_steps(net: nn.Module, cfg: TrainConfig, prepared: Prepared, device: tor
         for _ in range(WARM_STEPS):  # the first steps allocate and pick their kernels
             step()
         times: list[float] = []
-        while len(times) < TIMED_STEPS[1] and (len(times) < TIMED_STEPS[0] or sum(times) < TIMED_FOR_S):
+        while len(times) < TIMED_STEPS[1] and (len(times) < TIMED_STEPS[0] or sum(times) < seconds):
             started = time.perf_counter()
             step()
             times.append(time.perf_counter() - started)
@@ -85,14 +85,15 @@ def time_steps(net: nn.Module, cfg: TrainConfig, prepared: Prepared, device: tor
 
 
 def plan_epochs(cfg: TrainConfig, net: nn.Module, prepared: Prepared, device: torch.device, began: float,
-                log: Callable[[str], None]) -> "TimeLimit":
+                log: Callable[[str], None], timed: tuple[float, float] | None = None) -> "TimeLimit":
     """Set ``cfg.epochs`` (and the warm-up and head epochs that depend on it) to what fits ``cfg.time`` seconds
     from ``began`` (a ``time.time()``); returns the callback that corrects the plan from the first epochs' real
-    time and holds the run to its budget."""
+    time and holds the run to its budget. ``timed``: the run's steps as :func:`time_steps` gives them, where they
+    were just measured (the precision's choice), so they are not timed again."""
     n = {name: len(split) for name, split in prepared.splits.items()}
     per_process = max(1, cfg.batch_size // max(1, ddp.world_size()))
     # rank 0's timings and clock for every process: epochs that differed would leave DDP waiting forever
-    step_s, image_s, spent = ddp.broadcast((*time_steps(net, cfg, prepared, device, per_process),
+    step_s, image_s, spent = ddp.broadcast((*(timed or time_steps(net, cfg, prepared, device, per_process)),
                                             time.time() - began) if ddp.is_main() else None)
     steps = math.ceil(math.ceil(n["train"] / ddp.world_size()) / per_process)
     frozen = cfg.mode == "feature-extract" and cfg.augment == "none" and cfg.feature_cache != "none"
