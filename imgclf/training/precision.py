@@ -22,7 +22,7 @@ from ..data.prepare import Prepared
 from ..device import fast_bf16
 from . import time_budget
 
-MIN_STEPS = 2000  # shorter runs train in fp32 unmeasured: timing both (a few seconds) would cost what it might save
+MIN_STEPS = 2000  # shorter runs train in fp32 unmeasured: timing both (about 2 s) would cost what it might save
 MIN_GAIN = 1.1  # bf16 rounds every product: it is taken only where it is clearly the faster
 TIMED_FOR_S = 1.0  # of steps in each precision: enough for a difference of 10%, and the start waits for it
 
@@ -46,7 +46,7 @@ def settle_precision(cfg: TrainConfig, net: nn.Module, prepared: Prepared, devic
             trial = copy.copy(cfg)
             trial.precision = precision
             timed[precision] = time_budget.time_steps(net, trial, prepared, device, per_process, TIMED_FOR_S)
-    timed = ddp.broadcast(timed)  # rank 0's timings for every process: their gradients must be alike
+    timed = ddp.broadcast(timed)  # rank 0's timings for every process: all train in one precision
     cfg.precision = "bf16" if timed["fp32"][0] >= MIN_GAIN * timed["bf16"][0] else "fp32"
     log(f"precision auto: a training step of {per_process} images takes {timed['bf16'][0] * 1000:.0f} ms in bf16 "
         f"and {timed['fp32'][0] * 1000:.0f} ms in fp32 on this CPU (measured), so the run trains in {cfg.precision}")
